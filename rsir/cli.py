@@ -1,0 +1,300 @@
+"""The ``rsir`` command line: train, evaluate, recommend, data."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .checkpoint import check_same_data, load_checkpoint
+from .config import SECTIONS, RunConfig, build_config, model_option_types, read_config_file
+from .data import FORMATS, Dataset, leave_one_out, make_synthetic, read_dataset, write_dataset
+from .data.source import DataParams, load_dataset
+from .errors import ConfigError, RsirError
+from .evaluation import evaluate, recommend_top_k
+from .io import atomic_open, write_json
+from .models import BACKBONES, build_backbone
+from .training import fit
+
+_FLAG_NAMES = {("data", "path"): "data"}  # --data reads better than --path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except RsirError as exc:
+        print(f"rsir: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rsir: interrupted; finished work is saved and a rerun resumes it", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    out = Path(args.out)
+    _prepare_run_dir(out, config, overwrite=args.overwrite)
+    if (out / "metrics.json").exists():
+        print(f"rsir: {out} already holds a finished run with this config; printing its result", file=sys.stderr)
+        print((out / "metrics.json").read_text(), end="")
+        return 0
+    dataset = load_dataset(config.data)
+    split = leave_one_out(dataset)
+    model = build_backbone(config.backbone, dataset.n_items, config.model)
+    _say(args, f"data {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
+               f"{dataset.sequences.n_interactions} interactions"
+               + (f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else ""))
+    meta = {"data": dataclasses.asdict(config.data), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
+    result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet)
+    summary = {"dataset": dataset.name, "backbone": config.backbone, **result.summary()}
+    write_json(out / "metrics.json", summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model, meta, dataset = _model_and_data(args)
+    split = leave_one_out(dataset)
+    result = evaluate(model, getattr(split, args.split), exclude_seen=args.exclude_seen)
+    report = {"checkpoint": str(args.checkpoint), "split": args.split, "exclude_seen": args.exclude_seen, **result.metrics}
+    if args.output:
+        write_json(args.output, report)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise ConfigError(f"--k must be >= 1, got {args.k}")
+    model, meta, dataset = _model_and_data(args)
+    if args.all_users:
+        rows = np.arange(dataset.n_users)
+    else:
+        users = _requested_users(args)
+        rows = dataset.user_index(users)
+    k = min(args.k, dataset.n_items)
+    items, scores = recommend_top_k(model, dataset.sequences, rows, k, exclude_seen=args.exclude_seen)
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(dataset.user_ids[rows], k),
+            "rank": np.tile(np.arange(1, k + 1), len(rows)),
+            "item_id": dataset.item_ids[items.ravel() - 1],
+            "score": scores.ravel(),
+        }
+    )
+    if args.format == "json":
+        text = json.dumps(
+            [
+                {"user_id": _plain(u), "items": [_plain(i) for i in dataset.item_ids[row - 1]], "scores": s.round(6).tolist()}
+                for u, row, s in zip(dataset.user_ids[rows], items, scores)
+            ],
+            indent=1,
+        ) + "\n"
+    else:
+        text = frame.to_csv(index=False)
+    if args.output:
+        with atomic_open(args.output) as handle:
+            handle.write(text)
+        _say(args, f"wrote {len(rows)} users x {k} recommendations to {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    dataset = _read_cli_dataset(args.path, args)
+    print(json.dumps(dataset.stats(), indent=2))
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    dataset = _read_cli_dataset(args.input, args)
+    write_dataset(dataset, args.output, args.to, renumber=args.renumber)
+    print(f"wrote {dataset.n_users} users, {dataset.n_items} items, "
+          f"{dataset.sequences.n_interactions} interactions to {args.output}")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    dataset = make_synthetic(args.users, args.items, seed=args.seed)
+    write_dataset(dataset, args.output, args.to)
+    print(json.dumps(dataset.stats(), indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    file_sections = read_config_file(args.config) if args.config else {}
+    overrides: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if "." in dest:
+            section, key = dest.split(".", 1)
+            overrides.setdefault(section, {})[key] = value
+    return build_config(file_sections, overrides, source=str(args.config or "options"))
+
+
+def _prepare_run_dir(out: Path, config: RunConfig, overwrite: bool) -> None:
+    saved = out / "config.yaml"
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if saved.exists():
+        if yaml.safe_load(saved.read_text()) != config.to_dict():
+            raise ConfigError(
+                f"{out} holds a run with a different config; pass --overwrite or choose another --out"
+            )
+        return
+    with atomic_open(saved) as handle:
+        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+
+
+def _model_and_data(args: argparse.Namespace):
+    model, meta = load_checkpoint(args.checkpoint)
+    params = DataParams(**meta["data"]) if "data" in meta else DataParams()
+    if args.data is not None:
+        params = dataclasses.replace(params, path=args.data)
+    dataset = load_dataset(params)
+    check_same_data(meta, dataset.fingerprint(), dataset.n_items, args.checkpoint)
+    return model, meta, dataset
+
+
+def _requested_users(args: argparse.Namespace) -> list[str]:
+    users: list[str] = []
+    if args.users:
+        users += [u.strip() for u in args.users.split(",") if u.strip()]
+    if args.users_file:
+        path = Path(args.users_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such users file")
+        users += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not users:
+        raise ConfigError("name the users with --users 1,2,3, --users-file FILE or --all-users")
+    return users
+
+
+def _read_cli_dataset(path: str, args: argparse.Namespace) -> Dataset:
+    return read_dataset(
+        path, args.format, user_col=args.user_col, item_col=args.item_col,
+        time_col=args.time_col or None, kcore=args.kcore,
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"rsir: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config option (``--lr``, ``--batch-size``, ``--data``...); a flag
+    overrides the config file only when given."""
+    groups = [(name, typing.get_type_hints(cls), cls) for name, cls in SECTIONS.items()]
+    for section, hints, cls in groups:
+        group = parser.add_argument_group(f"{section} options")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key, kind in hints.items():
+            _add_flag(group, section, key, kind, defaults[key])
+    group = parser.add_argument_group("model options (see `backbone`)")
+    group.add_argument("--backbone", dest="model.backbone", default=argparse.SUPPRESS,
+                       help=f"one of {', '.join(BACKBONES)} (default sasrec)")
+    for key, kind in model_option_types().items():
+        _add_flag(group, "model", key, kind, None)
+
+
+def _add_flag(group, section: str, key: str, kind: type, default: Any) -> None:
+    flag = "--" + _FLAG_NAMES.get((section, key), key).replace("_", "-")
+    shown = f" (default {default!r})" if default is not None else ""
+    if kind is bool:
+        group.add_argument(flag, dest=f"{section}.{key}", action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=f"{section}.{key}{shown}")
+    else:
+        group.add_argument(flag, dest=f"{section}.{key}", type=kind, default=argparse.SUPPRESS,
+                           metavar=kind.__name__.upper(), help=f"{section}.{key}{shown}")
+
+
+def _add_reader_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    parser.add_argument("--user-col", default="user_id")
+    parser.add_argument("--item-col", default="item_id")
+    parser.add_argument("--time-col", default="timestamp", help="empty: keep the file's row order")
+    parser.add_argument("--kcore", type=int, default=0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsir", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model (default: SASRec on built-in synthetic data)")
+    train.add_argument("--config", help="TOML or YAML file with [data], [model], [train] sections")
+    train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
+    train.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_option_flags(train)
+    train.set_defaults(handler=cmd_train)
+
+    for name, handler, help_text in (
+        ("evaluate", cmd_evaluate, "evaluate a checkpoint on the validation or test split"),
+        ("recommend", cmd_recommend, "top-K items for chosen users, in original ids"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--checkpoint", required=True)
+        sub.add_argument("--data", default=None, help="data file (default: the one the checkpoint was trained on)")
+        sub.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True)
+        sub.add_argument("--output", help="write here instead of standard output")
+        sub.add_argument("--quiet", action="store_true")
+        sub.set_defaults(handler=handler)
+        if name == "evaluate":
+            sub.add_argument("--split", choices=("valid", "test"), default="test")
+        else:
+            sub.add_argument("--users", help="comma-separated original user ids")
+            sub.add_argument("--users-file", help="file with one original user id per line")
+            sub.add_argument("--all-users", action="store_true")
+            sub.add_argument("--k", type=int, default=10)
+            sub.add_argument("--format", choices=("csv", "json"), default="csv")
+
+    data = commands.add_parser("data", help="dataset statistics, format conversion, synthetic data")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    stats = data_commands.add_parser("stats", help="print statistics of a data file")
+    stats.add_argument("path")
+    _add_reader_flags(stats)
+    stats.set_defaults(handler=cmd_data_stats)
+    convert = data_commands.add_parser("convert", help="convert between formats")
+    convert.add_argument("input")
+    convert.add_argument("output")
+    convert.add_argument("--to", default="auto", choices=("auto", *FORMATS), help="output format (default: from suffix)")
+    convert.add_argument("--renumber", action="store_true", help="write 1-based indices instead of original ids")
+    _add_reader_flags(convert)
+    convert.set_defaults(handler=cmd_data_convert)
+    synth = data_commands.add_parser("synth", help="write the built-in synthetic data to a file")
+    synth.add_argument("output")
+    synth.add_argument("--users", type=int, default=2000)
+    synth.add_argument("--items", type=int, default=500)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--to", default="auto", choices=("auto", *FORMATS))
+    synth.set_defaults(handler=cmd_data_synth)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

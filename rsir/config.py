@@ -1,0 +1,122 @@
+"""Run configuration: sections of typed options, from a TOML/YAML file and from flags.
+
+Unknown sections and keys are rejected with the closest known name as a suggestion;
+values are checked against the option's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data.source import DataParams
+from .errors import ConfigError
+from .models import BACKBONES, backbone_class
+from .training import TrainParams
+
+
+@dataclass
+class RunConfig:
+    data: DataParams = field(default_factory=DataParams)
+    backbone: str = "sasrec"
+    model: dict[str, Any] = field(default_factory=dict)  # options of the chosen backbone
+    train: TrainParams = field(default_factory=TrainParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": dataclasses.asdict(self.data),
+            "model": {"backbone": self.backbone, **self.model},
+            "train": dataclasses.asdict(self.train),
+        }
+
+
+SECTIONS: dict[str, type] = {"data": DataParams, "train": TrainParams}
+
+
+def model_option_types() -> dict[str, type]:
+    """Every option any backbone accepts, with its type (for flags)."""
+    types: dict[str, type] = {}
+    for cls in BACKBONES.values():
+        types.update(typing.get_type_hints(cls.Params))
+    return types
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: config files must end in .toml, .yaml, .yml or .json")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, train)")
+    return data
+
+
+def build_config(
+    sections: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None, source: str = "config"
+) -> RunConfig:
+    """Merge file sections with flag overrides and check every key and value."""
+    merged: dict[str, dict[str, Any]] = {}
+    for name, values in sections.items():
+        if name not in (*SECTIONS, "model"):
+            raise ConfigError(f"{source}: unknown section {name!r}{_suggest(name, [*SECTIONS, 'model'])}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping of options")
+        merged[name] = dict(values)
+    for name, values in (overrides or {}).items():
+        merged.setdefault(name, {}).update(values)
+    model = merged.get("model", {})
+    backbone = model.pop("backbone", "sasrec")
+    cls = backbone_class(str(backbone))
+    return RunConfig(
+        data=_make(DataParams, merged.get("data", {}), "data", source),
+        backbone=cls.name,
+        model=dataclasses.asdict(_make(cls.Params, model, "model", source)),
+        train=_make(TrainParams, merged.get("train", {}), "train", source),
+    )
+
+
+def _make(cls: type, values: dict[str, Any], section: str, source: str):
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"{source}: unknown option {section}.{key}{_suggest(key, list(hints))}")
+        values[key] = _check_type(value, hints[key], f"{section}.{key}", source)
+    params = cls(**values)
+    if hasattr(params, "validate"):
+        params.validate()
+    return params
+
+
+def _check_type(value: Any, kind: type, name: str, source: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and value is None:
+        return ""
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{source}: option {name} must be {kind.__name__}, got {value!r}")
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"

@@ -1,0 +1,44 @@
+"""Length-bucketed batches: each batch holds sequences of similar length, so padding is
+only to the longest sequence in the batch."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .sequences import Sequences
+
+
+def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Split row indices into batches of similar length; with ``rng``, shuffled within equal
+    lengths and in batch order (one epoch), else in length order (evaluation)."""
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+    else:
+        order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def next_item_batches(
+    seqs: Sequences, max_len: int, batch_size: int, rng: np.random.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of sequence-to-sequence batches: every position predicts the next item.
+
+    Inputs are ``s[:-1]`` and targets ``s[1:]`` over the last ``max_len + 1`` items of each
+    sequence; target 0 marks padding. Sequences of one item carry no target and are skipped.
+    """
+    trainable = np.flatnonzero(seqs.lengths >= 2)
+    lengths = np.minimum(seqs.lengths[trainable], max_len + 1)
+    for batch in bucket_batches(lengths, batch_size, rng):
+        window = torch.from_numpy(seqs.padded(trainable[batch], max_len + 1).astype(np.int64))
+        yield window[:, :-1], window[:, 1:]
+
+
+def count_targets(seqs: Sequences, max_len: int) -> int:
+    """Supervised next-item targets in one epoch (for throughput numbers)."""
+    return int(np.clip(seqs.lengths - 1, 0, max_len).sum())

@@ -1,0 +1,186 @@
+"""Readers for the supported input formats. Every malformed input raises a DataFormatError
+naming the file, the line (where there is one) and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataFormatError
+from .dataset import Dataset, from_interactions
+
+FORMATS = ("s3rec", "atomic", "csv", "tsv", "parquet")
+_SUFFIXES = {".txt": "s3rec", ".inter": "atomic", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+def detect_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise DataFormatError(
+            f"{path}: cannot tell the format from the suffix {suffix or '(none)'!r}; "
+            f"pass --format (one of {', '.join(FORMATS)})"
+        )
+    return _SUFFIXES[suffix]
+
+
+def read_dataset(
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    time_col: str | None = "timestamp",
+    kcore: int = 0,
+) -> Dataset:
+    """Read interactions in any supported format into a :class:`Dataset`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "s3rec":
+        users, items, times = _read_s3rec(path)
+    elif fmt == "atomic":
+        users, items, times = _read_atomic(path, user_col, item_col, time_col)
+    elif fmt in ("csv", "tsv", "parquet"):
+        users, items, times = _read_table(path, fmt, user_col, item_col, time_col)
+    else:
+        raise DataFormatError(f"unknown format {fmt!r}; expected one of auto, {', '.join(FORMATS)}")
+    return from_interactions(users, items, times, name=path.stem, kcore=kcore)
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataFormatError(f"{path}: file is empty")
+    if b"\x00" in raw:
+        raise DataFormatError(f"{path}: binary file (contains NUL bytes), expected text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataFormatError(f"{path}:{line}: not valid UTF-8 text") from None
+
+
+def _read_s3rec(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
+    """``user item item ...`` per line, oldest first; ids must be integers."""
+    users: list[int] = []
+    lengths: list[int] = []
+    items: list[int] = []
+    seen_users: set[int] = set()
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            ids = [int(field) for field in fields]
+        except ValueError:
+            bad = next(f for f in fields if not f.lstrip("-").isdigit())
+            raise DataFormatError(f"{path}:{number}: id {bad[:40]!r} is not an integer") from None
+        if len(ids) < 2:
+            raise DataFormatError(f"{path}:{number}: user {ids[0]} has an empty sequence")
+        if ids[0] in seen_users:
+            raise DataFormatError(f"{path}:{number}: user {ids[0]} appears on more than one line")
+        seen_users.add(ids[0])
+        users.append(ids[0])
+        lengths.append(len(ids) - 1)
+        items.extend(ids[1:])
+    if not users:
+        raise DataFormatError(f"{path}: file has no sequences")
+    # Row order within a user is the chronological order, so no timestamps are needed.
+    return np.repeat(np.asarray(users, dtype=np.int64), lengths), np.asarray(items, dtype=np.int64), None
+
+
+def _read_atomic(
+    path: Path, user_col: str, item_col: str, time_col: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """RecBole atomic file: tab-separated, header fields ``name:type``."""
+    text = _read_text(path)
+    header = text.split("\n", 1)[0].rstrip("\r").split("\t")
+    names = []
+    for field in header:
+        name, sep, kind = field.partition(":")
+        if not sep or not name or kind not in ("token", "float", "token_seq", "float_seq"):
+            raise DataFormatError(f"{path}:1: header field {field!r} is not of the form name:type (token, float, ...)")
+        names.append(name)
+    frame = _parse_delimited(path, "\t", header=0)
+    frame.columns = names
+    return _columns(frame, path, user_col, item_col, time_col, header_line=True)
+
+
+def _read_table(
+    path: Path, fmt: str, user_col: str, item_col: str, time_col: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    if fmt == "parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types for corrupt files
+            raise DataFormatError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        if frame.empty:
+            raise DataFormatError(f"{path}: file has no rows")
+        return _columns(frame, path, user_col, item_col, time_col, header_line=False)
+    _read_text(path)  # empty / binary / encoding checks with clear messages
+    frame = _parse_delimited(path, "," if fmt == "csv" else "\t", header=0)
+    return _columns(frame, path, user_col, item_col, time_col, header_line=True)
+
+
+def _parse_delimited(path: Path, sep: str, header: int) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, sep=sep, header=header, dtype=str, keep_default_na=False, engine="c")
+    except pd.errors.ParserError as exc:
+        raise DataFormatError(f"{path}: {_parser_reason(exc)}") from None
+    except pd.errors.EmptyDataError:
+        raise DataFormatError(f"{path}: file is empty") from None
+    if frame.empty:
+        raise DataFormatError(f"{path}: file has a header but no rows")
+    return frame
+
+
+def _parser_reason(exc: Exception) -> str:
+    # pandas: "Error tokenizing data. C error: Expected 3 fields in line 5, saw 4"
+    message = str(exc).strip().splitlines()[-1]
+    return message.split("C error: ")[-1]
+
+
+def _columns(
+    frame: pd.DataFrame, path: Path, user_col: str, item_col: str, time_col: str | None, header_line: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    wanted = [user_col, item_col] + ([time_col] if time_col else [])
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        have = ", ".join(map(str, frame.columns))
+        raise DataFormatError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {have}); "
+            f"set the column names with --user-col/--item-col/--time-col"
+        )
+    first_data_line = 2 if header_line else 1
+    for col in (user_col, item_col):
+        values = frame[col].astype(str)
+        empty = np.flatnonzero((values.str.strip() == "").to_numpy() | frame[col].isna().to_numpy())
+        if len(empty):
+            raise DataFormatError(f"{path}:{empty[0] + first_data_line}: empty value in column {col!r}")
+    times = None
+    if time_col:
+        times = pd.to_numeric(frame[time_col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(times))
+        if len(bad):
+            value = frame[time_col].iloc[bad[0]]
+            raise DataFormatError(
+                f"{path}:{bad[0] + first_data_line}: timestamp {str(value)[:40]!r} in column {time_col!r} is not a number"
+            )
+    users = frame[user_col].astype(str).str.strip().to_numpy()
+    items = frame[item_col].astype(str).str.strip().to_numpy()
+    return _as_int_if_possible(users), _as_int_if_possible(items), times
+
+
+def _as_int_if_possible(values: np.ndarray) -> np.ndarray:
+    """Integer ids stay integers (so output matches the input's spelling); others stay strings."""
+    try:
+        as_int = values.astype(np.int64)
+    except (ValueError, OverflowError):
+        return values.astype(str)
+    # "007" would print back as 7: keep the original spelling then.
+    if np.array_equal(as_int.astype(str), values.astype(str)):
+        return as_int
+    return values.astype(str)

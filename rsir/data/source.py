@@ -1,0 +1,43 @@
+"""Where a run's data comes from: a file, or the built-in synthetic generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from .dataset import Dataset
+from .readers import FORMATS, read_dataset
+from .synthetic import make_synthetic
+
+
+@dataclass
+class DataParams:
+    path: str = ""  # empty: the built-in synthetic data
+    format: str = "auto"  # auto (from the suffix) | s3rec | atomic | csv | tsv | parquet
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"  # empty: keep the file's row order
+    kcore: int = 0  # iterative k-core filter; 0 or 1 keeps everything
+    synthetic_users: int = 2000
+    synthetic_items: int = 500
+    synthetic_seed: int = 0
+
+    def validate(self) -> None:
+        if self.format not in ("auto", *FORMATS):
+            raise ConfigError(f"data format must be one of auto, {', '.join(FORMATS)}; got {self.format!r}")
+        if self.kcore < 0:
+            raise ConfigError(f"kcore must be >= 0, got {self.kcore}")
+
+
+def load_dataset(params: DataParams) -> Dataset:
+    params.validate()
+    if not params.path:
+        return make_synthetic(params.synthetic_users, params.synthetic_items, seed=params.synthetic_seed)
+    return read_dataset(
+        params.path,
+        params.format,
+        user_col=params.user_col,
+        item_col=params.item_col,
+        time_col=params.time_col or None,
+        kcore=params.kcore,
+    )

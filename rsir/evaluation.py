@@ -1,0 +1,94 @@
+"""Full-ranking evaluation over the whole catalogue, vectorised in batches.
+
+Ties are never credited optimistically: the target ranks after every item with a higher
+score and after every other item with an equal score. Seen items (the user's whole
+history before the target) are excluded by default by setting their score to -inf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data.batching import bucket_batches
+from .data.sequences import Sequences
+from .data.split import EvalSet
+from .models.base import Backbone
+
+KS = (5, 10, 20)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    metrics: dict[str, float]
+    ranks: np.ndarray  # 0-based rank of each user's target, in the order of the eval set
+
+
+def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target: items scoring higher, plus other items scoring equal."""
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    higher = (scores > target_scores).sum(1)
+    ties = (scores == target_scores).sum(1) - 1
+    return higher + ties
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"recall@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())
+    return out
+
+
+@torch.no_grad()
+def score_histories(model: Backbone, history: Sequences, rows: np.ndarray, exclude_seen: bool = True) -> torch.Tensor:
+    """Scores of every item for the chosen rows' next step; padding (and seen items) -inf."""
+    items = torch.from_numpy(history.padded(rows, model.max_len).astype(np.int64))
+    scores = model.score_all(model.last_hidden(items))
+    scores[:, 0] = float("-inf")
+    if exclude_seen:
+        seen = history.select(rows)
+        scores[torch.from_numpy(seen.row_ids()), torch.from_numpy(seen.items.astype(np.int64))] = float("-inf")
+    return scores
+
+
+@torch.no_grad()
+def evaluate(
+    model: Backbone,
+    eval_set: EvalSet,
+    *,
+    batch_size: int = 1024,
+    exclude_seen: bool = True,
+    ks: tuple[int, ...] = KS,
+) -> EvalResult:
+    was_training = model.training
+    model.eval()
+    ranks = np.empty(len(eval_set.targets), dtype=np.int64)
+    lengths = np.minimum(eval_set.history.lengths, model.max_len)
+    for rows in bucket_batches(lengths, batch_size, rng=None):
+        scores = score_histories(model, eval_set.history, rows, exclude_seen)
+        targets = torch.from_numpy(eval_set.targets[rows])
+        ranks[rows] = pessimistic_ranks(scores, targets).numpy()
+    model.train(was_training)
+    return EvalResult(metrics_from_ranks(ranks, ks), ranks)
+
+
+@torch.no_grad()
+def recommend_top_k(
+    model: Backbone, history: Sequences, rows: np.ndarray, k: int, *, batch_size: int = 1024, exclude_seen: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k item indices and scores for the chosen rows, best first."""
+    model.eval()
+    items = np.empty((len(rows), k), dtype=np.int64)
+    scores = np.empty((len(rows), k), dtype=np.float32)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        top = torch.topk(score_histories(model, history, chunk, exclude_seen), k, dim=1)
+        items[start : start + len(chunk)] = top.indices.numpy()
+        scores[start : start + len(chunk)] = top.values.numpy()
+    return items, scores

@@ -1,0 +1,59 @@
+"""The backbone interface shared by training, evaluation, recommendation and generation.
+
+A backbone turns a right-padded batch of item sequences (0 = padding) into one hidden
+state per position, causally (position t sees items 0..t only), and scores hidden states
+against item embeddings. Everything else in rsir talks to models through these methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..data.sequences import Sequences
+
+
+class Backbone(nn.Module):
+    name: ClassVar[str]
+    Params: ClassVar[type]  # a dataclass of the backbone's hyperparameters
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, n_items: int, params: Any) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.params = params
+
+    @property
+    def max_len(self) -> int:
+        return self.params.max_len
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """(batch, length) item indices -> (batch, length, dim) hidden states."""
+        raise NotImplementedError
+
+    def item_weights(self) -> torch.Tensor:
+        """(n_items + 1, dim) output embeddings; row 0 is padding."""
+        raise NotImplementedError
+
+    def score_all(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., n_items + 1) scores against the whole catalogue."""
+        return hidden @ self.item_weights().T
+
+    def score_items(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(..., dim) against (..., k) item indices -> (..., k) scores."""
+        return (hidden.unsqueeze(-2) * self.item_weights()[items]).sum(-1)
+
+    def last_hidden(self, items: torch.Tensor) -> torch.Tensor:
+        """Hidden state at the last non-padding position of each right-padded row."""
+        hidden = self.encode(items)
+        last = (items != 0).sum(dim=1).clamp(min=1) - 1
+        return hidden[torch.arange(len(items)), last]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backbone": self.name, **dataclasses.asdict(self.params)}
+
+    def prepare(self, train: Sequences) -> None:
+        """Hook for backbones that read statistics of the training data before training."""

@@ -1,0 +1,246 @@
+"""Training: Adam, sequence-to-sequence next-item loss, early stopping on validation
+NDCG@20, best weights kept, per-epoch JSON-lines log, resumable at epoch boundaries."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data.batching import count_targets, next_item_batches
+from .data.split import LeaveOneOut
+from .errors import ConfigError
+from .evaluation import evaluate
+from .io import append_jsonl
+from .losses import build_loss
+from .models.base import Backbone
+
+
+@dataclass
+class TrainParams:
+    loss: str = "sampled_softmax"  # sampled_softmax | softmax | bce
+    negatives: int = 256  # uniform negatives of the sampled softmax
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 200
+    patience: int = 20  # epochs without a better validation NDCG@20 before stopping
+    eval_batch_size: int = 1024
+    exclude_seen: bool = True  # drop the user's own history from the ranking
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = all cores
+
+    def validate(self) -> None:
+        for name in ("lr", "batch_size", "max_epochs", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train option {name} must be > 0, got {getattr(self, name)}")
+        if self.patience < 1 or self.weight_decay < 0 or self.threads < 0:
+            raise ConfigError("train options need patience >= 1, weight_decay >= 0 and threads >= 0")
+
+
+SELECT_METRIC = "ndcg@20"
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid: dict[str, float]
+    test: dict[str, float]
+    epochs: int
+    train_seconds: float
+    eval_seconds: float
+    wall_seconds: float
+    targets_per_second: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("history")
+        return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit(
+    model: Backbone,
+    split: LeaveOneOut,
+    params: TrainParams,
+    *,
+    run_dir: str | Path | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+    time_budget: float | None = None,
+) -> FitResult:
+    """Train ``model`` on ``split.train`` and select the epoch with the best validation NDCG@20.
+
+    With ``run_dir``, writes ``model.pt`` (best weights), ``last.pt`` (state to resume
+    from), and ``log.jsonl`` (one line per epoch); an existing ``last.pt`` is resumed.
+    ``time_budget`` (seconds) stops training after the epoch that exhausts it.
+    """
+    params.validate()
+    torch.set_num_threads(params.threads or os.cpu_count() or 1)
+    seed_everything(params.seed)
+    meta = dict(meta or {})
+    run_dir = Path(run_dir) if run_dir else None
+    started = time.perf_counter()
+    model.prepare(split.train)
+    if not model.trainable:
+        return _fit_untrained(model, split, params, run_dir, meta, started)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    loss_fn = build_loss(params.loss, params.negatives)
+    rng = np.random.default_rng(params.seed)
+    state = _State()
+    if run_dir and (run_dir / "last.pt").exists():
+        state = _restore(run_dir / "last.pt", model, optimizer, rng)
+    targets_per_epoch = count_targets(split.train, model.max_len)
+    n_batches = int(np.ceil((split.train.lengths >= 2).sum() / params.batch_size))
+
+    epoch = state.epoch
+    while epoch < params.max_epochs and epoch - state.best_epoch < params.patience:
+        epoch += 1
+        tick = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
+        for inputs, targets in next_item_batches(split.train, model.max_len, params.batch_size, rng):
+            loss = loss_fn(model, model.encode(inputs), inputs, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            count += 1
+            bar.update()
+            if count % 20 == 0:
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
+        train_seconds = time.perf_counter() - tick
+        tick = time.perf_counter()
+        valid = evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
+        eval_seconds = time.perf_counter() - tick
+        state.train_seconds += train_seconds
+        state.eval_seconds += eval_seconds
+        improved = valid[SELECT_METRIC] > state.best_value
+        if improved:
+            state.best_epoch, state.best_value, state.best_valid = epoch, valid[SELECT_METRIC], valid
+            state.best_state = copy.deepcopy(model.state_dict())
+        record = {
+            "epoch": epoch,
+            "loss": total / max(count, 1),
+            "train_seconds": round(train_seconds, 3),
+            "eval_seconds": round(eval_seconds, 3),
+            "targets_per_second": round(targets_per_epoch / train_seconds, 1),
+            **{f"valid_{k}": v for k, v in valid.items()},
+            "best_epoch": state.best_epoch,
+        }
+        state.history.append(record)
+        if progress:
+            tqdm.write(
+                f"epoch {epoch:3d}  loss {record['loss']:.4f}  valid ndcg@20 {valid[SELECT_METRIC]:.4f}  "
+                f"recall@10 {valid['recall@10']:.4f}  best {state.best_epoch}  "
+                f"({train_seconds:.1f}s train, {eval_seconds:.1f}s eval)"
+            )
+        state.epoch = epoch
+        if run_dir:
+            full_meta = {**meta, "epoch": state.best_epoch, "train": asdict(params)}
+            if improved:
+                save_checkpoint(run_dir / "model.pt", model, full_meta)
+            _save_state(run_dir / "last.pt", model, optimizer, rng, state, full_meta)
+            append_jsonl(run_dir / "log.jsonl", record)
+        if time_budget is not None and time.perf_counter() - started >= time_budget:
+            break
+
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    tick = time.perf_counter()
+    test = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
+    state.eval_seconds += time.perf_counter() - tick
+    return FitResult(
+        best_epoch=state.best_epoch,
+        best_valid=state.best_valid,
+        test=test,
+        epochs=state.epoch,
+        train_seconds=round(state.train_seconds, 3),
+        eval_seconds=round(state.eval_seconds, 3),
+        wall_seconds=round(time.perf_counter() - started, 3),
+        targets_per_second=round(targets_per_epoch * state.epoch / max(state.train_seconds, 1e-9), 1),
+        history=state.history,
+    )
+
+
+def _fit_untrained(
+    model: Backbone, split: LeaveOneOut, params: TrainParams, run_dir: Path | None, meta: dict, started: float
+) -> FitResult:
+    tick = time.perf_counter()
+    valid = evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
+    test = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
+    if run_dir:
+        save_checkpoint(run_dir / "model.pt", model, {**meta, "epoch": 0, "train": asdict(params)})
+    seconds = time.perf_counter() - tick
+    return FitResult(0, valid, test, 0, 0.0, round(seconds, 3), round(time.perf_counter() - started, 3), 0.0)
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    best_epoch: int = 0
+    best_value: float = -1.0
+    best_valid: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _save_state(path: Path, model: Backbone, optimizer, rng, state: _State, meta: dict) -> None:
+    progress = {
+        "epoch": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_value": state.best_value,
+        "best_valid": state.best_valid,
+        "train_seconds": state.train_seconds,
+        "eval_seconds": state.eval_seconds,
+        "history": state.history,
+        "numpy_rng": rng.bit_generator.state,
+    }
+    save_checkpoint(
+        path,
+        model,
+        {**meta, "progress": progress},
+        best_state=state.best_state or model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        torch_rng=torch.get_rng_state(),
+    )
+
+
+def _restore(path: Path, model: Backbone, optimizer, rng) -> _State:
+    payload = read_checkpoint(path)
+    progress = json.loads(payload["meta"])["progress"]
+    model.load_state_dict(payload["state"])
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["torch_rng"])
+    rng.bit_generator.state = progress["numpy_rng"]
+    return _State(
+        epoch=progress["epoch"],
+        best_epoch=progress["best_epoch"],
+        best_value=progress["best_value"],
+        best_valid=progress["best_valid"],
+        best_state=payload["best_state"],
+        train_seconds=progress["train_seconds"],
+        eval_seconds=progress["eval_seconds"],
+        history=progress["history"],
+    )
