@@ -47,14 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     out = Path(args.out)
-    _prepare_run_dir(out, config, overwrite=args.overwrite)
-    if (out / "metrics.json").exists():
+    if _same_run_exists(out, config, overwrite=args.overwrite) and (out / "metrics.json").exists():
         print(f"rsir: {out} already holds a finished run with this config; printing its result", file=sys.stderr)
         print((out / "metrics.json").read_text(), end="")
         return 0
+    # Read and check the data before anything is written, so bad input leaves no run dir.
     dataset = load_dataset(config.data)
     split = leave_one_out(dataset)
-    model = build_backbone(config.backbone, dataset.n_items, config.model)
+    model = build_backbone(config.backbone, dataset.n_items, config.model, seed=config.train.seed)
+    _start_run_dir(out, config, overwrite=args.overwrite)
     _say(args, f"data {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
                f"{dataset.sequences.n_interactions} interactions"
                + (f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else ""))
@@ -149,18 +150,22 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
     return build_config(file_sections, overrides, source=str(args.config or "options"))
 
 
-def _prepare_run_dir(out: Path, config: RunConfig, overwrite: bool) -> None:
+def _same_run_exists(out: Path, config: RunConfig, overwrite: bool) -> bool:
+    """True if ``out`` holds a run of this config; a different config there is an error."""
     saved = out / "config.yaml"
+    if overwrite or not saved.exists():
+        return False
+    if yaml.safe_load(saved.read_text()) != config.to_dict():
+        raise ConfigError(f"{out} holds a run with a different config; pass --overwrite or choose another --out")
+    return True
+
+
+def _start_run_dir(out: Path, config: RunConfig, overwrite: bool) -> None:
     if overwrite and out.exists():
         shutil.rmtree(out)
-    if saved.exists():
-        if yaml.safe_load(saved.read_text()) != config.to_dict():
-            raise ConfigError(
-                f"{out} holds a run with a different config; pass --overwrite or choose another --out"
-            )
-        return
-    with atomic_open(saved) as handle:
-        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+    if not (out / "config.yaml").exists():
+        with atomic_open(out / "config.yaml") as handle:
+            yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
 
 
 def _model_and_data(args: argparse.Namespace):

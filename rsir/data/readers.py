@@ -159,7 +159,9 @@ def _columns(
         values = frame[col].astype(str)
         empty = np.flatnonzero((values.str.strip() == "").to_numpy() | frame[col].isna().to_numpy())
         if len(empty):
-            raise DataFormatError(f"{path}:{empty[0] + first_data_line}: empty value in column {col!r}")
+            raise DataFormatError(
+                f"{path}:{empty[0] + first_data_line}: missing value in column {col!r} (fewer fields than the header?)"
+            )
     times = None
     if time_col:
         times = pd.to_numeric(frame[time_col], errors="coerce").to_numpy(dtype=np.float64)

@@ -6,6 +6,8 @@ import dataclasses
 import difflib
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError
 from .base import Backbone
 from .popularity import Popularity
@@ -22,7 +24,8 @@ def backbone_class(name: str) -> type[Backbone]:
     return BACKBONES[name]
 
 
-def build_backbone(name: str, n_items: int, params: dict[str, Any] | None = None) -> Backbone:
+def build_backbone(name: str, n_items: int, params: dict[str, Any] | None = None, seed: int | None = None) -> Backbone:
+    """A fresh backbone; with ``seed`` its initial weights are reproducible."""
     cls = backbone_class(name)
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     params = dict(params or {})
@@ -31,7 +34,11 @@ def build_backbone(name: str, n_items: int, params: dict[str, Any] | None = None
         close = difflib.get_close_matches(unknown[0], fields, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"backbone {name!r} has no option {unknown[0]!r}{hint}")
-    return cls(n_items, cls.Params(**params))
+    if seed is None:
+        return cls(n_items, cls.Params(**params))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return cls(n_items, cls.Params(**params))
 
 
 __all__ = ["BACKBONES", "Backbone", "backbone_class", "build_backbone"]

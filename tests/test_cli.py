@@ -1,0 +1,147 @@
+"""The command line end to end on small synthetic data, including its errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pandas as pd
+import pytest
+import torch
+
+from rsir.cli import main
+from rsir.data import make_synthetic, write_dataset
+
+FAST = ["--max-epochs", "2", "--dim", "16", "--blocks", "1", "--heads", "1", "--negatives", "16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data.csv"
+    write_dataset(make_synthetic(300, 80, n_clusters=4, seed=1), data)
+    out = root / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST]) == 0
+    return root, data, out
+
+
+def test_train_writes_a_complete_run_dir(trained, capsys):
+    root, data, out = trained
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "model.pt", "last.pt", "log.jsonl", "metrics.json"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0 <= metrics["test"]["ndcg@10"] <= 1
+    # Rerunning the same command reports the finished run instead of training again.
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST]) == 0
+    assert json.loads(capsys.readouterr().out) == metrics
+
+
+def test_changed_config_in_same_dir_is_refused(trained, capsys):
+    root, data, out = trained
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST, "--lr", "0.01"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_evaluate_matches_training_metrics(trained, capsys):
+    root, data, out = trained
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    expected = json.loads((out / "metrics.json").read_text())["test"]
+    assert report["ndcg@10"] == pytest.approx(expected["ndcg@10"])
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--no-exclude-seen"]) == 0
+
+
+def test_recommend_in_original_ids_csv_and_json(trained, capsys, tmp_path):
+    root, data, out = trained
+    frame = pd.read_csv(data)
+    users = [int(frame.user_id.iloc[0]), int(frame.user_id.iloc[-1])]
+    target = tmp_path / "recs.csv"
+    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--users", f"{users[0]},{users[1]}",
+                 "--k", "5", "--output", str(target), "--quiet"]) == 0
+    recs = pd.read_csv(target)
+    assert recs.user_id.tolist() == [users[0]] * 5 + [users[1]] * 5
+    assert recs["rank"].tolist() == [1, 2, 3, 4, 5] * 2
+    seen = set(frame[frame.user_id == users[0]].item_id)
+    assert not seen & set(recs[recs.user_id == users[0]].item_id)  # seen items excluded
+    assert set(recs.item_id) <= set(frame.item_id)
+    capsys.readouterr()
+    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--users", str(users[0]),
+                 "--k", "3", "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload[0]["user_id"] == users[0] and len(payload[0]["items"]) == 3
+
+
+def test_recommend_unknown_user(trained, capsys):
+    root, data, out = trained
+    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--users", "no-such-user"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rsir: error: unknown user id(s) no-such-user") and err.count("\n") == 1
+
+
+def test_checkpoint_used_with_other_data_is_refused(trained, tmp_path, capsys):
+    root, data, out = trained
+    other = tmp_path / "other.csv"
+    write_dataset(make_synthetic(300, 80, n_clusters=4, seed=2), other)
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--data", str(other)]) == 2
+    assert "trained on other data" in capsys.readouterr().err
+
+
+def test_crafted_checkpoint_with_code_is_refused(tmp_path, capsys):
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("open(%r, 'w').write('owned')" % str(tmp_path / "owned"),))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "rsir-checkpoint/1", "x": Payload()}, bad)
+    assert main(["evaluate", "--checkpoint", str(bad)]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not (tmp_path / "owned").exists()
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"a": 1}))
+    assert main(["evaluate", "--checkpoint", str(plain)]) == 2
+
+
+def test_config_file_and_unknown_keys(tmp_path, capsys):
+    good = tmp_path / "c.toml"
+    good.write_text('[data]\nsynthetic_users = 200\nsynthetic_items = 60\n[model]\ndim = 16\nblocks = 1\nheads = 1\n'
+                    '[train]\nmax_epochs = 1\nnegatives = 8\n')
+    assert main(["train", "--config", str(good), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "dim: 16" in saved and "max_epochs: 1" in saved
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  learning_rate: 0.1\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option train.learning_rate" in err
+    bad.write_text("train:\n  batch_size: many\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "train.batch_size must be int" in capsys.readouterr().err
+    bad.write_text("model:\n  backbone: sasrek\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "did you mean 'sasrec'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_data_file_leaves_nothing_behind(tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n2 x\n")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(bad), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"rsir: error: {bad}:2: id 'x' is not an integer"
+    assert not out.exists()
+
+
+def test_data_stats_convert_and_synth(tmp_path, capsys):
+    synth = tmp_path / "s.txt"
+    assert main(["data", "synth", str(synth), "--users", "50", "--items", "40"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert main(["data", "stats", str(synth)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert 45 <= stats["users"] <= 50  # users left with too few distinct items are dropped
+    assert {k: v for k, v in stats.items() if k != "name"} == {k: v for k, v in written.items() if k != "name"}
+    target = tmp_path / "s.inter"
+    assert main(["data", "convert", str(synth), str(target)]) == 0
+    assert target.read_text().splitlines()[0] == "user_id:token\titem_id:token\ttimestamp:float"
+    capsys.readouterr()
+    assert main(["data", "stats", str(target)]) == 0
+    assert json.loads(capsys.readouterr().out)["interactions"] == stats["interactions"]

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rsir.data import Sequences, leave_one_out
+from rsir.data.dataset import from_interactions
+from rsir.data.split import EvalSet
+from rsir.evaluation import evaluate, metrics_from_ranks, pessimistic_ranks
+from rsir.models.popularity import Popularity, PopularityParams
+
+
+def test_ranks_count_ties_pessimistically():
+    scores = torch.tensor(
+        [
+            [0.0, 0.9, 0.5, 0.5, 0.1],  # target 2 ties with item 3 -> rank 2 (after 1 and 3)
+            [0.0, 0.2, 0.2, 0.2, 0.2],  # target 4 ties with three items -> rank 3
+            [0.0, 0.1, 0.3, 0.2, 0.9],  # target 4 is best -> rank 0
+        ]
+    )
+    assert pessimistic_ranks(scores, torch.tensor([2, 4, 4])).tolist() == [2, 3, 0]
+
+
+def test_metrics_by_hand():
+    ranks = np.array([0, 2, 9, 10, 30])
+    m = metrics_from_ranks(ranks, ks=(1, 10))
+    assert m["recall@1"] == pytest.approx(1 / 5)
+    assert m["recall@10"] == pytest.approx(3 / 5)
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(4) + 1 / math.log2(11)) / 5)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 3 + 1 / 10) / 5)
+    assert m["ndcg@1"] == pytest.approx(1 / 5)
+
+
+def test_leave_one_out_split():
+    data = from_interactions(np.array([1, 1, 1, 1, 2, 2, 2, 3, 3]), np.array([1, 2, 3, 4, 5, 6, 7, 8, 9]), None, name="t")
+    split = leave_one_out(data)
+    assert split.dropped_users == 1  # user 3 has 2 interactions
+    assert split.train.to_lists() == [[1, 2], [5]]
+    assert split.valid.targets.tolist() == [3, 6]
+    assert split.valid.history.to_lists() == [[1, 2], [5]]
+    assert split.test.targets.tolist() == [4, 7]
+    assert split.test.history.to_lists() == [[1, 2, 3], [5, 6]]
+
+
+def _popularity(counts: list[int]) -> Popularity:
+    model = Popularity(len(counts), PopularityParams())
+    model.counts.copy_(torch.tensor([0.0, *counts]).unsqueeze(1))
+    return model
+
+
+def test_seen_items_are_excluded_only_when_asked():
+    # Item 1 is most popular but already seen by the user; target 2 is second.
+    model = _popularity([10, 5, 1])
+    eval_set = EvalSet(Sequences.from_lists([[1, 3]], users=np.array([0])), np.array([2]))
+    assert evaluate(model, eval_set, exclude_seen=True).ranks.tolist() == [0]
+    assert evaluate(model, eval_set, exclude_seen=False).ranks.tolist() == [1]
+
+
+def test_exclusion_uses_the_whole_history_not_only_the_window():
+    model = _popularity([9, 8, 7, 6, 5, 4])
+    history = Sequences.from_lists([[1, 2, 3, 4, 5]], users=np.array([0]))
+    model.params.max_len = 2  # the window sees only items 4 and 5
+    result = evaluate(model, EvalSet(history, np.array([6])))
+    assert result.ranks.tolist() == [0]
+
+
+def test_evaluation_is_batch_size_invariant(small_dataset, small_split):
+    model = Popularity(small_dataset.n_items, PopularityParams())
+    model.prepare(small_split.train)
+    a = evaluate(model, small_split.test, batch_size=7)
+    b = evaluate(model, small_split.test, batch_size=10_000)
+    assert np.array_equal(a.ranks, b.ranks)
