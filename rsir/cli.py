@@ -21,7 +21,8 @@ from .data import FORMATS, Dataset, leave_one_out, make_synthetic, read_dataset,
 from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
 from .evaluation import evaluate, recommend_top_k
-from .io import atomic_open, write_json
+from .io import atomic_open, remove_stale_temporaries, write_json
+from .loop import LoopSpec, improve
 from .models import BACKBONES, build_backbone
 from .training import fit
 
@@ -44,10 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------- commands
 
 
+TRAIN_SECTIONS = ("data", "model", "train")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     out = Path(args.out)
-    if _same_run_exists(out, config, overwrite=args.overwrite) and (out / "metrics.json").exists():
+    if _same_run_exists(out, config, TRAIN_SECTIONS, args.overwrite) and (out / "metrics.json").exists():
         print(f"rsir: {out} already holds a finished run with this config; printing its result", file=sys.stderr)
         print((out / "metrics.json").read_text(), end="")
         return 0
@@ -55,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = load_dataset(config.data)
     split = leave_one_out(dataset)
     model = build_backbone(config.backbone, dataset.n_items, config.model, seed=config.train.seed)
-    _start_run_dir(out, config, overwrite=args.overwrite)
+    _start_run_dir(out, config, TRAIN_SECTIONS, args.overwrite)
     _say(args, f"data {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
                f"{dataset.sequences.n_interactions} interactions"
                + (f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else ""))
@@ -65,6 +69,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     write_json(out / "metrics.json", summary)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+IMPROVE_SECTIONS = ("data", "model", "train", "generate", "improve")
+
+
+def cmd_improve(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    out = Path(args.out)
+    exists = _same_run_exists(out, config, IMPROVE_SECTIONS, args.overwrite)
+    if args.resume and not exists:
+        raise ConfigError(f"--resume: {out} holds no run to resume")
+    dataset = load_dataset(config.data)
+    spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
+    spec.improve.validate()
+    _start_run_dir(out, config, IMPROVE_SECTIONS, args.overwrite)
+    if exists:
+        _say(args, f"resuming the run in {out}")
+    meta = {"data": dataclasses.asdict(config.data)}
+    report = improve(dataset, spec, out, meta=meta, progress=not args.quiet)
+    print((out / "metrics.md").read_text(), end="")
+    _say(args, f"per-round metrics, synthetic data and plots are in {out}")
+    return 0 if report["rounds"] else 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -150,22 +176,24 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
     return build_config(file_sections, overrides, source=str(args.config or "options"))
 
 
-def _same_run_exists(out: Path, config: RunConfig, overwrite: bool) -> bool:
+def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> bool:
     """True if ``out`` holds a run of this config; a different config there is an error."""
     saved = out / "config.yaml"
     if overwrite or not saved.exists():
         return False
-    if yaml.safe_load(saved.read_text()) != config.to_dict():
+    if yaml.safe_load(saved.read_text()) != config.to_dict(sections):
         raise ConfigError(f"{out} holds a run with a different config; pass --overwrite or choose another --out")
     return True
 
 
-def _start_run_dir(out: Path, config: RunConfig, overwrite: bool) -> None:
+def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
     if overwrite and out.exists():
         shutil.rmtree(out)
+    if out.exists():
+        remove_stale_temporaries(out)
     if not (out / "config.yaml").exists():
         with atomic_open(out / "config.yaml") as handle:
-            yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+            yaml.safe_dump(config.to_dict(sections), handle, sort_keys=False)
 
 
 def _model_and_data(args: argparse.Namespace):
@@ -211,10 +239,10 @@ def _say(args: argparse.Namespace, message: str) -> None:
 # ---------------------------------------------------------------- parser
 
 
-def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+def _add_option_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
     """One flag per config option (``--lr``, ``--batch-size``, ``--data``...); a flag
     overrides the config file only when given."""
-    groups = [(name, typing.get_type_hints(cls), cls) for name, cls in SECTIONS.items()]
+    groups = [(name, typing.get_type_hints(cls), cls) for name, cls in SECTIONS.items() if name in sections]
     for section, hints, cls in groups:
         group = parser.add_argument_group(f"{section} options")
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -255,8 +283,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     train.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
     train.add_argument("--quiet", action="store_true", help="no progress output")
-    _add_option_flags(train)
+    _add_option_flags(train, TRAIN_SECTIONS)
     train.set_defaults(handler=cmd_train)
+
+    loop = commands.add_parser("improve", help="self-improvement loop: train, generate, filter, retrain, K rounds")
+    loop.add_argument("--config", help="TOML or YAML file with [data], [model], [train], [generate], [improve]")
+    loop.add_argument("--out", default="runs/improve", help="run directory (default runs/improve)")
+    loop.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
+    loop.add_argument("--resume", action="store_true", help="continue the run in --out (a rerun also resumes)")
+    loop.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_option_flags(loop, IMPROVE_SECTIONS)
+    loop.set_defaults(handler=cmd_improve)
 
     for name, handler, help_text in (
         ("evaluate", cmd_evaluate, "evaluate a checkpoint on the validation or test split"),

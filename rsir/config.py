@@ -19,6 +19,8 @@ import yaml
 from .data.source import DataParams
 from .errors import ConfigError
 from .models import BACKBONES, backbone_class
+from .generation import GenerationParams
+from .loop import ImproveParams
 from .training import TrainParams
 
 
@@ -28,16 +30,21 @@ class RunConfig:
     backbone: str = "sasrec"
     model: dict[str, Any] = field(default_factory=dict)  # options of the chosen backbone
     train: TrainParams = field(default_factory=TrainParams)
+    generate: GenerationParams = field(default_factory=GenerationParams)
+    improve: ImproveParams = field(default_factory=ImproveParams)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, sections: tuple[str, ...] = ("data", "model", "train", "generate", "improve")) -> dict[str, Any]:
+        full = {
             "data": dataclasses.asdict(self.data),
             "model": {"backbone": self.backbone, **self.model},
             "train": dataclasses.asdict(self.train),
+            "generate": dataclasses.asdict(self.generate),
+            "improve": dataclasses.asdict(self.improve),
         }
+        return {name: full[name] for name in sections}
 
 
-SECTIONS: dict[str, type] = {"data": DataParams, "train": TrainParams}
+SECTIONS: dict[str, type] = {"data": DataParams, "train": TrainParams, "generate": GenerationParams, "improve": ImproveParams}
 
 
 def model_option_types() -> dict[str, type]:
@@ -67,7 +74,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (data, model, train)")
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join([*SECTIONS, 'model'])})")
     return data
 
 
@@ -92,6 +99,8 @@ def build_config(
         backbone=cls.name,
         model=dataclasses.asdict(_make(cls.Params, model, "model", source)),
         train=_make(TrainParams, merged.get("train", {}), "train", source),
+        generate=_make(GenerationParams, merged.get("generate", {}), "generate", source),
+        improve=_make(ImproveParams, merged.get("improve", {}), "improve", source),
     )
 
 
@@ -112,6 +121,8 @@ def _check_type(value: Any, kind: type, name: str, source: str) -> Any:
         return float(value)
     if kind is str and value is None:
         return ""
+    if kind is float and isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
+        return float("inf")
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{source}: option {name} must be {kind.__name__}, got {value!r}")

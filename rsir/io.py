@@ -61,6 +61,12 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temporaries(directory: str | os.PathLike) -> None:
+    """Delete temporary files a killed process left behind (they never replaced anything)."""
+    for path in Path(directory).rglob(".*.tmp"):
+        _remove_quietly(str(path))
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     with atomic_open(path) as handle:
         json.dump(data, handle, indent=2, sort_keys=False)

@@ -64,6 +64,8 @@ class Sequences:
         return self.items[self.offsets[i] : self.offsets[i + 1]]
 
     def to_lists(self) -> list[list[int]]:
+        if len(self) == 0:
+            return []
         return [a.tolist() for a in np.split(self.items, self.offsets[1:-1])]
 
     def row_ids(self) -> np.ndarray:

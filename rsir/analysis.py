@@ -1,0 +1,85 @@
+"""Statistics of a round's synthetic data, set against the real training data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .data.sequences import Sequences
+
+
+def approximate_entropy(seqs: Sequences, m: int = 1) -> np.ndarray:
+    """Approximate entropy ApEn(m, r=0) of each sequence (exact matches of item windows).
+
+    ApEn = phi(m) - phi(m+1), phi(k) = mean over windows of log(share of the sequence's
+    windows of length k equal to it). 0 for perfectly regular sequences; for sequences
+    without repeated items it depends only on length. NaN for sequences shorter than m+2.
+    """
+    phis = [_phi(seqs, k) for k in (m, m + 1)]
+    out = phis[0] - phis[1]
+    out[seqs.lengths < m + 2] = np.nan
+    return out
+
+
+def _phi(seqs: Sequences, k: int) -> np.ndarray:
+    lengths = seqs.lengths
+    windows = np.maximum(lengths - k + 1, 0)
+    starts = seqs.offsets[:-1]
+    # Window w of sequence i starts at starts[i] + w; encode (sequence, window items) as a row.
+    row = np.repeat(np.arange(len(seqs)), windows)
+    first = np.repeat(starts, windows) + (np.arange(windows.sum()) - np.repeat(np.cumsum(windows) - windows, windows))
+    keys = np.stack([row] + [seqs.items[first + j] for j in range(k)], axis=1)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    share = counts[inverse.ravel()] / windows[row]
+    sums = np.bincount(row, weights=np.log(share), minlength=len(seqs))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / windows
+
+
+def _transitions(seqs: Sequences, n_items: int) -> np.ndarray:
+    """Consecutive item pairs of all sequences, encoded as one integer each."""
+    same = seqs.row_ids()
+    follows = same[1:] == same[:-1]
+    return seqs.items[:-1][follows].astype(np.int64) * (n_items + 1) + seqs.items[1:][follows]
+
+
+def analyse_round(real: Sequences, before: Sequences, synthetic: Sequences, n_items: int) -> dict[str, Any]:
+    """``real``: the real training sequences; ``before``: the dataset the round trained on."""
+    lengths = synthetic.lengths
+    real_pairs = np.unique(_transitions(real, n_items))
+    synthetic_pairs = _transitions(synthetic, n_items)
+    novel = ~np.isin(synthetic_pairs, real_pairs) if len(synthetic_pairs) else np.zeros(0, bool)
+    after_interactions = before.n_interactions + synthetic.n_interactions
+    # Share of synthetic items that belong to the real sequence the attempt was grown from.
+    own = _share_from_source(real, synthetic)
+    item_counts = np.bincount(synthetic.items, minlength=n_items + 1)[1:]
+    return {
+        "sequences": int(len(synthetic)),
+        "interactions": int(synthetic.n_interactions),
+        "length_histogram": {int(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True))},
+        "avg_len": float(lengths.mean()) if len(lengths) else 0.0,
+        "density_before": before.n_interactions / (len(before) * n_items),
+        "density_after": after_interactions / ((len(before) + len(synthetic)) * n_items),
+        "interactions_growth": after_interactions / before.n_interactions,
+        "novel_transition_share": float(novel.mean()) if len(novel) else 0.0,
+        "own_item_share": own,
+        "catalogue_coverage": float((item_counts > 0).mean()),
+        "apen_synthetic": _nanmean(approximate_entropy(synthetic)),
+        "apen_real": _nanmean(approximate_entropy(real)),
+    }
+
+
+def _share_from_source(real: Sequences, synthetic: Sequences) -> float:
+    if len(synthetic) == 0:
+        return 0.0
+    source_rows = synthetic.users  # generation records the source row here
+    per_item_source = np.repeat(source_rows, synthetic.lengths)
+    real_keys = np.repeat(np.arange(len(real)), real.lengths).astype(np.int64) * (real.items.max() + 1) + real.items
+    keys = per_item_source * (real.items.max() + 1) + synthetic.items
+    return float(np.isin(keys, real_keys).mean())
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else None

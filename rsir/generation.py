@@ -1,0 +1,209 @@
+"""Synthetic sequence generation with fidelity control (the generation step of RSIR).
+
+Many attempts advance together: each step runs one forward pass and one catalogue
+scoring for the whole batch, and the fidelity check and the pool choice are tensor
+operations. For an attempt grown from source sequence ``s`` with synthetic prefix ``g``:
+
+* R = items of ``s`` not yet in ``g``. If R is empty, stop.
+* Fidelity check: continue only if some item of R ranks within the top ``tau`` of the
+  model's scores given ``g`` (items already in ``g`` are excluded from the ranking). On
+  failure the last generated item, which produced this context, is dropped and the
+  attempt stops. ``tau = inf`` disables the check (the ablation).
+* Pool: with probability ``exploit_prob`` the items of R (exploitation), otherwise the
+  whole catalogue minus ``g`` (exploration); the highest scoring pool item is appended
+  (or one of the top ``top_k``, sampled by softmax, with ``choice="topk"``).
+* Stop at ``max_length``. Attempts of at least ``min_length`` items are kept, duplicates removed.
+
+Sources are training sequences only, so validation and test items never enter a check.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data.sequences import Sequences
+from .errors import ConfigError
+from .models.base import Backbone
+
+
+@dataclass
+class GenerationParams:
+    attempts: int = 5  # m: attempts per source sequence
+    exploit_prob: float = 0.5  # p: chance that a step picks from the user's own items
+    tau: float = 10.0  # fidelity rank threshold; inf disables the check
+    seed_mode: str = "first"  # first: the source's first item | prefix: a random real prefix
+    choice: str = "greedy"  # greedy | topk (sample among the top_k of the pool)
+    top_k: int = 10
+    min_length: int = 3  # shorter attempts are discarded
+    max_length: int = 50  # attempts stop growing here
+    attempt_batch: int = 1024  # attempts advanced together
+    dedupe: bool = True
+
+    def validate(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"attempts must be >= 1, got {self.attempts}")
+        if not 0.0 <= self.exploit_prob <= 1.0:
+            raise ConfigError(f"exploit_prob must be in [0, 1], got {self.exploit_prob}")
+        if not (self.tau >= 1):
+            raise ConfigError(f"tau must be >= 1 (or inf), got {self.tau}")
+        if self.seed_mode not in ("first", "prefix"):
+            raise ConfigError(f"seed_mode must be 'first' or 'prefix', got {self.seed_mode!r}")
+        if self.choice not in ("greedy", "topk"):
+            raise ConfigError(f"choice must be 'greedy' or 'topk', got {self.choice!r}")
+        if self.top_k < 1 or self.attempt_batch < 1 or not 1 <= self.min_length <= self.max_length:
+            raise ConfigError("generation needs top_k >= 1, attempt_batch >= 1 and 1 <= min_length <= max_length")
+
+
+@dataclass
+class GenerationResult:
+    sequences: Sequences  # kept synthetic sequences (users = source row, origin = round)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def generate(
+    model: Backbone,
+    sources: Sequences,
+    params: GenerationParams,
+    *,
+    seed: int = 0,
+    origin: int = 1,
+    progress: bool = True,
+) -> GenerationResult:
+    """Grow ``params.attempts`` synthetic sequences from every source sequence."""
+    params.validate()
+    started = time.perf_counter()
+    model.eval()
+    usable = np.flatnonzero(sources.lengths >= 2)  # a one-item source has nothing left to check
+    attempt_rows = np.repeat(usable, params.attempts)
+    rng = np.random.default_rng(seed)
+    torch_gen = torch.Generator().manual_seed(seed)
+    if params.seed_mode == "first":
+        seed_lengths = np.ones(len(attempt_rows), dtype=np.int64)
+    else:
+        seed_lengths = rng.integers(1, sources.lengths[attempt_rows])  # leaves R non-empty
+    width = params.max_length
+    out = np.zeros((len(attempt_rows), width), dtype=np.int64)
+    out_lengths = np.zeros(len(attempt_rows), dtype=np.int64)
+    checked = np.zeros(width + 1, dtype=np.int64)
+    passed = np.zeros(width + 1, dtype=np.int64)
+    order = np.argsort(sources.lengths[attempt_rows], kind="stable")  # similar sources together
+    bar = tqdm(total=len(order), desc="generate", unit="attempt", disable=not progress, leave=False)
+    for start in range(0, len(order), params.attempt_batch):
+        chunk = order[start : start + params.attempt_batch]
+        grown, lengths = _grow(model, sources, attempt_rows[chunk], seed_lengths[chunk], params, torch_gen, checked, passed)
+        out[chunk, : grown.shape[1]] = grown
+        out_lengths[chunk] = lengths
+        bar.update(len(chunk))
+    bar.close()
+
+    out[np.arange(width)[None, :] >= out_lengths[:, None]] = 0  # clear rejected items
+    keep = out_lengths >= params.min_length
+    kept_rows = np.flatnonzero(keep)
+    if params.dedupe and len(kept_rows):
+        key = np.concatenate([out_lengths[kept_rows, None], out[kept_rows]], axis=1)
+        first = np.sort(np.unique(key, axis=0, return_index=True)[1])
+        kept_rows = kept_rows[first]
+    lengths = out_lengths[kept_rows]
+    items = out[kept_rows][np.arange(width)[None, :] < lengths[:, None]]
+    result = Sequences.from_flat(items, lengths, attempt_rows[kept_rows], origin=origin)
+    seconds = time.perf_counter() - started
+    generated_items = int((out_lengths - np.minimum(seed_lengths, out_lengths)).sum())
+    return GenerationResult(
+        result,
+        {
+            "sources": int(len(usable)),
+            "attempts": int(len(attempt_rows)),
+            "kept_min_len": int(keep.sum()),
+            "kept": int(len(result)),
+            "synthetic_interactions": int(result.n_interactions),
+            "avg_len": float(lengths.mean()) if len(lengths) else 0.0,
+            "acceptance_by_step": [round(float(p / c), 4) for p, c in zip(passed, checked) if c > 0],
+            "checks_by_step": [int(c) for c in checked if c > 0],
+            "generated_items": generated_items,
+            "seconds": round(seconds, 3),
+            "items_per_second": round(generated_items / max(seconds, 1e-9), 1),
+        },
+    )
+
+
+def _grow(
+    model: Backbone,
+    sources: Sequences,
+    rows: np.ndarray,
+    seed_lengths: np.ndarray,
+    params: GenerationParams,
+    torch_gen: torch.Generator,
+    checked: np.ndarray,
+    passed: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grow one batch of attempts; returns the (batch, width) items and the final lengths."""
+    batch = len(rows)
+    source = torch.from_numpy(sources.padded(rows, int(sources.lengths[rows].max())).astype(np.int64))
+    seq = torch.zeros((batch, params.max_length), dtype=torch.long)
+    seed_len = torch.from_numpy(np.minimum(seed_lengths, params.max_length))
+    head = source[:, : params.max_length]
+    seq[:, : head.shape[1]] = torch.where(torch.arange(head.shape[1]) < seed_len[:, None], head, 0)
+    length = seed_len.clone()
+    # R starts as the source's items that are not in the seed (compared by value: repeats).
+    remaining = (source != 0) & ~(source.unsqueeze(2) == seq.unsqueeze(1)).any(-1)
+    alive = length < params.max_length
+    tau = math.inf if math.isinf(params.tau) else int(params.tau)
+    step = 0
+    while alive.any():
+        idx = alive.nonzero().squeeze(1)
+        has_remaining = remaining[idx].any(1)
+        stop_empty = idx[~has_remaining]
+        alive[stop_empty] = False
+        idx = idx[has_remaining]
+        if len(idx) == 0:
+            break
+        width = int(length[idx].max())
+        context = seq[idx, :width]
+        scores = model.score_all(model.last_hidden(context[:, -model.max_len :] if width > model.max_len else context))
+        scores[:, 0] = float("-inf")
+        scores.scatter_(1, context, float("-inf"))  # items already in g are out of the ranking
+        source_scores = scores.gather(1, source[idx]).masked_fill(~remaining[idx], float("-inf"))
+        if math.isinf(tau):
+            ok = torch.ones(len(idx), dtype=torch.bool)
+        else:
+            threshold = torch.topk(scores, min(tau, scores.shape[1]), dim=1).values[:, -1:]
+            ok = ((source_scores >= threshold) & remaining[idx]).any(1)
+        checked[step] += len(idx)
+        passed[step] += int(ok.sum())
+        failed = idx[~ok]
+        # The item that led to a failing context is rejected, unless it is part of the real seed.
+        length[failed] = torch.where(length[failed] > seed_len[failed], length[failed] - 1, length[failed])
+        alive[failed] = False
+        idx, scores, source_scores = idx[ok], scores[ok], source_scores[ok]
+        if len(idx) == 0:
+            break
+        exploit = torch.rand(len(idx), generator=torch_gen) < params.exploit_prob
+        chosen = torch.where(
+            exploit,
+            source[idx].gather(1, _pick(source_scores, params, torch_gen).unsqueeze(1)).squeeze(1),
+            _pick(scores, params, torch_gen),
+        )
+        seq[idx, length[idx]] = chosen
+        length[idx] += 1
+        remaining[idx] &= source[idx] != chosen.unsqueeze(1)
+        alive[idx] = length[idx] < params.max_length
+        step += 1
+    return seq.numpy(), length.numpy()
+
+
+def _pick(scores: torch.Tensor, params: GenerationParams, torch_gen: torch.Generator) -> torch.Tensor:
+    """Column of the best score per row, or a softmax sample among the top_k."""
+    if params.choice == "greedy":
+        return scores.argmax(1)
+    top = torch.topk(scores, min(params.top_k, scores.shape[1]), dim=1)
+    probs = torch.softmax(top.values, dim=1).nan_to_num(0.0)
+    probs[probs.sum(1) == 0, 0] = 1.0
+    return top.indices.gather(1, torch.multinomial(probs, 1, generator=torch_gen)).squeeze(1)

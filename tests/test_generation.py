@@ -1,0 +1,144 @@
+"""The fidelity-controlled generation rule, on a model whose scores are known exactly."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from rsir.data import Sequences
+from rsir.errors import ConfigError
+from rsir.generation import GenerationParams, generate
+from rsir.models import build_backbone
+from rsir.models.base import Backbone
+from rsir.training import TrainParams, fit
+
+
+@dataclass
+class TableParams:
+    max_len: int = 50
+
+
+class TransitionTable(Backbone):
+    """First-order model: the score of item j after item i is table[i, j]."""
+
+    name = "table"
+    Params = TableParams
+
+    def __init__(self, table: list[list[float]]) -> None:
+        matrix = torch.tensor(table, dtype=torch.float32)
+        super().__init__(len(matrix) - 1, TableParams())
+        self.register_buffer("weights", matrix.T.contiguous())
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(items, self.n_items + 1).float()
+
+    def item_weights(self) -> torch.Tensor:
+        return self.weights
+
+
+def table(n: int, preferences: dict[int, list[int]]) -> list[list[float]]:
+    """Row i ranks preferences[i] first (in order), every other item after them."""
+    rows = [[0.0] * (n + 1) for _ in range(n + 1)]
+    for i, order in preferences.items():
+        for rank, item in enumerate(order):
+            rows[i][item] = 100.0 - rank
+        for j in range(1, n + 1):
+            if j not in order:
+                rows[i][j] = -float(j)  # distinct scores, lower than any preferred item
+    return rows
+
+
+def run(model, sources, **params) -> list[list[int]]:
+    defaults = {"attempts": 1, "exploit_prob": 1.0, "min_length": 1, "dedupe": False}
+    result = generate(model, Sequences.from_lists(sources), GenerationParams(**{**defaults, **params}), progress=False)
+    return result.sequences.to_lists()
+
+
+def test_accepts_while_a_real_item_is_in_the_top_tau_and_stops_when_none_is_left():
+    model = TransitionTable(table(6, {1: [2, 3], 2: [3, 4]}))
+    # From seed 1: item 2 (of R = {2, 3}) is top-1 -> continue, exploit picks 2; then 3 is
+    # top-1 after 2 -> continue, pick 3; then R is empty -> stop.
+    assert run(model, [[1, 2, 3]], tau=1) == [[1, 2, 3]]
+
+
+def test_failed_check_drops_the_item_that_produced_the_context():
+    # After 1 -> 2, the remaining real item 3 ranks 5th: with tau = 2 the check fails, so 2
+    # (the item that led there) is rejected and only the seed remains.
+    model = TransitionTable(table(6, {1: [2, 3], 2: [4, 5, 6, 1, 3]}))
+    assert run(model, [[1, 2, 3]], tau=2) == [[1]]
+    # tau = 5 lets it through.
+    assert run(model, [[1, 2, 3]], tau=5) == [[1, 2, 3]]
+
+
+def test_seed_that_fails_the_check_is_kept_but_too_short():
+    model = TransitionTable(table(6, {1: [4, 5, 6, 2, 3]}))
+    assert run(model, [[1, 2, 3]], tau=2) == [[1]]
+    assert run(model, [[1, 2, 3]], tau=2, min_length=3) == []
+
+
+def test_tau_infinity_never_stops_on_rank():
+    model = TransitionTable(table(6, {1: [4, 5, 6, 2, 3], 2: [4, 5, 6, 1, 3], 3: [4, 5, 6, 1, 2]}))
+    assert run(model, [[1, 2, 3]], tau=math.inf) == [[1, 2, 3]]
+
+
+def test_exploration_picks_from_the_whole_catalogue_and_excludes_items_already_in_g():
+    model = TransitionTable(table(6, {1: [5, 2, 3], 5: [1, 6, 2, 3], 6: [2, 3]}))
+    # p = 0: always the catalogue's best item not in g: 1 -> 5 -> 6 (1 is excluded) -> 2 -> ...
+    out = run(model, [[1, 2, 3]], tau=10, exploit_prob=0.0, max_length=4)
+    assert out == [[1, 5, 6, 2]]
+
+
+def test_prefix_seeds_and_dedupe():
+    model = TransitionTable(table(6, {1: [2, 3], 2: [3, 4], 3: [4]}))
+    out = generate(model, Sequences.from_lists([[1, 2, 3, 4]]),
+                   GenerationParams(attempts=6, seed_mode="prefix", tau=3, min_length=1), seed=1, progress=False)
+    # Every attempt ends as [1, 2, 3, 4] whatever its real prefix: dedupe keeps one.
+    assert out.sequences.to_lists() == [[1, 2, 3, 4]]
+    assert out.stats["attempts"] == 6 and out.stats["kept"] == 1
+
+
+@pytest.mark.parametrize("bad", [{"tau": 0.5}, {"exploit_prob": 1.5}, {"seed_mode": "random"}, {"choice": "beam"}])
+def test_invalid_options(bad):
+    with pytest.raises(ConfigError):
+        GenerationParams(**bad).validate()
+
+
+@pytest.fixture(scope="module")
+def trained(small_dataset, small_split):
+    model = build_backbone("sasrec", small_dataset.n_items, {"dim": 32, "blocks": 1, "heads": 1, "max_len": 20}, seed=0)
+    fit(model, small_split, TrainParams(max_epochs=5, batch_size=64, lr=3e-3, negatives=32), progress=False)
+    return model
+
+
+def test_exploitation_only_uses_the_users_own_training_items(trained, small_split):
+    result = generate(trained, small_split.train, GenerationParams(exploit_prob=1.0, tau=math.inf), progress=False)
+    synthetic = result.sequences
+    assert len(synthetic) > 0
+    source_items = [set(small_split.train[row].tolist()) for row in synthetic.users]
+    assert all(set(seq) <= own for seq, own in zip(synthetic.to_lists(), source_items))
+
+
+def test_validation_and_test_items_never_enter_generation(trained, small_split):
+    """Sources are the training part, so held-out items cannot be in R; with p = 1 no
+    held-out item (that is not also a training item of that user) can appear."""
+    result = generate(trained, small_split.train, GenerationParams(exploit_prob=1.0, tau=5), progress=False)
+    for seq, row in zip(result.sequences.to_lists(), result.sequences.users):
+        held_out = {int(small_split.valid.targets[row]), int(small_split.test.targets[row])}
+        assert not (held_out - set(small_split.train[row].tolist())) & set(seq)
+
+
+def test_generation_is_seeded_and_batch_size_invariant(trained, small_split):
+    params = dict(choice="topk", top_k=5, exploit_prob=0.5, tau=10)
+    a = generate(trained, small_split.train, GenerationParams(**params), seed=3, progress=False).sequences
+    b = generate(trained, small_split.train, GenerationParams(**params), seed=3, progress=False).sequences
+    assert a.to_lists() == b.to_lists()
+    greedy = dict(exploit_prob=1.0, tau=10)
+    c = generate(trained, small_split.train, GenerationParams(**greedy, attempt_batch=7), progress=False).sequences
+    d = generate(trained, small_split.train, GenerationParams(**greedy, attempt_batch=4096), progress=False).sequences
+    assert sorted(map(tuple, c.to_lists())) == sorted(map(tuple, d.to_lists()))
+    lengths = c.lengths
+    assert lengths.min() >= 3 and len({tuple(s) for s in c.to_lists()}) == len(c)

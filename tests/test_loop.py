@@ -1,0 +1,95 @@
+"""The self-improvement loop end to end on synthetic data, and resuming after a hard kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsir.cli import main
+from rsir.data import read_dataset
+from rsir.loop import load_synthetic
+
+LOOP = ["--synthetic-users", "300", "--synthetic-items", "80", "--dim", "16", "--blocks", "1", "--heads", "1",
+        "--max-len", "20", "--max-epochs", "4", "--negatives", "16", "--batch-size", "64", "--lr", "0.003",
+        "--rounds", "2", "--tau", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("loop") / "run"
+    assert main(["improve", "--out", str(out), *LOOP]) == 0
+    return out
+
+
+def test_two_rounds_write_a_complete_run_dir(finished):
+    report = json.loads((finished / "metrics.json").read_text())
+    rounds = report["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert rounds[0]["synthetic_sequences"] == 0
+    assert 0 < rounds[1]["synthetic_sequences"] < rounds[2]["synthetic_sequences"]
+    assert rounds[2]["train_interactions"] > rounds[1]["train_interactions"] > rounds[0]["train_interactions"]
+    for r in rounds:
+        assert set(r["seconds"]) >= {"train", "evaluate"} and 0 <= r["test"]["ndcg@10"] <= 1
+    for k in (0, 1):
+        gen = rounds[k]["generation"]
+        assert gen["kept"] == len(load_synthetic(finished / f"round-{k}" / "synthetic.npz"))
+        assert set(gen["analysis"]) >= {"length_histogram", "density_before", "density_after",
+                                        "novel_transition_share", "apen_synthetic", "own_item_share"}
+        assert gen["analysis"]["density_after"] != gen["analysis"]["density_before"]
+        assert all(0 <= a <= 1 for a in gen["acceptance_by_step"])
+    assert (finished / "metrics.md").read_text().count("\n") == 5
+    assert (finished / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (finished / "round-2" / "synthetic.npz").exists()  # the last round only trains
+
+
+def test_exports_are_readable_in_original_ids(finished):
+    stored = load_synthetic(finished / "round-0" / "synthetic.npz")
+    for name in ("synthetic.txt", "synthetic.inter"):
+        data = read_dataset(finished / "round-0" / name)
+        assert data.sequences.n_interactions == stored.n_interactions
+        # Pseudo-users are new ids after the real ones (300 real users, ids 1..300).
+        assert int(np.min(data.user_ids)) > 300
+
+
+def test_a_rerun_of_a_finished_run_does_no_work(finished, capsys):
+    before = (finished / "metrics.json").read_text()
+    started = time.perf_counter()
+    assert main(["improve", "--out", str(finished), *LOOP]) == 0
+    assert time.perf_counter() - started < 10
+    assert (finished / "metrics.json").read_text() == before
+
+
+def test_hard_kill_and_resume_gives_the_same_result(finished, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "rsir.cli", "improve", "--out", str(out), *LOOP]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Kill during round 1's training (its epoch log exists), then during generation or later.
+    for marker in (out / "round-1" / "log.jsonl", out / "round-2" / "log.jsonl"):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while not marker.exists() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert subprocess.run([*command, "--resume"], env=env, capture_output=True).returncode == 0
+    expected = json.loads((finished / "metrics.json").read_text())["rounds"]
+    resumed = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert [r["test"] for r in resumed] == [r["test"] for r in expected]
+    for k in (0, 1):
+        a = load_synthetic(finished / f"round-{k}" / "synthetic.npz")
+        b = load_synthetic(out / f"round-{k}" / "synthetic.npz")
+        assert a.to_lists() == b.to_lists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_without_a_run_is_an_error(tmp_path, capsys):
+    assert main(["improve", "--out", str(tmp_path / "none"), "--resume", *LOOP]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err
