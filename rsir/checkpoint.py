@@ -7,6 +7,7 @@ a plain container, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import zipfile
@@ -15,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
-from .io import atomic_path
+from .errors import CheckpointError, ConfigError
+from .io import atomic_open
 from .models import Backbone, build_backbone
 
 FORMAT = "rsir-checkpoint/1"
@@ -31,8 +32,12 @@ def save_checkpoint(path: str | Path, model: Backbone, meta: dict[str, Any], **t
         "state": model.state_dict(),
         **tensors,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Serialised in memory first: a failing write (disk full) then raises an OSError with
+    # its reason, which torch.save's own writer reduces to an opaque RuntimeError.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -54,16 +59,60 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path) -> tuple[Backbone, dict[str, Any]]:
     """The model (in eval mode) and the meta dict it was saved with."""
     payload = read_checkpoint(path)
-    description = json.loads(payload["model"])
-    n_items = description.pop("n_items")
-    name = description.pop("backbone")
-    model = build_backbone(name, n_items, description)
     try:
-        model.load_state_dict(payload["state"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the {name} model they describe ({exc})") from None
+        description = json.loads(payload["model"])
+        n_items = description.pop("n_items")
+        name = description.pop("backbone")
+        model = build_backbone(name, n_items, description)
+        state = payload["state"]
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: invalid model description ({_one_line(exc)})") from None
+    meta = checkpoint_meta(payload, path)
+    load_weights(model, state, path)
     model.eval()
-    return model, json.loads(payload["meta"])
+    return model, meta
+
+
+def checkpoint_meta(payload: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The JSON meta dict a checkpoint was saved with."""
+    try:
+        meta = json.loads(payload["meta"])
+    except (KeyError, TypeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: invalid checkpoint meta data")
+    return meta
+
+
+def load_weights(model: Backbone, state: Any, path: str | Path) -> None:
+    """Load a state dict, refusing (in one line) weights of another architecture or size."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        # torch lists every mismatch on its own line; the first one says enough.
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        reason = details[0] if details else _one_line(exc)
+        raise CheckpointError(f"{path}: weights do not match the {model.name} model they describe ({reason})") from None
+
+
+def check_same_model(payload: dict[str, Any], model: Backbone, path: str | Path) -> None:
+    """Refuse a checkpoint saved from another backbone or another size than ``model``."""
+    try:
+        saved = json.loads(payload["model"])
+    except (KeyError, TypeError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: invalid model description")
+    expected = {"n_items": model.n_items, **model.describe()}
+    if saved != expected:
+        keys = [k for k in expected if saved.get(k) != expected[k]] + [k for k in saved if k not in expected]
+        diff = ", ".join(f"{k} {saved.get(k)!r} instead of {expected.get(k)!r}" for k in keys[:3])
+        raise CheckpointError(f"{path}: checkpoint of another model ({diff}); delete it or choose another run directory")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def check_same_data(meta: dict[str, Any], fingerprint: str, n_items: int, path: str | Path) -> None:

@@ -22,7 +22,7 @@ from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
 from .evaluation import evaluate, recommend_top_k
 from .io import atomic_open, remove_stale_temporaries, write_json
-from .loop import LoopSpec, improve
+from .loop import LoopSpec, check_inputs, improve
 from .models import BACKBONES, build_backbone
 from .training import fit
 
@@ -36,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args) or 0
     except RsirError as exc:
         print(f"rsir: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file error no writer or reader turned into an RsirError
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rsir: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rsir: interrupted; finished work is saved and a rerun resumes it", file=sys.stderr)
@@ -82,7 +86,7 @@ def cmd_improve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--resume: {out} holds no run to resume")
     dataset = load_dataset(config.data)
     spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
-    spec.improve.validate()
+    check_inputs(dataset, spec)  # before anything is written, so bad input leaves no run dir
     _start_run_dir(out, config, IMPROVE_SECTIONS, args.overwrite)
     if exists:
         _say(args, f"resuming the run in {out}")

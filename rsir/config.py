@@ -128,6 +128,13 @@ def _check_type(value: Any, kind: type, name: str, source: str) -> Any:
     raise ConfigError(f"{source}: option {name} must be {kind.__name__}, got {value!r}")
 
 
+# Common spellings from other tools that string similarity does not find.
+_SYNONYMS = {"learning_rate": "lr", "epochs": "max_epochs", "num_negatives": "negatives", "hidden_size": "dim",
+             "num_blocks": "blocks", "num_heads": "heads", "max_seq_length": "max_len", "early_stop": "patience"}
+
+
 def _suggest(name: str, known: list[str]) -> str:
+    if _SYNONYMS.get(name) in known:
+        return f"; did you mean {_SYNONYMS[name]!r}?"
     close = difflib.get_close_matches(name, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"

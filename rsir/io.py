@@ -11,6 +11,11 @@ from typing import IO, Any, Iterator
 
 from .errors import RsirError
 
+# mkstemp creates files readable by the owner only; finished files get the usual mode.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
@@ -23,6 +28,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, mode) as handle:
+            os.fchmod(handle.fileno(), _FILE_MODE)
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -45,7 +51,10 @@ def _atomic_path(path: Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
@@ -75,8 +84,17 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line; a line is written whole with a single write call."""
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Replace a JSON-lines file as a whole (atomically)."""
+    with atomic_open(path) as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
 def _remove_quietly(path: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from .analysis import analyse_round
-from .checkpoint import check_same_data, load_checkpoint
+from .checkpoint import (
+    check_same_data, check_same_model, checkpoint_meta, load_checkpoint, load_weights, read_checkpoint,
+)
 from .data.dataset import Dataset
 from .data.sequences import Sequences
 from .data.split import LeaveOneOut, leave_one_out
 from .data.writers import write_sequences
-from .errors import ConfigError
+from .errors import ConfigError, DataFormatError
 from .generation import GenerationParams, generate
 from .io import atomic_open, atomic_path, write_json
 from .models import BACKBONES, Backbone, build_backbone
@@ -65,6 +68,17 @@ class LoopSpec:
     train: TrainParams
     generation: GenerationParams
     improve: ImproveParams
+
+
+def check_inputs(dataset: Dataset, spec: LoopSpec) -> None:
+    """Every check that can fail before the loop writes anything: options, the split, the
+    backbone, a fixed generator checkpoint. Callers run it before creating the run directory."""
+    spec.improve.validate()
+    spec.generation.validate()
+    spec.train.validate()
+    leave_one_out(dataset)
+    build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)  # seeded: global RNG untouched
+    _fixed_generator(spec.improve.generator, dataset)
 
 
 def improve(
@@ -117,10 +131,9 @@ def _train_round(
     meta: dict[str, Any], progress: bool,
 ) -> tuple[Backbone, dict[str, Any]]:
     done = round_dir / "metrics.json"
-    if done.exists():
-        model, _ = load_checkpoint(round_dir / "model.pt")
-        return model, json.loads(done.read_text())
     model = build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)
+    if done.exists():
+        return _load_finished(round_dir / "model.pt", model, meta), json.loads(done.read_text())
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
     result = fit(model, split, spec.train, run_dir=round_dir, meta=meta, progress=progress)
@@ -134,13 +147,23 @@ def _train_generator(
 ) -> tuple[Backbone, dict[str, Any]]:
     gen_dir = round_dir / "generator"
     done = gen_dir / "metrics.json"
-    if done.exists():
-        return load_checkpoint(gen_dir / "model.pt")[0], json.loads(done.read_text())
-    _say(progress, f"training generator {spec.improve.generator}")
     model = build_backbone(spec.improve.generator, dataset.n_items, {}, seed=spec.train.seed)
+    if done.exists():
+        return _load_finished(gen_dir / "model.pt", model, meta), json.loads(done.read_text())
+    _say(progress, f"training generator {spec.improve.generator}")
     result: FitResult = fit(model, split, spec.train, run_dir=gen_dir, meta=meta, progress=progress)
     write_json(done, result.summary())
     return model, result.summary()
+
+
+def _load_finished(path: Path, expected: Backbone, meta: dict[str, Any]) -> Backbone:
+    """The saved model of a finished phase, refused if it is another model or other data."""
+    payload = read_checkpoint(path)
+    check_same_data(checkpoint_meta(payload, path), meta["data_fingerprint"], meta["n_items"], path)
+    check_same_model(payload, expected, path)
+    load_weights(expected, payload["state"], path)
+    expected.eval()
+    return expected
 
 
 def _fixed_generator(generator: str, dataset: Dataset) -> Backbone | None:
@@ -182,8 +205,16 @@ def save_synthetic(path: Path, seqs: Sequences) -> None:
 
 
 def load_synthetic(path: Path) -> Sequences:
-    with np.load(path, allow_pickle=False) as data:
-        return Sequences(data["items"], data["offsets"], data["users"], data["origin"])
+    """Read a store written by :func:`save_synthetic`; no pickled objects are accepted."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            seqs = Sequences(data["items"], data["offsets"], data["users"], data["origin"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataFormatError(f"{path}: not a readable synthetic store ({reason}); delete it to generate again") from None
+    if seqs.offsets[-1] != len(seqs.items) or (len(seqs.items) and seqs.items.min() < 1):
+        raise DataFormatError(f"{path}: inconsistent synthetic store; delete it to generate again")
+    return seqs
 
 
 def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number: int) -> None:

@@ -4,7 +4,7 @@ NDCG@20, best weights kept, per-epoch JSON-lines log, resumable at epoch boundar
 from __future__ import annotations
 
 import copy
-import json
+import math
 import os
 import random
 import time
@@ -16,13 +16,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import (
+    check_same_data, check_same_model, checkpoint_meta, load_weights, read_checkpoint, save_checkpoint,
+)
 from .data.batching import count_targets, next_item_batches
 from .data.split import LeaveOneOut
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
-from .io import append_jsonl
-from .losses import build_loss
+from .io import append_jsonl, write_jsonl
+from .losses import LOSSES, build_loss
 from .models.base import Backbone
 
 
@@ -41,11 +43,20 @@ class TrainParams:
     threads: int = 0  # torch CPU threads; 0 = all cores
 
     def validate(self) -> None:
-        for name in ("lr", "batch_size", "max_epochs", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"train option {name} must be > 0, got {getattr(self, name)}")
-        if self.patience < 1 or self.weight_decay < 0 or self.threads < 0:
-            raise ConfigError("train options need patience >= 1, weight_decay >= 0 and threads >= 0")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"train option loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        for name in ("lr", "batch_size", "max_epochs", "eval_batch_size", "negatives"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):  # also refuses nan
+                raise ConfigError(f"train option {name} must be > 0, got {value}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"train option weight_decay must be >= 0, got {self.weight_decay}")
+        if self.patience < 1:
+            raise ConfigError(f"train option patience must be >= 1, got {self.patience}")
+        if self.threads < 0:
+            raise ConfigError(f"train option threads must be >= 0 (0 = all cores), got {self.threads}")
+        if not 0 <= self.seed < 2**32:  # the range numpy's seeding accepts
+            raise ConfigError(f"train option seed must be in [0, 2**32), got {self.seed}")
 
 
 SELECT_METRIC = "ndcg@20"
@@ -106,7 +117,9 @@ def fit(
     rng = np.random.default_rng(params.seed)
     state = _State()
     if run_dir and (run_dir / "last.pt").exists():
-        state = _restore(run_dir / "last.pt", model, optimizer, rng)
+        state = _restore(run_dir / "last.pt", model, optimizer, rng, meta)
+        # A kill between saving last.pt and appending to the log loses a line: rewrite it.
+        write_jsonl(run_dir / "log.jsonl", state.history)
     targets_per_epoch = count_targets(split.train, model.max_len)
     n_batches = int(np.ceil((split.train.lengths >= 2).sum() / params.batch_size))
 
@@ -119,6 +132,9 @@ def fit(
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
         for inputs, targets in next_item_batches(split.train, model.max_len, params.batch_size, rng):
             loss = loss_fn(model, model.encode(inputs), inputs, targets)
+            extra = model.auxiliary_loss(inputs)
+            if extra is not None:
+                loss = loss + extra
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -227,10 +243,16 @@ def _save_state(path: Path, model: Backbone, optimizer, rng, state: _State, meta
     )
 
 
-def _restore(path: Path, model: Backbone, optimizer, rng) -> _State:
+def _restore(path: Path, model: Backbone, optimizer, rng, meta: dict[str, Any]) -> _State:
     payload = read_checkpoint(path)
-    progress = json.loads(payload["meta"])["progress"]
-    model.load_state_dict(payload["state"])
+    saved = checkpoint_meta(payload, path)
+    if "data_fingerprint" in meta:
+        check_same_data(saved, meta["data_fingerprint"], model.n_items, path)
+    check_same_model(payload, model, path)
+    if "progress" not in saved or "optimizer" not in payload:
+        raise CheckpointError(f"{path}: not a training state to resume from")
+    progress = saved["progress"]
+    load_weights(model, payload["state"], path)
     optimizer.load_state_dict(payload["optimizer"])
     torch.set_rng_state(payload["torch_rng"])
     rng.bit_generator.state = progress["numpy_rng"]

@@ -8,25 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from rsir.cli import main
 from rsir.data import read_dataset
 from rsir.loop import load_synthetic
 
-LOOP = ["--synthetic-users", "300", "--synthetic-items", "80", "--dim", "16", "--blocks", "1", "--heads", "1",
-        "--max-len", "20", "--max-epochs", "4", "--negatives", "16", "--batch-size", "64", "--lr", "0.003",
-        "--rounds", "2", "--tau", "10", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("loop") / "run"
-    assert main(["improve", "--out", str(out), *LOOP]) == 0
-    return out
+from .conftest import LOOP, assert_same_run
 
 
 def test_two_rounds_write_a_complete_run_dir(finished):
@@ -80,14 +69,7 @@ def test_hard_kill_and_resume_gives_the_same_result(finished, tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert subprocess.run([*command, "--resume"], env=env, capture_output=True).returncode == 0
-    expected = json.loads((finished / "metrics.json").read_text())["rounds"]
-    resumed = json.loads((out / "metrics.json").read_text())["rounds"]
-    assert [r["test"] for r in resumed] == [r["test"] for r in expected]
-    for k in (0, 1):
-        a = load_synthetic(finished / f"round-{k}" / "synthetic.npz")
-        b = load_synthetic(out / f"round-{k}" / "synthetic.npz")
-        assert a.to_lists() == b.to_lists()
-    assert not list(out.rglob("*.tmp"))
+    assert_same_run(finished, out)
 
 
 def test_resume_without_a_run_is_an_error(tmp_path, capsys):

@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataFormatError
+from ..errors import ConfigError, DataFormatError
 from .dataset import Dataset, from_interactions
 
 FORMATS = ("s3rec", "atomic", "csv", "tsv", "parquet")
 _SUFFIXES = {".txt": "s3rec", ".inter": "atomic", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+_MAX_ID = np.iinfo(np.int64).max
 
 
 def detect_format(path: str | Path) -> str:
@@ -36,6 +39,8 @@ def read_dataset(
 ) -> Dataset:
     """Read interactions in any supported format into a :class:`Dataset`."""
     path = Path(path)
+    if kcore < 0:
+        raise ConfigError(f"kcore must be >= 0, got {kcore}")
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
     fmt = detect_format(path) if fmt == "auto" else fmt
@@ -73,11 +78,16 @@ def _read_s3rec(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
         fields = line.split()
         if not fields:
             continue
-        try:
-            ids = [int(field) for field in fields]
-        except ValueError:
-            bad = next(f for f in fields if not f.lstrip("-").isdigit())
-            raise DataFormatError(f"{path}:{number}: id {bad[:40]!r} is not an integer") from None
+        # Plain ASCII digits only: int() would also take "1_000", "+5" and non-ASCII digits.
+        bad = next((f for f in fields if not (f.isascii() and f.isdigit())), None)
+        if bad is not None:
+            if bad.startswith("-") and bad[1:].isascii() and bad[1:].isdigit():
+                raise DataFormatError(f"{path}:{number}: id {bad[:40]!r} is negative; ids must be integers >= 0")
+            raise DataFormatError(f"{path}:{number}: id {bad[:40]!r} is not an integer")
+        ids = [int(field) for field in fields]
+        if max(ids) > _MAX_ID:
+            big = next(f for f, i in zip(fields, ids) if i > _MAX_ID)
+            raise DataFormatError(f"{path}:{number}: id {big[:40]!r} is out of range (at most {_MAX_ID})")
         if len(ids) < 2:
             raise DataFormatError(f"{path}:{number}: user {ids[0]} has an empty sequence")
         if ids[0] in seen_users:
@@ -103,8 +113,12 @@ def _read_atomic(
         name, sep, kind = field.partition(":")
         if not sep or not name or kind not in ("token", "float", "token_seq", "float_seq"):
             raise DataFormatError(f"{path}:1: header field {field!r} is not of the form name:type (token, float, ...)")
+        if name in names:
+            raise DataFormatError(f"{path}:1: header names the column {name!r} twice")
         names.append(name)
     frame = _parse_delimited(path, "\t", header=0)
+    if len(frame.columns) != len(names):  # quotes in the header can join fields
+        raise DataFormatError(f"{path}:1: header has {len(names)} tab-separated fields but reads as {len(frame.columns)}")
     frame.columns = names
     return _columns(frame, path, user_col, item_col, time_col, header_line=True)
 
@@ -134,6 +148,9 @@ def _parse_delimited(path: Path, sep: str, header: int) -> pd.DataFrame:
         raise DataFormatError(f"{path}: file is empty") from None
     if frame.empty:
         raise DataFormatError(f"{path}: file has a header but no rows")
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas turns the leading fields into an index when every row is longer than the header.
+        raise DataFormatError(f"{path}:2: rows have more fields than the header's {len(frame.columns)}")
     return frame
 
 

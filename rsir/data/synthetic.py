@@ -27,13 +27,16 @@ def make_synthetic(
     taste_concentration: float = 0.15,
     seed: int = 0,
 ) -> Dataset:
-    if n_users < 1 or n_items < 2 * max(1, n_clusters) or min_length < 3 or mean_length < min_length:
-        raise ConfigError(
-            "synthetic data needs n_users >= 1, n_items >= 2 * n_clusters, min_length >= 3 "
-            "and mean_length >= min_length"
-        )
+    if n_users < 1:
+        raise ConfigError(f"synthetic data needs at least 1 user, got {n_users}")
+    if n_clusters < 1 or n_items < 2 * n_clusters:
+        raise ConfigError(f"synthetic data needs at least {2 * max(1, n_clusters)} items (2 per cluster), got {n_items}")
+    if min_length < 3 or mean_length < min_length or max_length < min_length:
+        raise ConfigError("synthetic data needs 3 <= min_length <= mean_length and min_length <= max_length")
     if not 0.0 <= transition <= 1.0:
         raise ConfigError(f"synthetic transition must be in [0, 1], got {transition}")
+    if seed < 0:
+        raise ConfigError(f"synthetic seed must be >= 0, got {seed}")
     rng = np.random.default_rng(seed)
     cluster_of = rng.permutation(np.arange(n_items) % n_clusters)
     by_cluster = np.argsort(cluster_of, kind="stable")  # items grouped by cluster

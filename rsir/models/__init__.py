@@ -10,10 +10,13 @@ import torch
 
 from ..errors import ConfigError
 from .base import Backbone
+from .cl4srec import CL4SRec
+from .gru4rec import GRU4Rec
+from .hstu import HSTU
 from .popularity import Popularity
 from .sasrec import SASRec
 
-BACKBONES: dict[str, type[Backbone]] = {cls.name: cls for cls in (SASRec, Popularity)}
+BACKBONES: dict[str, type[Backbone]] = {cls.name: cls for cls in (SASRec, CL4SRec, HSTU, GRU4Rec, Popularity)}
 
 
 def backbone_class(name: str) -> type[Backbone]:

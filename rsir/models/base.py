@@ -55,5 +55,9 @@ class Backbone(nn.Module):
     def describe(self) -> dict[str, Any]:
         return {"backbone": self.name, **dataclasses.asdict(self.params)}
 
+    def auxiliary_loss(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """An extra training loss on the input batch (e.g. a contrastive one); none by default."""
+        return None
+
     def prepare(self, train: Sequences) -> None:
         """Hook for backbones that read statistics of the training data before training."""

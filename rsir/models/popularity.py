@@ -12,12 +12,17 @@ import numpy as np
 import torch
 
 from ..data.sequences import Sequences
+from ..errors import ConfigError
 from .base import Backbone
 
 
 @dataclass
 class PopularityParams:
     max_len: int = 50
+
+    def validate(self) -> None:
+        if self.max_len < 1:
+            raise ConfigError(f"model option max_len must be >= 1, got {self.max_len}")
 
 
 class Popularity(Backbone):
@@ -27,6 +32,7 @@ class Popularity(Backbone):
 
     def __init__(self, n_items: int, params: PopularityParams) -> None:
         super().__init__(n_items, params)
+        params.validate()
         self.register_buffer("counts", torch.zeros(n_items + 1, 1))
 
     def prepare(self, train: Sequences) -> None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .base import Backbone
 
 
@@ -22,6 +23,18 @@ class SASRecParams:
     heads: int = 2
     dropout: float = 0.5
     max_len: int = 50
+    positions: str = "forward"  # forward: 0 at the first item | from_end: 0 at the most recent item
+
+    def validate(self) -> None:
+        for name in ("dim", "heads", "max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model option {name} must be >= 1, got {getattr(self, name)}")
+        if self.blocks < 0:
+            raise ConfigError(f"model option blocks must be >= 0, got {self.blocks}")
+        if self.dim % self.heads:
+            raise ConfigError(f"model option dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model option dropout must be in [0, 1), got {self.dropout}")
 
 
 class _Block(nn.Module):
@@ -57,17 +70,19 @@ class SASRec(Backbone):
 
     def __init__(self, n_items: int, params: SASRecParams) -> None:
         super().__init__(n_items, params)
-        if params.dim % params.heads:
-            raise ValueError(f"dim ({params.dim}) must be divisible by heads ({params.heads})")
+        params.validate()
         self.item_embedding = nn.Embedding(n_items + 1, params.dim, padding_idx=0)
         self.position_embedding = nn.Embedding(params.max_len, params.dim)
         self.embed_dropout = nn.Dropout(params.dropout)
         self.blocks = nn.ModuleList(_Block(params.dim, params.heads, params.dropout) for _ in range(params.blocks))
         self.final_norm = nn.LayerNorm(params.dim)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(items.shape[1], device=items.device)
+        positions = torch.arange(items.shape[1], device=items.device).expand_as(items)
+        if self.params.positions == "from_end":
+            # Distance to the row's last item, as left-padded implementations (pmixer, ICLRec) see it.
+            positions = ((items != 0).sum(1, keepdim=True) - 1 - positions).clamp(min=0)
         x = self.embed_dropout(self.item_embedding(items) + self.position_embedding(positions))
         for block in self.blocks:
             x = block(x)
@@ -77,7 +92,8 @@ class SASRec(Backbone):
         return self.item_embedding.weight
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module) -> None:
+    """normal(0, 0.02) weights, zero biases and padding row: the initialisation that learns."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
