@@ -121,8 +121,12 @@ def _check_type(value: Any, kind: type, name: str, source: str) -> Any:
         return float(value)
     if kind is str and value is None:
         return ""
-    if kind is float and isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
-        return float("inf")
+    if kind is float and isinstance(value, str):
+        # YAML reads 1e-3 (no dot) and "inf" as strings.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{source}: option {name} must be {kind.__name__}, got {value!r}")

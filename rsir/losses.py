@@ -27,8 +27,10 @@ class SampledSoftmax:
         own = torch.cat([inputs, targets], dim=1)
         negatives, collide = uniform_negatives_excluding_own(model.n_items, own, (len(targets), self.negatives))
         weights = model.item_weights()
-        positive = (hidden * weights[targets]).sum(-1)
-        negative = torch.bmm(hidden, weights[negatives].transpose(1, 2))
+        # F.embedding, not weights[idx]: the backward of advanced indexing accumulates rows in
+        # a thread-dependent order on CPU, so repeated runs would differ in the last bits.
+        positive = (hidden * F.embedding(targets, weights)).sum(-1)
+        negative = torch.bmm(hidden, F.embedding(negatives, weights).transpose(1, 2))
         negative = negative.masked_fill(collide.unsqueeze(1), float("-inf"))
         logits = torch.cat([positive.unsqueeze(-1), negative], dim=-1)[valid]
         return (torch.logsumexp(logits, dim=-1) - logits[:, 0]).mean()

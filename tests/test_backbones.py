@@ -28,7 +28,7 @@ def test_backbone_learns_and_round_trips_through_a_checkpoint(name, tmp_path, sm
     model = build_backbone(name, small_dataset.n_items, SMALL[name], seed=0)
     # The recurrent model needs a larger step to learn in a few epochs.
     lr = 3e-2 if name == "gru4rec" else 3e-3
-    params = TrainParams(max_epochs=6, patience=6, batch_size=64, lr=lr, negatives=32)
+    params = TrainParams(max_epochs=4, patience=4, batch_size=64, lr=lr, negatives=32)
     result = fit(model, small_split, params, progress=False)
     assert result.test["ndcg@10"] > 1.5 * popularity.test["ndcg@10"]
     save_checkpoint(tmp_path / "m.pt", model, {"n_items": small_dataset.n_items})

@@ -16,7 +16,7 @@ SMALL = {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20}
 
 
 def quick(**changes) -> TrainParams:
-    return TrainParams(**{"max_epochs": 12, "patience": 12, "batch_size": 64, "lr": 3e-3, "negatives": 64, **changes})
+    return TrainParams(**{"max_epochs": 8, "patience": 8, "batch_size": 64, "lr": 3e-3, "negatives": 64, **changes})
 
 
 def test_batches_pad_only_to_the_longest_in_batch(small_split):

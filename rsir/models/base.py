@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.sequences import Sequences
@@ -44,7 +45,8 @@ class Backbone(nn.Module):
 
     def score_items(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(..., dim) against (..., k) item indices -> (..., k) scores."""
-        return (hidden.unsqueeze(-2) * self.item_weights()[items]).sum(-1)
+        # F.embedding rather than indexing: its gradient is summed in a fixed order (reproducible).
+        return (hidden.unsqueeze(-2) * F.embedding(items, self.item_weights())).sum(-1)
 
     def last_hidden(self, items: torch.Tensor) -> torch.Tensor:
         """Hidden state at the last non-padding position of each right-padded row."""
