@@ -15,6 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.sequences import Sequences
+from ..errors import ConfigError
+
+
+def check_ranges(
+    params: Any, *, at_least_one: tuple[str, ...] = (), at_least_zero: tuple[str, ...] = (), dropouts: tuple[str, ...] = ()
+) -> None:
+    """Range checks shared by the backbones' hyperparameter classes."""
+    for name in at_least_one:
+        if getattr(params, name) < 1:
+            raise ConfigError(f"model option {name} must be >= 1, got {getattr(params, name)}")
+    for name in at_least_zero:
+        if getattr(params, name) < 0:
+            raise ConfigError(f"model option {name} must be >= 0, got {getattr(params, name)}")
+    for name in dropouts:
+        if not 0.0 <= getattr(params, name) < 1.0:
+            raise ConfigError(f"model option {name} must be in [0, 1), got {getattr(params, name)}")
 
 
 class Backbone(nn.Module):

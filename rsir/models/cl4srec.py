@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import random_views
+from ..errors import ConfigError
 from .sasrec import SASRec, SASRecParams
 
 
@@ -20,6 +21,14 @@ class CL4SRecParams(SASRecParams):
     crop_keep: float = 0.6  # crop keeps this share of the sequence
     mask_share: float = 0.3  # mask replaces this share with the mask token
     reorder_share: float = 0.6  # reorder shuffles a block of this share
+
+    def validate(self) -> None:
+        super().validate()
+        if self.cl_weight < 0 or self.temperature <= 0:
+            raise ConfigError("model options need cl_weight >= 0 and temperature > 0")
+        for name in ("crop_keep", "mask_share", "reorder_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"model option {name} must be in [0, 1], got {getattr(self, name)}")
 
 
 class CL4SRec(SASRec):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import Backbone
+from .base import Backbone, check_ranges
 from .sasrec import init_weights
 
 
@@ -19,6 +19,9 @@ class GRU4RecParams:
     dropout: float = 0.3
     max_len: int = 50
 
+    def validate(self) -> None:
+        check_ranges(self, at_least_one=("dim", "layers", "max_len"), dropouts=("dropout",))
+
 
 class GRU4Rec(Backbone):
     name = "gru4rec"
@@ -26,6 +29,7 @@ class GRU4Rec(Backbone):
 
     def __init__(self, n_items: int, params: GRU4RecParams) -> None:
         super().__init__(n_items, params)
+        params.validate()
         self.item_embedding = nn.Embedding(n_items + 1, params.dim, padding_idx=0)
         self.embed_dropout = nn.Dropout(params.dropout)
         self.gru = nn.GRU(params.dim, params.dim, num_layers=params.layers, batch_first=True,

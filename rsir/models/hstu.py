@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone
+from ..errors import ConfigError
+from .base import Backbone, check_ranges
 from .sasrec import init_weights
 
 
@@ -26,6 +27,11 @@ class HSTUParams:
     heads: int = 2
     dropout: float = 0.5
     max_len: int = 50
+
+    def validate(self) -> None:
+        check_ranges(self, at_least_one=("dim", "heads", "max_len"), at_least_zero=("blocks",), dropouts=("dropout",))
+        if self.dim % self.heads:
+            raise ConfigError(f"model option dim ({self.dim}) must be divisible by heads ({self.heads})")
 
 
 class _HSTULayer(nn.Module):
@@ -62,8 +68,7 @@ class HSTU(Backbone):
 
     def __init__(self, n_items: int, params: HSTUParams) -> None:
         super().__init__(n_items, params)
-        if params.dim % params.heads:
-            raise ValueError(f"dim ({params.dim}) must be divisible by heads ({params.heads})")
+        params.validate()
         self.item_embedding = nn.Embedding(n_items + 1, params.dim, padding_idx=0)
         self.embed_dropout = nn.Dropout(params.dropout)
         self.layers = nn.ModuleList(

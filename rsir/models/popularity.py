@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from ..data.sequences import Sequences
-from ..errors import ConfigError
-from .base import Backbone
+from .base import Backbone, check_ranges
 
 
 @dataclass
@@ -21,8 +20,7 @@ class PopularityParams:
     max_len: int = 50
 
     def validate(self) -> None:
-        if self.max_len < 1:
-            raise ConfigError(f"model option max_len must be >= 1, got {self.max_len}")
+        check_ranges(self, at_least_one=("max_len",))
 
 
 class Popularity(Backbone):

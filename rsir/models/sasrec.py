@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Backbone
+from .base import Backbone, check_ranges
 
 
 @dataclass
@@ -23,18 +23,11 @@ class SASRecParams:
     heads: int = 2
     dropout: float = 0.5
     max_len: int = 50
-    positions: str = "forward"  # forward: 0 at the first item | from_end: 0 at the most recent item
 
     def validate(self) -> None:
-        for name in ("dim", "heads", "max_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model option {name} must be >= 1, got {getattr(self, name)}")
-        if self.blocks < 0:
-            raise ConfigError(f"model option blocks must be >= 0, got {self.blocks}")
+        check_ranges(self, at_least_one=("dim", "heads", "max_len"), at_least_zero=("blocks",), dropouts=("dropout",))
         if self.dim % self.heads:
             raise ConfigError(f"model option dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model option dropout must be in [0, 1), got {self.dropout}")
 
 
 class _Block(nn.Module):
@@ -79,10 +72,7 @@ class SASRec(Backbone):
         self.apply(init_weights)
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(items.shape[1], device=items.device).expand_as(items)
-        if self.params.positions == "from_end":
-            # Distance to the row's last item, as left-padded implementations (pmixer, ICLRec) see it.
-            positions = ((items != 0).sum(1, keepdim=True) - 1 - positions).clamp(min=0)
+        positions = torch.arange(items.shape[1], device=items.device)
         x = self.embed_dropout(self.item_embedding(items) + self.position_embedding(positions))
         for block in self.blocks:
             x = block(x)
