@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from rsir.io import atomic_open, write_json
+
 
 def cell_dir(args: argparse.Namespace, dataset: str, tau: str, seed: int) -> Path:
     return Path(args.runs) / f"{dataset}-tau{tau}-r{args.rounds}-s{seed}"
@@ -87,13 +89,9 @@ def report(args: argparse.Namespace, command: str) -> None:
                     f"| {dataset} | {tau} | {k} | {','.join(map(str, have))} | {mean_std[0]} | {mean_std[1]} | "
                     f"{cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {synth:.0f} | {train_s:.0f} | {gen_s:.0f} |"
                 )
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.report).with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(args.report)
-    json_tmp = Path(args.report).with_suffix(".json.tmp")
-    json_tmp.write_text(json.dumps(raw, indent=1))
-    json_tmp.replace(Path(args.report).with_suffix(".json"))
+    with atomic_open(args.report) as handle:
+        handle.write("\n".join(lines) + "\n")
+    write_json(Path(args.report).with_suffix(".json"), raw)
 
 
 def main() -> None:

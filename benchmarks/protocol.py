@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rsir.io import atomic_open, write_json
+
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10")
 
 
@@ -82,13 +84,9 @@ def report(args: argparse.Namespace, cells: list[tuple[str, str, int]], command:
             for r in runs
         )
         lines.append(f"- {key}: {per_seed}")
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.report).with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(args.report)
-    json_tmp = Path(args.report).with_suffix(".json.tmp")
-    json_tmp.write_text(json.dumps(raw, indent=1))
-    json_tmp.replace(Path(args.report).with_suffix(".json"))
+    with atomic_open(args.report) as handle:
+        handle.write("\n".join(lines) + "\n")
+    write_json(Path(args.report).with_suffix(".json"), raw)
 
 
 def main() -> None:

@@ -18,36 +18,12 @@ _FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it into place."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
+
+    For writers that need a file name (pyarrow, torch.save); text goes through atomic_open.
+    """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, mode) as handle:
-            os.fchmod(handle.fileno(), _FILE_MODE)
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _remove_quietly(tmp)
-        raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
-    """For writers that need a file name (pyarrow, torch.save): yields a temporary path."""
-    return _atomic_path(Path(path))
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -68,6 +44,17 @@ def _atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; it replaces ``path`` only once complete."""
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, mode) as handle:
+                yield handle
+        except OSError as exc:
+            raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:

@@ -8,6 +8,7 @@ against item embeddings. Everything else in rsir talks to models through these m
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -31,6 +32,22 @@ def check_ranges(
     for name in dropouts:
         if not 0.0 <= getattr(params, name) < 1.0:
             raise ConfigError(f"model option {name} must be in [0, 1), got {getattr(params, name)}")
+
+
+@dataclass
+class TransformerParams:
+    """Hyperparameters of the attention backbones (SASRec, HSTU, CL4SRec)."""
+
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 2
+    dropout: float = 0.5
+    max_len: int = 50
+
+    def validate(self) -> None:
+        check_ranges(self, at_least_one=("dim", "heads", "max_len"), at_least_zero=("blocks",), dropouts=("dropout",))
+        if self.dim % self.heads:
+            raise ConfigError(f"model option dim ({self.dim}) must be divisible by heads ({self.heads})")
 
 
 class Backbone(nn.Module):

@@ -11,11 +11,12 @@ from torch import nn
 
 from ..augment import random_views
 from ..errors import ConfigError
-from .sasrec import SASRec, SASRecParams
+from .base import TransformerParams
+from .sasrec import SASRec
 
 
 @dataclass
-class CL4SRecParams(SASRecParams):
+class CL4SRecParams(TransformerParams):
     cl_weight: float = 0.1  # weight of the contrastive loss
     temperature: float = 1.0
     crop_keep: float = 0.6  # crop keeps this share of the sequence

@@ -9,29 +9,12 @@ do not have; this implementation uses relative positions only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .base import Backbone, check_ranges
+from .base import Backbone, TransformerParams
 from .sasrec import init_weights
-
-
-@dataclass
-class HSTUParams:
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 2
-    dropout: float = 0.5
-    max_len: int = 50
-
-    def validate(self) -> None:
-        check_ranges(self, at_least_one=("dim", "heads", "max_len"), at_least_zero=("blocks",), dropouts=("dropout",))
-        if self.dim % self.heads:
-            raise ConfigError(f"model option dim ({self.dim}) must be divisible by heads ({self.heads})")
 
 
 class _HSTULayer(nn.Module):
@@ -64,9 +47,9 @@ class _HSTULayer(nn.Module):
 
 class HSTU(Backbone):
     name = "hstu"
-    Params = HSTUParams
+    Params = TransformerParams
 
-    def __init__(self, n_items: int, params: HSTUParams) -> None:
+    def __init__(self, n_items: int, params: TransformerParams) -> None:
         super().__init__(n_items, params)
         params.validate()
         self.item_embedding = nn.Embedding(n_items + 1, params.dim, padding_idx=0)

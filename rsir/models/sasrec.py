@@ -6,28 +6,11 @@ and output, normal(0, 0.02) initialisation (with N(0, 1) the model does not lear
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .base import Backbone, check_ranges
-
-
-@dataclass
-class SASRecParams:
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 2
-    dropout: float = 0.5
-    max_len: int = 50
-
-    def validate(self) -> None:
-        check_ranges(self, at_least_one=("dim", "heads", "max_len"), at_least_zero=("blocks",), dropouts=("dropout",))
-        if self.dim % self.heads:
-            raise ConfigError(f"model option dim ({self.dim}) must be divisible by heads ({self.heads})")
+from .base import Backbone, TransformerParams
 
 
 class _Block(nn.Module):
@@ -59,9 +42,9 @@ class _Block(nn.Module):
 
 class SASRec(Backbone):
     name = "sasrec"
-    Params = SASRecParams
+    Params = TransformerParams
 
-    def __init__(self, n_items: int, params: SASRecParams) -> None:
+    def __init__(self, n_items: int, params: TransformerParams) -> None:
         super().__init__(n_items, params)
         params.validate()
         self.item_embedding = nn.Embedding(n_items + 1, params.dim, padding_idx=0)
