@@ -75,13 +75,18 @@ def load_checkpoint(path: str | Path) -> tuple[Backbone, dict[str, Any]]:
 
 def checkpoint_meta(payload: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """The JSON meta dict a checkpoint was saved with."""
+    return _json_field(payload, "meta", path, "checkpoint meta data")
+
+
+def _json_field(payload: dict[str, Any], key: str, path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON object stored as a string in the checkpoint, or a one-line error."""
     try:
-        meta = json.loads(payload["meta"])
+        value = json.loads(payload[key])
     except (KeyError, TypeError, ValueError):
-        meta = None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: invalid checkpoint meta data")
-    return meta
+        value = None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: invalid {what}")
+    return value
 
 
 def load_weights(model: Backbone, state: Any, path: str | Path) -> None:
@@ -97,12 +102,7 @@ def load_weights(model: Backbone, state: Any, path: str | Path) -> None:
 
 def check_same_model(payload: dict[str, Any], model: Backbone, path: str | Path) -> None:
     """Refuse a checkpoint saved from another backbone or another size than ``model``."""
-    try:
-        saved = json.loads(payload["model"])
-    except (KeyError, TypeError, ValueError):
-        saved = None
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path}: invalid model description")
+    saved = _json_field(payload, "model", path, "model description")
     expected = {"n_items": model.n_items, **model.describe()}
     if saved != expected:
         keys = [k for k in expected if saved.get(k) != expected[k]] + [k for k in saved if k not in expected]

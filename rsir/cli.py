@@ -22,7 +22,7 @@ from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
 from .evaluation import evaluate, recommend_top_k
 from .io import atomic_open, remove_stale_temporaries, write_json
-from .loop import LoopSpec, check_inputs, improve
+from .loop import LoopSpec, improve, prepare
 from .models import BACKBONES, build_backbone
 from .training import fit
 
@@ -86,12 +86,12 @@ def cmd_improve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--resume: {out} holds no run to resume")
     dataset = load_dataset(config.data)
     spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
-    check_inputs(dataset, spec)  # before anything is written, so bad input leaves no run dir
+    prepared = prepare(dataset, spec)  # before anything is written, so bad input leaves no run dir
     _start_run_dir(out, config, IMPROVE_SECTIONS, args.overwrite)
     if exists:
         _say(args, f"resuming the run in {out}")
     meta = {"data": dataclasses.asdict(config.data)}
-    report = improve(dataset, spec, out, meta=meta, progress=not args.quiet)
+    report = improve(dataset, spec, out, meta=meta, progress=not args.quiet, prepared=prepared)
     print((out / "metrics.md").read_text(), end="")
     _say(args, f"per-round metrics, synthetic data and plots are in {out}")
     return 0 if report["rounds"] else 1

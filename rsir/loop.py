@@ -70,27 +70,40 @@ class LoopSpec:
     improve: ImproveParams
 
 
-def check_inputs(dataset: Dataset, spec: LoopSpec) -> None:
+@dataclass(frozen=True)
+class Prepared:
+    """What the loop needs before its first round, computed once."""
+
+    split: LeaveOneOut
+    fixed_generator: Backbone | None
+
+
+def prepare(dataset: Dataset, spec: LoopSpec) -> Prepared:
     """Every check that can fail before the loop writes anything: options, the split, the
-    backbone, a fixed generator checkpoint. Callers run it before creating the run directory."""
+    backbone, a fixed generator checkpoint. Callers that create the run directory themselves
+    run it first and pass the result to :func:`improve`."""
     spec.improve.validate()
     spec.generation.validate()
     spec.train.validate()
-    leave_one_out(dataset)
+    split = leave_one_out(dataset)
     build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)  # seeded: global RNG untouched
-    _fixed_generator(spec.improve.generator, dataset)
+    return Prepared(split, _fixed_generator(spec.improve.generator, dataset))
 
 
 def improve(
-    dataset: Dataset, spec: LoopSpec, run_dir: str | Path, *, meta: dict[str, Any] | None = None, progress: bool = True
+    dataset: Dataset,
+    spec: LoopSpec,
+    run_dir: str | Path,
+    *,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+    prepared: Prepared | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the loop in ``run_dir``; returns the per-round report."""
-    spec.improve.validate()
-    spec.generation.validate()
+    prepared = prepared or prepare(dataset, spec)
+    split, fixed_generator = prepared.split, prepared.fixed_generator
     run_dir = Path(run_dir)
-    split = leave_one_out(dataset)
     meta = {**(meta or {}), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
-    fixed_generator = _fixed_generator(spec.improve.generator, dataset)
     train = split.train
     rounds: list[dict[str, Any]] = []
     previous: Backbone | None = None
