@@ -40,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", type=Path, required=True, help="S3-Rec .txt file")
     p.add_argument("--budget-s", type=float, default=1800.0, help="wall-clock budget of each side's training loop")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads of each side (0 = all cores)")
     p.add_argument("--out", type=Path, required=True, help="output prefix: writes OUT.md and OUT.json")
     p.add_argument("--only", choices=("rsir", "recbole", "both"), default="both")
     p.add_argument("--reuse-recbole", type=Path, help="RecBole driver JSON (or an earlier OUT.json) to use instead of a run")
@@ -50,11 +51,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)  # readers never see a half-written report
+    from rsir.io import atomic_open  # readers never see a half-written report
+
+    with atomic_open(path) as handle:
+        handle.write(text)
 
 
 def rsir_child(args: argparse.Namespace) -> None:
@@ -72,7 +72,7 @@ def rsir_child(args: argparse.Namespace) -> None:
     split = leave_one_out(data)
     model = build_backbone("sasrec", data.n_items, MODEL, seed=args.seed)
     params = TrainParams(loss="softmax", lr=1e-3, batch_size=256, max_epochs=MAX_EPOCHS, patience=PATIENCE,
-                         seed=args.seed, exclude_seen=False, threads=0)  # RecBole keeps seen items rankable
+                         seed=args.seed, exclude_seen=False, threads=args.threads)  # RecBole keeps seen items rankable
     result = fit(model, split, params, run_dir=None, progress=False, time_budget=args.budget_s)
     # fit leaves the best-validation weights loaded: the same model, scored with exclusion on.
     test_excl = evaluate(model, split.test, exclude_seen=True).metrics
@@ -108,7 +108,8 @@ def run_rsir(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rsir.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--data", str(args.data), "--budget-s",
-               str(args.budget_s), "--seed", str(args.seed), "--out", str(args.out), "--rsir-child", str(out)]
+               str(args.budget_s), "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(args.out),
+               "--rsir-child", str(out)]
         subprocess.run(cmd, check=True)
         return json.loads(out.read_text())
 
@@ -121,7 +122,7 @@ def run_recbole(args: argparse.Namespace) -> dict[str, Any]:
     out = args.recbole_workdir.resolve() / f"result-{args.data.stem}-s{args.seed}.json"
     cmd = [python, str(ROOT / "benchmarks" / "recbole_driver.py"), "--data", str(args.data.resolve()),
            "--budget-s", str(args.budget_s), "--workdir", str(args.recbole_workdir.resolve()),
-           "--seed", str(args.seed), "--out", str(out)]
+           "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(out)]
     subprocess.run(cmd, check=True)
     log(f"RecBole result kept at {out} (pass it to --reuse-recbole to skip the rerun)")
     return json.loads(out.read_text())
@@ -233,6 +234,7 @@ def main() -> None:
         "dataset": args.data.stem,
         "seed": args.seed,
         "budget_s": args.budget_s,
+        "threads_per_side": args.threads or os.cpu_count(),
         "model": MODEL,
     }
     rs = rb = None

@@ -49,6 +49,7 @@ def parse_args() -> argparse.Namespace:
                    help="wall-clock budget of the train+validate loop, checked after each epoch")
     p.add_argument("--workdir", type=Path, default=Path("runs/recbole"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--out", type=Path, required=True, help="JSON report path")
     p.add_argument("--epochs-max", type=int, default=1000)
     p.add_argument("--patience", type=int, default=1000,
@@ -150,7 +151,7 @@ def main() -> None:
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().setLevel(logging.WARNING)  # our own progress lines suffice
-    threads = os.cpu_count() or 1
+    threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
 
     dataset = create_dataset(config)

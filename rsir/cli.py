@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from . import distributed
 from .checkpoint import check_same_data, load_checkpoint
 from .config import SECTIONS, RunConfig, build_config, model_option_types, read_config_file
 from .data import FORMATS, Dataset, leave_one_out, make_synthetic, read_dataset, write_dataset
@@ -33,7 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args) or 0
+        distributed.init_from_env()
+        if distributed.world_size() > 1 and args.command not in DISTRIBUTED_COMMANDS:
+            raise ConfigError(f"rsir {args.command} runs in one process; start it without torchrun")
+        code = args.handler(args) or 0
+        distributed.barrier()  # no rank tears down its connections while a peer still uses them
+        return code
     except RsirError as exc:
         print(f"rsir: error: {exc}", file=sys.stderr)
         return 2
@@ -44,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rsir: interrupted; finished work is saved and a rerun resumes it", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
+
+
+DISTRIBUTED_COMMANDS = ("train", "improve", "evaluate")  # the ones that work under torchrun
 
 
 # ---------------------------------------------------------------- commands
@@ -55,9 +66,10 @@ TRAIN_SECTIONS = ("data", "model", "train")
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     out = Path(args.out)
-    if _same_run_exists(out, config, TRAIN_SECTIONS, args.overwrite) and (out / "metrics.json").exists():
-        print(f"rsir: {out} already holds a finished run with this config; printing its result", file=sys.stderr)
-        print((out / "metrics.json").read_text(), end="")
+    finished = _same_run_exists(out, config, TRAIN_SECTIONS, args.overwrite) and (out / "metrics.json").exists()
+    if distributed.broadcast_flag(finished):
+        _say(args, f"{out} already holds a finished run with this config; printing its result")
+        _print((out / "metrics.json").read_text(), end="")
         return 0
     # Read and check the data before anything is written, so bad input leaves no run dir.
     dataset = load_dataset(config.data)
@@ -70,8 +82,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     meta = {"data": dataclasses.asdict(config.data), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
     result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet)
     summary = {"dataset": dataset.name, "backbone": config.backbone, **result.summary()}
-    write_json(out / "metrics.json", summary)
-    print(json.dumps(summary, indent=2))
+    if distributed.is_main():
+        write_json(out / "metrics.json", summary)
+    _print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -81,7 +94,7 @@ IMPROVE_SECTIONS = ("data", "model", "train", "generate", "improve")
 def cmd_improve(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     out = Path(args.out)
-    exists = _same_run_exists(out, config, IMPROVE_SECTIONS, args.overwrite)
+    exists = distributed.broadcast_flag(_same_run_exists(out, config, IMPROVE_SECTIONS, args.overwrite))
     if args.resume and not exists:
         raise ConfigError(f"--resume: {out} holds no run to resume")
     dataset = load_dataset(config.data)
@@ -92,7 +105,8 @@ def cmd_improve(args: argparse.Namespace) -> int:
         _say(args, f"resuming the run in {out}")
     meta = {"data": dataclasses.asdict(config.data)}
     report = improve(dataset, spec, out, meta=meta, progress=not args.quiet, prepared=prepared)
-    print((out / "metrics.md").read_text(), end="")
+    distributed.barrier()  # rank 0 has written the report
+    _print((out / "metrics.md").read_text(), end="")
     _say(args, f"per-round metrics, synthetic data and plots are in {out}")
     return 0 if report["rounds"] else 1
 
@@ -102,9 +116,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     split = leave_one_out(dataset)
     result = evaluate(model, getattr(split, args.split), exclude_seen=args.exclude_seen)
     report = {"checkpoint": str(args.checkpoint), "split": args.split, "exclude_seen": args.exclude_seen, **result.metrics}
-    if args.output:
+    if args.output and distributed.is_main():
         write_json(args.output, report)
-    print(json.dumps(report, indent=2))
+    _print(json.dumps(report, indent=2))
     return 0
 
 
@@ -191,6 +205,12 @@ def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], ov
 
 
 def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
+    if distributed.is_main():
+        _prepare_run_dir(out, config, sections, overwrite)
+    distributed.barrier()  # the other ranks start once the directory is ready
+
+
+def _prepare_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
     if overwrite and out.exists():
         shutil.rmtree(out)
     if out.exists():
@@ -236,8 +256,14 @@ def _plain(value: Any) -> Any:
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
-    if not getattr(args, "quiet", False):
+    if not getattr(args, "quiet", False) and distributed.is_main():
         print(f"rsir: {message}", file=sys.stderr)
+
+
+def _print(text: str, end: str = "\n") -> None:
+    """Results go to standard output once, from rank 0."""
+    if distributed.is_main():
+        print(text, end=end)
 
 
 # ---------------------------------------------------------------- parser

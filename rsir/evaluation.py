@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import distributed
 from .data.batching import bucket_batches
 from .data.sequences import Sequences
 from .data.split import EvalSet
@@ -67,12 +68,15 @@ def evaluate(
 ) -> EvalResult:
     was_training = model.training
     model.eval()
-    ranks = np.empty(len(eval_set.targets), dtype=np.int64)
+    ranks = np.zeros(len(eval_set.targets), dtype=np.int64)
     lengths = np.minimum(eval_set.history.lengths, model.max_len)
-    for rows in bucket_batches(lengths, batch_size, rng=None):
+    # Under torchrun each rank ranks its share of the batches; the integer ranks are then
+    # summed over ranks, so the metrics equal a single process's exactly.
+    for rows in distributed.my_share(bucket_batches(lengths, batch_size, rng=None)):
         scores = score_histories(model, eval_set.history, rows, exclude_seen)
         targets = torch.from_numpy(eval_set.targets[rows])
         ranks[rows] = pessimistic_ranks(scores, targets).numpy()
+    ranks = distributed.sum_over_ranks(ranks)
     model.train(was_training)
     return EvalResult(metrics_from_ranks(ranks, ks), ranks)
 

@@ -15,6 +15,10 @@ operations. For an attempt grown from source sequence ``s`` with synthetic prefi
 * Stop at ``max_length``. Attempts of at least ``min_length`` items are kept, duplicates removed.
 
 Sources are training sequences only, so validation and test items never enter a check.
+
+Randomness is drawn per batch of attempts from a stream keyed by (seed, batch number), so
+the result does not depend on which process grows which batch: under ``torchrun`` each
+rank grows its share of the batches and the merged result equals one process's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data.sequences import Sequences
 from .errors import ConfigError
 from .models.base import Backbone
@@ -84,7 +89,6 @@ def generate(
     usable = np.flatnonzero(sources.lengths >= 2)  # a one-item source has nothing left to check
     attempt_rows = np.repeat(usable, params.attempts)
     rng = np.random.default_rng(seed)
-    torch_gen = torch.Generator().manual_seed(seed)
     if params.seed_mode == "first":
         seed_lengths = np.ones(len(attempt_rows), dtype=np.int64)
     else:
@@ -95,14 +99,20 @@ def generate(
     checked = np.zeros(width + 1, dtype=np.int64)
     passed = np.zeros(width + 1, dtype=np.int64)
     order = np.argsort(sources.lengths[attempt_rows], kind="stable")  # similar sources together
-    bar = tqdm(total=len(order), desc="generate", unit="attempt", disable=not progress, leave=False)
-    for start in range(0, len(order), params.attempt_batch):
-        chunk = order[start : start + params.attempt_batch]
+    batches = [order[start : start + params.attempt_batch] for start in range(0, len(order), params.attempt_batch)]
+    mine = distributed.my_share(range(len(batches)))
+    bar = tqdm(total=sum(len(batches[b]) for b in mine), desc="generate", unit="attempt",
+               disable=not (progress and distributed.is_main()), leave=False)
+    for number in mine:
+        chunk = batches[number]
+        torch_gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))
         grown, lengths = _grow(model, sources, attempt_rows[chunk], seed_lengths[chunk], params, torch_gen, checked, passed)
         out[chunk, : grown.shape[1]] = grown
         out_lengths[chunk] = lengths
         bar.update(len(chunk))
     bar.close()
+    # Rows no rank grew are zero everywhere, so integer sums merge the ranks' work exactly.
+    out, out_lengths, checked, passed = (distributed.sum_over_ranks(a) for a in (out, out_lengths, checked, passed))
 
     out[np.arange(width)[None, :] >= out_lengths[:, None]] = 0  # clear rejected items
     keep = out_lengths >= params.min_length

@@ -11,6 +11,10 @@ resumes from its last epoch):
     run/round-K/synthetic.txt/.inter the same, exported in original ids
     run/round-K/generation.json     generation and analysis statistics
     run/metrics.json, metrics.md, metrics.png   per-round metrics, phase times, data growth
+
+Under ``torchrun`` every rank runs the loop (training and generation are shared, see
+:mod:`rsir.distributed`); only rank 0 writes, and whether a phase is already done is
+rank 0's answer, so all ranks always take the same path.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed
 from .analysis import analyse_round
 from .checkpoint import (
     check_same_data, check_same_model, checkpoint_meta, load_checkpoint, load_weights, read_checkpoint,
@@ -135,7 +140,8 @@ def improve(
             train = train.concat(synthetic)
         rounds.append(record)
         previous = model
-        _write_report(run_dir, rounds, spec)
+        if distributed.is_main():
+            _write_report(run_dir, rounds, spec)
     return {"rounds": rounds}
 
 
@@ -145,13 +151,14 @@ def _train_round(
 ) -> tuple[Backbone, dict[str, Any]]:
     done = round_dir / "metrics.json"
     model = build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)
-    if done.exists():
+    if distributed.broadcast_flag(done.exists()):
         return _load_finished(round_dir / "model.pt", model, meta), json.loads(done.read_text())
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
     result = fit(model, split, spec.train, run_dir=round_dir, meta=meta, progress=progress)
     summary = result.summary()
-    write_json(done, summary)
+    if distributed.is_main():
+        write_json(done, summary)
     return model, summary
 
 
@@ -161,11 +168,12 @@ def _train_generator(
     gen_dir = round_dir / "generator"
     done = gen_dir / "metrics.json"
     model = build_backbone(spec.improve.generator, dataset.n_items, {}, seed=spec.train.seed)
-    if done.exists():
+    if distributed.broadcast_flag(done.exists()):
         return _load_finished(gen_dir / "model.pt", model, meta), json.loads(done.read_text())
     _say(progress, f"training generator {spec.improve.generator}")
     result: FitResult = fit(model, split, spec.train, run_dir=gen_dir, meta=meta, progress=progress)
-    write_json(done, result.summary())
+    if distributed.is_main():
+        write_json(done, result.summary())
     return model, result.summary()
 
 
@@ -193,7 +201,7 @@ def _generate_round(
 ) -> tuple[Sequences, dict[str, Any]]:
     store = round_dir / "synthetic.npz"
     stats_path = round_dir / "generation.json"
-    if store.exists() and stats_path.exists():
+    if distributed.broadcast_flag(store.exists() and stats_path.exists()):
         return load_synthetic(store), json.loads(stats_path.read_text())
     _say(progress, f"round {k}: generating from {len(sources)} source sequences")
     result = generate(generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1, progress=progress)
@@ -205,9 +213,10 @@ def _generate_round(
     tick = time.perf_counter()
     stats = {**result.stats, "analysis": analyse_round(real, train, synthetic, dataset.n_items)}
     stats["analysis_seconds"] = round(time.perf_counter() - tick, 3)
-    save_synthetic(store, synthetic)
-    export_synthetic(synthetic, dataset, round_dir / "synthetic", k + 1)
-    write_json(stats_path, stats)
+    if distributed.is_main():
+        save_synthetic(store, synthetic)
+        export_synthetic(synthetic, dataset, round_dir / "synthetic", k + 1)
+        write_json(stats_path, stats)
     return synthetic, stats
 
 
@@ -292,7 +301,7 @@ def _plot(path: Path, rounds: list[dict[str, Any]]) -> None:
 
 
 def _say(progress: bool, message: str) -> None:
-    if progress:
+    if progress and distributed.is_main():
         from tqdm.auto import tqdm
 
         tqdm.write(f"rsir: {message}")

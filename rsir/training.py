@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import (
     check_same_data, check_same_model, checkpoint_meta, load_weights, read_checkpoint, save_checkpoint,
 )
@@ -84,6 +86,25 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if distributed.world_size() > 1:
+        # Each rank draws its own negatives and dropout masks; the weights all ranks start
+        # from are rank 0's, which DistributedDataParallel broadcasts.
+        torch.manual_seed(int(np.random.SeedSequence([seed, distributed.rank()]).generate_state(1)[0]))
+
+
+class _LossStep(torch.nn.Module):
+    """The backbone and its loss as one module, so DistributedDataParallel sees the whole
+    forward pass and averages the gradients of every parameter across ranks."""
+
+    def __init__(self, model: Backbone, loss_fn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(self.model, self.model.encode(inputs), inputs, targets)
+        extra = self.model.auxiliary_loss(inputs)
+        return loss if extra is None else loss + extra
 
 
 def fit(
@@ -101,6 +122,10 @@ def fit(
     With ``run_dir``, writes ``model.pt`` (best weights), ``last.pt`` (state to resume
     from), and ``log.jsonl`` (one line per epoch); an existing ``last.pt`` is resumed.
     ``time_budget`` (seconds) stops training after the epoch that exhausts it.
+
+    Under ``torchrun`` (see :mod:`rsir.distributed`) the model is wrapped in
+    DistributedDataParallel, each rank trains on its rows of every batch, evaluation is
+    shared exactly, and only rank 0 writes files or progress.
     """
     params.validate()
     torch.set_num_threads(params.threads or os.cpu_count() or 1)
@@ -112,14 +137,18 @@ def fit(
     if not model.trainable:
         return _fit_untrained(model, split, params, run_dir, meta, started)
 
+    main = distributed.is_main()
+    progress = progress and main
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    loss_fn = build_loss(params.loss, params.negatives)
-    rng = np.random.default_rng(params.seed)
+    step: torch.nn.Module = _LossStep(model, build_loss(params.loss, params.negatives))
+    if distributed.active():
+        step = DistributedDataParallel(step)
+    rng = np.random.default_rng(params.seed)  # batch order: the same on every rank
     state = _State()
-    if run_dir and (run_dir / "last.pt").exists():
+    if run_dir and distributed.broadcast_flag((run_dir / "last.pt").exists()):
         state = _restore(run_dir / "last.pt", model, optimizer, rng, meta)
-        # A kill between saving last.pt and appending to the log loses a line: rewrite it.
-        write_jsonl(run_dir / "log.jsonl", state.history)
+        if main:  # a kill between saving last.pt and appending to the log loses a line: rewrite it
+            write_jsonl(run_dir / "log.jsonl", state.history)
     targets_per_epoch = count_targets(split.train, model.max_len)
     n_batches = int(np.ceil((split.train.lengths >= 2).sum() / params.batch_size))
 
@@ -130,11 +159,11 @@ def fit(
         model.train()
         total, count = 0.0, 0
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-        for inputs, targets in next_item_batches(split.train, model.max_len, params.batch_size, rng):
-            loss = loss_fn(model, model.encode(inputs), inputs, targets)
-            extra = model.auxiliary_loss(inputs)
-            if extra is not None:
-                loss = loss + extra
+        batches = next_item_batches(
+            split.train, model.max_len, params.batch_size, rng, distributed.rank(), distributed.world_size()
+        )
+        for inputs, targets in batches:
+            loss = step(inputs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -144,6 +173,7 @@ def fit(
             if count % 20 == 0:
                 bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()
+        total, count = distributed.sum_over_ranks(np.array([total, count], dtype=np.float64))
         train_seconds = time.perf_counter() - tick
         tick = time.perf_counter()
         valid = evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
@@ -173,11 +203,14 @@ def fit(
         state.epoch = epoch
         if run_dir:
             full_meta = {**meta, "epoch": state.best_epoch, "train": asdict(params)}
-            if improved:
-                save_checkpoint(run_dir / "model.pt", model, full_meta)
-            _save_state(run_dir / "last.pt", model, optimizer, rng, state, full_meta)
-            append_jsonl(run_dir / "log.jsonl", record)
-        if time_budget is not None and time.perf_counter() - started >= time_budget:
+            torch_rng = _torch_rng_states()  # collective: every rank takes part
+            if main:
+                if improved:
+                    save_checkpoint(run_dir / "model.pt", model, full_meta)
+                _save_state(run_dir / "last.pt", model, optimizer, rng, state, full_meta, torch_rng)
+                append_jsonl(run_dir / "log.jsonl", record)
+        out_of_time = time_budget is not None and time.perf_counter() - started >= time_budget
+        if distributed.broadcast_flag(out_of_time):  # rank 0's clock decides for all
             break
 
     if state.best_state is not None:
@@ -204,7 +237,7 @@ def _fit_untrained(
     tick = time.perf_counter()
     valid = evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
     test = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
-    if run_dir:
+    if run_dir and distributed.is_main():
         save_checkpoint(run_dir / "model.pt", model, {**meta, "epoch": 0, "train": asdict(params)})
     seconds = time.perf_counter() - tick
     return FitResult(0, valid, test, 0, 0.0, round(seconds, 3), round(time.perf_counter() - started, 3), 0.0)
@@ -222,7 +255,15 @@ class _State:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _save_state(path: Path, model: Backbone, optimizer, rng, state: _State, meta: dict) -> None:
+def _torch_rng_states() -> torch.Tensor:
+    """This process's torch RNG state; under torchrun, every rank's, one row per rank."""
+    state = torch.get_rng_state()
+    return distributed.gather_rows(state) if distributed.active() else state
+
+
+def _save_state(
+    path: Path, model: Backbone, optimizer, rng, state: _State, meta: dict, torch_rng: torch.Tensor
+) -> None:
     progress = {
         "epoch": state.epoch,
         "best_epoch": state.best_epoch,
@@ -239,7 +280,7 @@ def _save_state(path: Path, model: Backbone, optimizer, rng, state: _State, meta
         {**meta, "progress": progress},
         best_state=state.best_state or model.state_dict(),
         optimizer=optimizer.state_dict(),
-        torch_rng=torch.get_rng_state(),
+        torch_rng=torch_rng,
     )
 
 
@@ -252,9 +293,16 @@ def _restore(path: Path, model: Backbone, optimizer, rng, meta: dict[str, Any]) 
     if "progress" not in saved or "optimizer" not in payload:
         raise CheckpointError(f"{path}: not a training state to resume from")
     progress = saved["progress"]
+    torch_rng = payload["torch_rng"]
+    saved_ranks = torch_rng.shape[0] if torch_rng.dim() == 2 else 1
+    if saved_ranks != distributed.world_size():
+        raise CheckpointError(
+            f"{path}: trained with {saved_ranks} process(es), resumed with {distributed.world_size()}; "
+            "resume with the same number of processes"
+        )
     load_weights(model, payload["state"], path)
     optimizer.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(payload["torch_rng"])
+    torch.set_rng_state(torch_rng[distributed.rank()] if torch_rng.dim() == 2 else torch_rng)
     rng.bit_generator.state = progress["numpy_rng"]
     return _State(
         epoch=progress["epoch"],

@@ -1,0 +1,97 @@
+"""Running under torch.distributed, launched by ``torchrun``: this process's rank, its share
+of the work, and exact combination of results across ranks.
+
+Work is split by whole batches of a plan that every rank computes identically (same seed,
+same data), so each batch is computed exactly as in a single process and the combined
+result is the single-process result, bit for bit. Results are combined as integer sums,
+never as averages of averages. Outside ``torchrun`` every function is the single-process
+identity, so callers need no special case.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def init_from_env() -> None:
+    """Join the process group that ``torchrun`` describes in the environment; a no-op when
+    the process was started alone (``WORLD_SIZE`` unset or 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or active():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    try:
+        dist.init_process_group(backend)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot join the torchrun process group ({str(exc).splitlines()[0]})") from None
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 writes checkpoints, logs and reports; the others only compute."""
+    return rank() == 0
+
+
+def my_share(batches: Sequence[T]) -> list[T]:
+    """This rank's batches of a plan all ranks share: every ``world_size``-th, from ``rank``."""
+    return list(batches[rank() :: world_size()])
+
+
+def sum_over_ranks(array: np.ndarray) -> np.ndarray:
+    """Element-wise sum of ``array`` over all ranks (integer arrays sum exactly)."""
+    if not active():
+        return array
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.numpy()
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Stack one equally shaped tensor per rank (rank order) into a new first dimension."""
+    if not active():
+        return tensor.unsqueeze(0)
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts)
+
+
+def broadcast_flag(flag: bool) -> bool:
+    """Rank 0's value of ``flag`` on every rank (for decisions that must agree)."""
+    if not active():
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if active():
+        dist.destroy_process_group()
