@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .data.sequences import Sequences
 from .errors import ConfigError
-from .models.base import Backbone
+from .models.base import Backbone, Decoder
+from .retrieval import Retriever, build_retriever, check_retrieval
 
 
 @dataclass
@@ -50,6 +51,10 @@ class GenerationParams:
     max_length: int = 50  # attempts stop growing here
     attempt_batch: int = 1024  # attempts advanced together
     dedupe: bool = True
+    incremental: bool = True  # reuse earlier steps (cached keys/values); False re-encodes each prefix
+    retrieval: str = "exact"  # exact: scan the catalogue | faiss: approximate top-k from an IVF index
+    faiss_lists: int = 0  # IVF clusters (0: about 4 sqrt(n_items))
+    faiss_probe: int = 16  # clusters scanned per query: more is slower and more exact
 
     def validate(self) -> None:
         if self.attempts < 1:
@@ -62,6 +67,9 @@ class GenerationParams:
             raise ConfigError(f"seed_mode must be 'first' or 'prefix', got {self.seed_mode!r}")
         if self.choice not in ("greedy", "topk"):
             raise ConfigError(f"choice must be 'greedy' or 'topk', got {self.choice!r}")
+        check_retrieval(self.retrieval)
+        if self.faiss_lists < 0 or self.faiss_probe < 1:
+            raise ConfigError("generation needs faiss_lists >= 0 and faiss_probe >= 1")
         if self.top_k < 1 or self.attempt_batch < 1 or not 1 <= self.min_length <= self.max_length:
             raise ConfigError("generation needs top_k >= 1, attempt_batch >= 1 and 1 <= min_length <= max_length")
 
@@ -86,6 +94,8 @@ def generate(
     params.validate()
     started = time.perf_counter()
     model.eval()
+    options = {"lists": params.faiss_lists, "probe": params.faiss_probe} if params.retrieval == "faiss" else {}
+    retriever = build_retriever(params.retrieval, model, **options)
     usable = np.flatnonzero(sources.lengths >= 2)  # a one-item source has nothing left to check
     attempt_rows = np.repeat(usable, params.attempts)
     rng = np.random.default_rng(seed)
@@ -106,7 +116,9 @@ def generate(
     for number in mine:
         chunk = batches[number]
         torch_gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))
-        grown, lengths = _grow(model, sources, attempt_rows[chunk], seed_lengths[chunk], params, torch_gen, checked, passed)
+        grown, lengths = _grow(
+            model, retriever, sources, attempt_rows[chunk], seed_lengths[chunk], params, torch_gen, checked, passed
+        )
         out[chunk, : grown.shape[1]] = grown
         out_lengths[chunk] = lengths
         bar.update(len(chunk))
@@ -146,6 +158,7 @@ def generate(
 
 def _grow(
     model: Backbone,
+    retriever: Retriever,
     sources: Sequences,
     rows: np.ndarray,
     seed_lengths: np.ndarray,
@@ -162,10 +175,10 @@ def _grow(
     head = source[:, : params.max_length]
     seq[:, : head.shape[1]] = torch.where(torch.arange(head.shape[1]) < seed_len[:, None], head, 0)
     length = seed_len.clone()
+    decoder = model.decoder(seq, length) if params.incremental else Decoder(model, seq, length)
     # R starts as the source's items that are not in the seed (compared by value: repeats).
     remaining = (source != 0) & ~(source.unsqueeze(2) == seq.unsqueeze(1)).any(-1)
     alive = length < params.max_length
-    tau = math.inf if math.isinf(params.tau) else int(params.tau)
     step = 0
     while alive.any():
         idx = alive.nonzero().squeeze(1)
@@ -175,38 +188,71 @@ def _grow(
         idx = idx[has_remaining]
         if len(idx) == 0:
             break
-        width = int(length[idx].max())
-        context = seq[idx, :width]
-        scores = model.score_all(model.last_hidden(context[:, -model.max_len :] if width > model.max_len else context))
-        scores[:, 0] = float("-inf")
-        scores.scatter_(1, context, float("-inf"))  # items already in g are out of the ranking
-        source_scores = scores.gather(1, source[idx]).masked_fill(~remaining[idx], float("-inf"))
-        if math.isinf(tau):
-            ok = torch.ones(len(idx), dtype=torch.bool)
-        else:
-            threshold = torch.topk(scores, min(tau, scores.shape[1]), dim=1).values[:, -1:]
-            ok = ((source_scores >= threshold) & remaining[idx]).any(1)
+        step_result = fidelity_step(
+            model, retriever, decoder.hidden[idx], seq[idx, : int(length[idx].max())], source[idx], remaining[idx], params
+        )
+        ok = step_result.ok
         checked[step] += len(idx)
         passed[step] += int(ok.sum())
         failed = idx[~ok]
         # The item that led to a failing context is rejected, unless it is part of the real seed.
         length[failed] = torch.where(length[failed] > seed_len[failed], length[failed] - 1, length[failed])
         alive[failed] = False
-        idx, scores, source_scores = idx[ok], scores[ok], source_scores[ok]
+        idx, top, source_scores = idx[ok], step_result.top_items[ok], step_result.source_scores[ok]
         if len(idx) == 0:
             break
         exploit = torch.rand(len(idx), generator=torch_gen) < params.exploit_prob
         chosen = torch.where(
             exploit,
             source[idx].gather(1, _pick(source_scores, params, torch_gen).unsqueeze(1)).squeeze(1),
-            _pick(scores, params, torch_gen),
+            top.gather(1, _pick(step_result.top_scores[ok], params, torch_gen).unsqueeze(1)).squeeze(1),
         )
         seq[idx, length[idx]] = chosen
         length[idx] += 1
+        decoder.append(idx, chosen)
         remaining[idx] &= source[idx] != chosen.unsqueeze(1)
         alive[idx] = length[idx] < params.max_length
         step += 1
     return seq.numpy(), length.numpy()
+
+
+@dataclass
+class StepResult:
+    ok: torch.Tensor  # (rows,) the fidelity check passed
+    top_scores: torch.Tensor  # (rows, k) the catalogue's best items outside g, best first
+    top_items: torch.Tensor
+    source_scores: torch.Tensor  # (rows, source width) scores of R's items, -inf elsewhere
+
+
+def fidelity_step(
+    model: Backbone,
+    retriever: Retriever,
+    hidden: torch.Tensor,
+    context: torch.Tensor,
+    source: torch.Tensor,
+    remaining: torch.Tensor,
+    params: GenerationParams,
+) -> StepResult:
+    """One step's questions for a batch: does some item of R rank within the top tau of the
+    catalogue outside g (the check), and which are the best items outside g (the
+    exploration pool)? The retriever returns enough items that, once those of g are removed,
+    tau (and top_k) remain."""
+    check = math.isfinite(params.tau) and params.tau < model.n_items  # else every item ranks within tau
+    tau = int(params.tau) if check else 0
+    needed = max(tau, params.top_k if params.choice == "topk" else 1)
+    top_scores, top_items = retriever.search(hidden, needed + context.shape[1])
+    in_context = (top_items.unsqueeze(2) == context.unsqueeze(1)).any(2)
+    top_scores, order = top_scores.masked_fill(in_context, float("-inf")).sort(dim=1, descending=True, stable=True)
+    top_items = top_items.gather(1, order)
+    source_scores = model.score_items(hidden, source).masked_fill(~remaining, float("-inf"))
+    if not check:
+        ok = torch.ones(len(hidden), dtype=torch.bool)
+    else:
+        # Listed within the top tau, or scoring at least the tau-th listed item: the second
+        # test catches items an approximate retriever missed (R's scores are exact).
+        listed = (top_items[:, :tau].unsqueeze(2) == source.unsqueeze(1)).any(1) & remaining
+        ok = (listed | ((source_scores >= top_scores[:, tau - 1 : tau]) & remaining)).any(1)
+    return StepResult(ok, top_scores, top_items, source_scores)
 
 
 def _pick(scores: torch.Tensor, params: GenerationParams, torch_gen: torch.Generator) -> torch.Tensor:

@@ -141,3 +141,28 @@ def test_generation_is_seeded_and_batch_size_invariant(trained, small_split):
     assert sorted(map(tuple, c.to_lists())) == sorted(map(tuple, d.to_lists()))
     lengths = c.lengths
     assert lengths.min() >= 3 and len({tuple(s) for s in c.to_lists()}) == len(c)
+
+
+def test_faiss_index_scanning_every_list_decides_as_the_exact_scan(trained, small_split):
+    """An IVF index that probes all its lists is an exact search: the same generation."""
+    params = dict(attempts=2, tau=5, exploit_prob=0.5)
+    exact = generate(trained, small_split.train, GenerationParams(**params), progress=False)
+    full_probe = GenerationParams(**params, retrieval="faiss", faiss_lists=4, faiss_probe=4)
+    probed = generate(trained, small_split.train, full_probe, progress=False)
+    assert exact.stats["acceptance_by_step"] == probed.stats["acceptance_by_step"]
+    assert {tuple(s) for s in exact.sequences.to_lists()} == {tuple(s) for s in probed.sequences.to_lists()}
+
+
+def test_faiss_with_few_probes_stays_close_to_the_exact_scan(trained, small_split):
+    params = dict(attempts=2, tau=5, exploit_prob=0.5)
+    exact = generate(trained, small_split.train, GenerationParams(**params), progress=False)
+    coarse = generate(trained, small_split.train, GenerationParams(**params, retrieval="faiss", faiss_probe=1),
+                      progress=False)
+    first_step = exact.stats["acceptance_by_step"][0], coarse.stats["acceptance_by_step"][0]
+    assert abs(first_step[0] - first_step[1]) < 0.05  # both answer the same first question for every attempt
+    assert 0.7 < coarse.stats["kept"] / exact.stats["kept"] < 1.3
+
+
+def test_unknown_retrieval_is_a_clear_error():
+    with pytest.raises(ConfigError, match="did you mean 'faiss'"):
+        GenerationParams(retrieval="fais").validate()

@@ -96,3 +96,36 @@ class Backbone(nn.Module):
 
     def prepare(self, train: Sequences) -> None:
         """Hook for backbones that read statistics of the training data before training."""
+
+    def decoder(self, items: torch.Tensor, lengths: torch.Tensor) -> Decoder:
+        """A :class:`Decoder` for generation from these right-padded prefixes (eval mode)."""
+        return Decoder(self, items, lengths)
+
+
+class Decoder:
+    """Last hidden states of a batch of sequences that grow by one item per step.
+
+    ``items`` is a right-padded (batch, width) buffer whose rows start with ``lengths`` real
+    items; ``width`` bounds the final lengths. This base version re-encodes each extended
+    row at every step; backbones that can reuse earlier steps' work (cached attention keys
+    and values, a recurrent state) return a subclass from :meth:`Backbone.decoder`.
+    """
+
+    def __init__(self, model: Backbone, items: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.model = model
+        self.items = items.clone()
+        self.lengths = lengths.clone()
+        self.hidden = self._encode(torch.arange(len(items)))
+
+    def append(self, rows: torch.Tensor, new_items: torch.Tensor) -> None:
+        """Append ``new_items`` to the sequences ``rows`` and update their hidden states."""
+        self.items[rows, self.lengths[rows]] = new_items
+        self.lengths[rows] += 1
+        self.hidden[rows] = self._encode(rows)
+
+    def _encode(self, rows: torch.Tensor) -> torch.Tensor:
+        width = int(self.lengths[rows].max())
+        context = self.items[rows, :width]
+        if width > self.model.max_len:  # beyond the model's window: its last max_len columns
+            context = context[:, -self.model.max_len :]
+        return self.model.last_hidden(context)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
-from .base import Backbone, check_ranges
+from .base import Backbone, Decoder, check_ranges
 from .sasrec import init_weights
 
 
@@ -44,3 +45,24 @@ class GRU4Rec(Backbone):
 
     def item_weights(self) -> torch.Tensor:
         return self.item_embedding.weight
+
+    def decoder(self, items: torch.Tensor, lengths: torch.Tensor) -> Decoder:
+        return _RecurrentDecoder(self, items, lengths)
+
+
+class _RecurrentDecoder(Decoder):
+    """Generation that carries the GRU state: an appended item is one recurrent step."""
+
+    def __init__(self, model: GRU4Rec, items: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.model, self.lengths = model, lengths.clone()
+        # Packed, so each row's final state is taken at its own last item, not after padding.
+        packed = pack_padded_sequence(model.item_embedding(items), lengths, batch_first=True, enforce_sorted=False)
+        _, self.state = model.gru(packed)  # (layers, batch, dim)
+        self.hidden = model.project(self.state[-1])
+
+    def append(self, rows: torch.Tensor, new_items: torch.Tensor) -> None:
+        model = self.model
+        output, state = model.gru(model.item_embedding(new_items).unsqueeze(1), self.state[:, rows].contiguous())
+        self.state[:, rows] = state
+        self.hidden[rows] = model.project(output[:, 0])
+        self.lengths[rows] += 1

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, TransformerParams
+from .base import Backbone, Decoder, TransformerParams
 from .sasrec import init_weights
 
 
@@ -29,20 +29,31 @@ class _HSTULayer(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(batch, length, dim) -> gate U (batch, length, dim) and Q, K, V per head."""
         batch, length, dim = x.shape
         u, v, q, k = F.silu(self.uvqk(self.norm_in(x))).chunk(4, dim=-1)
         split = lambda t: t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2)  # noqa: E731
-        q, k, v = split(q), split(k), split(v)
-        positions = torch.arange(length)
-        distance = (positions[:, None] - positions[None, :]).clamp(0, self.max_len - 1)
-        bias = self.relative_bias(distance).permute(2, 0, 1)  # (heads, L, L)
-        causal = positions[None, :] <= positions[:, None]
+        return u, split(q), split(k), split(v)
+
+    def attend(self, x, u, q, k, v, query_positions: torch.Tensor) -> torch.Tensor:
+        """Pointwise attention of queries at ``query_positions`` (batch or 1, Lq) over keys
+        at positions 0..Lk-1, gated by U, added to the residual stream ``x``."""
+        batch, length, dim = x.shape
+        distance = query_positions[..., :, None] - torch.arange(k.shape[2])  # (.., Lq, Lk)
+        bias = self.relative_bias(distance.clamp(0, self.max_len - 1)).movedim(-1, -3)  # (.., heads, Lq, Lk)
+        causal = (distance >= 0).unsqueeze(-3)
         # Pointwise attention: no softmax, so weights are normalised by a fixed length to
         # keep training and inference (with different padded widths) on one scale.
         weights = F.silu(q @ k.transpose(-1, -2) + bias) * causal / self.max_len
         attended = (self.drop(weights) @ v).transpose(1, 2).reshape(batch, length, dim)
         return x + self.drop(self.out(self.norm_attended(attended) * u))
+
+    def forward(self, x: torch.Tensor, keep: list | None = None) -> torch.Tensor:
+        u, q, k, v = self.project(x)
+        if keep is not None:
+            keep.append((k, v))
+        return self.attend(x, u, q, k, v, torch.arange(x.shape[1]).unsqueeze(0))
 
 
 class HSTU(Backbone):
@@ -60,11 +71,42 @@ class HSTU(Backbone):
         self.final_norm = nn.LayerNorm(params.dim)
         self.apply(init_weights)
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, items: torch.Tensor, keep: list | None = None) -> torch.Tensor:
+        """Hidden states; with ``keep``, each layer's keys and values are appended to it."""
         x = self.embed_dropout(self.item_embedding(items))
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, keep)
         return self.final_norm(x)
 
     def item_weights(self) -> torch.Tensor:
         return self.item_embedding.weight
+
+    def decoder(self, items: torch.Tensor, lengths: torch.Tensor) -> Decoder:
+        return _KeyValueDecoder(self, items, lengths)
+
+
+class _KeyValueDecoder(Decoder):
+    """Generation with cached keys and values: an appended item runs the layers for its own
+    position only. Only relative positions matter, so the cache never goes stale."""
+
+    def __init__(self, model: HSTU, items: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.model, self.lengths = model, lengths.clone()
+        batch, width = items.shape
+        prefix, keep = int(lengths.max()), []
+        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch), lengths - 1]
+        self.keys, self.values = [], []
+        for k, v in keep:
+            self.keys.append(k.new_zeros(batch, k.shape[1], width, k.shape[3]))
+            self.values.append(v.new_zeros(batch, v.shape[1], width, v.shape[3]))
+            self.keys[-1][:, :, :prefix], self.values[-1][:, :, :prefix] = k, v
+
+    def append(self, rows: torch.Tensor, new_items: torch.Tensor) -> None:
+        model, position = self.model, self.lengths[rows]
+        x = model.item_embedding(new_items).unsqueeze(1)
+        for layer, keys, values in zip(model.layers, self.keys, self.values):
+            u, q, k, v = layer.project(x)
+            keys[rows, :, position], values[rows, :, position] = k[:, :, 0], v[:, :, 0]
+            # Cached slots after ``position`` are masked by the causal test inside attend.
+            x = layer.attend(x, u, q, keys[rows], values[rows], position[:, None])
+        self.hidden[rows] = model.final_norm(x[:, 0])
+        self.lengths[rows] += 1

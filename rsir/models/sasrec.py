@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, TransformerParams
+from .base import Backbone, Decoder, TransformerParams
 
 
 class _Block(nn.Module):
@@ -25,19 +25,25 @@ class _Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch, length, dim) -> queries, keys, values as (batch, heads, length, dim / heads)."""
         batch, length, dim = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
-        # Right padding + causal mask: real positions never see padding, so no pad mask.
-        attended = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            is_causal=True,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def combine(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The residual stream after attention (attended values per head) and the FFN."""
+        batch, length, dim = x.shape
         x = x + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, dim)))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+    def forward(self, x: torch.Tensor, keep: list | None = None) -> torch.Tensor:
+        q, k, v = self.project(x)
+        if keep is not None:
+            keep.append((k, v))
+        # Right padding + causal mask: real positions never see padding, so no pad mask.
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.combine(x, attended)
 
 
 class SASRec(Backbone):
@@ -54,15 +60,51 @@ class SASRec(Backbone):
         self.final_norm = nn.LayerNorm(params.dim)
         self.apply(init_weights)
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, items: torch.Tensor, keep: list | None = None) -> torch.Tensor:
+        """Hidden states; with ``keep``, each block's keys and values are appended to it."""
         positions = torch.arange(items.shape[1], device=items.device)
         x = self.embed_dropout(self.item_embedding(items) + self.position_embedding(positions))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, keep)
         return self.final_norm(x)
 
     def item_weights(self) -> torch.Tensor:
         return self.item_embedding.weight
+
+    def decoder(self, items: torch.Tensor, lengths: torch.Tensor) -> Decoder:
+        # Positions are absolute from the start, so cached keys stay valid while the
+        # sequence fits the window; longer generation slides the window and re-encodes.
+        if items.shape[1] > self.max_len:
+            return Decoder(self, items, lengths)
+        return _KeyValueDecoder(self, items, lengths)
+
+
+class _KeyValueDecoder(Decoder):
+    """Generation with cached attention keys and values: appending an item runs the blocks
+    for that one position, attending to the cached earlier positions."""
+
+    def __init__(self, model: SASRec, items: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.model, self.lengths = model, lengths.clone()
+        batch, width = items.shape
+        prefix, keep = int(lengths.max()), []
+        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch), lengths - 1]
+        self.keys, self.values = [], []
+        for k, v in keep:
+            self.keys.append(k.new_zeros(batch, k.shape[1], width, k.shape[3]))
+            self.values.append(v.new_zeros(batch, v.shape[1], width, v.shape[3]))
+            self.keys[-1][:, :, :prefix], self.values[-1][:, :, :prefix] = k, v
+
+    def append(self, rows: torch.Tensor, new_items: torch.Tensor) -> None:
+        model, position = self.model, self.lengths[rows]
+        x = (model.item_embedding(new_items) + model.position_embedding(position)).unsqueeze(1)
+        width = self.keys[0].shape[2] if self.keys else 0
+        visible = (torch.arange(width) <= position[:, None])[:, None, None, :]  # (rows, 1, 1, width)
+        for block, keys, values in zip(model.blocks, self.keys, self.values):
+            q, k, v = block.project(x)
+            keys[rows, :, position], values[rows, :, position] = k[:, :, 0], v[:, :, 0]
+            x = block.combine(x, F.scaled_dot_product_attention(q, keys[rows], values[rows], attn_mask=visible))
+        self.hidden[rows] = model.final_norm(x[:, 0])
+        self.lengths[rows] += 1
 
 
 def init_weights(module: nn.Module) -> None:

@@ -1,0 +1,92 @@
+"""How close rsir's hot paths run to this machine's limit: floating-point work counted by
+torch's FlopCounterMode for one training epoch's batches, one full-ranking evaluation and
+one generation step, divided by their measured time, against the float32 matrix-multiply
+throughput measured in the same run.
+
+    python benchmarks/utilisation.py --data ../shared/data/Beauty/Beauty.txt --threads 1 \
+        --out docs/results/utilisation_beauty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from rsir.data import leave_one_out, read_dataset
+from rsir.data.batching import next_item_batches
+from rsir.evaluation import evaluate
+from rsir.generation import GenerationParams, generate
+from rsir.io import write_json
+from rsir.losses import build_loss
+from rsir.models import build_backbone
+
+
+def matmul_gflops(seconds: float = 3.0) -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * 2048**3 * count / (time.perf_counter() - started) / 1e9
+
+
+def measure(fn) -> tuple[float, float]:
+    """(GFLOP counted, seconds) of one call; counted and timed in separate calls."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    started = time.perf_counter()
+    fn()
+    return counter.get_total_flops() / 1e9, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--loss", default="sampled_softmax")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    dataset = read_dataset(args.data)
+    split = leave_one_out(dataset)
+    model = build_backbone("sasrec", dataset.n_items, {}, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = build_loss(args.loss)
+
+    def train_epoch() -> None:
+        model.train()
+        for inputs, targets in next_item_batches(split.train, model.max_len, 256, np.random.default_rng(0)):
+            loss = loss_fn(model, model.encode(inputs), inputs, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    peak = matmul_gflops()
+    rows = {}
+    for name, fn in (
+        ("train_epoch", train_epoch),
+        ("evaluate_valid", lambda: evaluate(model, split.valid)),
+        ("generate_round_tau10", lambda: generate(model, split.train, GenerationParams(), progress=False)),
+    ):
+        gflop, seconds = measure(fn)
+        rows[name] = {"gflop": round(gflop, 1), "seconds": round(seconds, 2), "gflops": round(gflop / seconds, 1),
+                      "share_of_matmul_peak": round(gflop / seconds / peak, 3)}
+        print(name, json.dumps(rows[name]), flush=True)
+    report = {"command": "python " + shlex.join(sys.argv), "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+              "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak, 1), "loss": args.loss, **rows}
+    if args.out:
+        write_json(args.out, report)
+
+
+if __name__ == "__main__":
+    main()

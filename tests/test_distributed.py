@@ -1,0 +1,110 @@
+"""rsir under torchrun: 2 CPU processes (gloo) against one process, on the built-in data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from rsir.checkpoint import load_checkpoint
+from rsir.cli import main
+from rsir.data import leave_one_out
+from rsir.data.batching import next_item_batches
+from rsir.data.source import DataParams, load_dataset
+from rsir.generation import GenerationParams, generate
+from rsir.loop import load_synthetic
+
+from .conftest import LOOP
+
+# The LOOP data, model and training options, one thread per process.
+TRAIN_OPTIONS = [*LOOP[: LOOP.index("--rounds")], "--threads", "1", "--quiet"]
+OPTIONS = [*TRAIN_OPTIONS, "--rounds", "1", "--tau", "10"]  # one self-improvement round
+
+
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "rsir.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_by_two(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "train"
+    torchrun("train", "--out", str(out), *TRAIN_OPTIONS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def improved_by_two(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "improve"
+    torchrun("improve", "--out", str(out), *OPTIONS)
+    return out
+
+
+def no_temporaries(run: Path) -> bool:
+    return not [p for p in run.rglob("*") if ".tmp" in p.name]
+
+
+def test_two_process_training_writes_each_file_once(trained_by_two):
+    metrics = json.loads((trained_by_two / "metrics.json").read_text())
+    log = (trained_by_two / "log.jsonl").read_text().splitlines()
+    assert len(log) == metrics["epochs"]  # one line per epoch: only rank 0 appends
+    assert [json.loads(line)["epoch"] for line in log] == list(range(1, metrics["epochs"] + 1))
+    assert no_temporaries(trained_by_two)
+    assert metrics["test"]["recall@10"] > 0
+
+
+def test_two_process_evaluation_equals_one_process(trained_by_two, tmp_path):
+    checkpoint = str(trained_by_two / "model.pt")
+    for split in ("valid", "test"):
+        torchrun("evaluate", "--checkpoint", checkpoint, "--split", split, "--output", str(tmp_path / "two.json"))
+        assert main(["evaluate", "--checkpoint", checkpoint, "--split", split, "--output", str(tmp_path / "one.json")]) == 0
+        two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
+        assert two == one  # exactly: ranks are integers, summed over processes
+    # The training run's own (2-process) test metrics are the same numbers.
+    assert json.loads((trained_by_two / "metrics.json").read_text())["test"] == {k: v for k, v in one.items() if "@" in k}
+
+
+def test_two_process_generation_equals_one_process(improved_by_two):
+    merged = load_synthetic(improved_by_two / "round-0" / "synthetic.npz")
+    model, meta = load_checkpoint(improved_by_two / "round-0" / "model.pt")
+    split = leave_one_out(load_dataset(DataParams(**meta["data"])))
+    config = yaml.safe_load((improved_by_two / "config.yaml").read_text())
+    params = GenerationParams(**config["generate"])
+    alone = generate(model, split.train, params, seed=config["train"]["seed"] * 1000, origin=1, progress=False).sequences
+    assert len(merged) > 0
+    for field in ("items", "offsets", "users", "origin"):
+        assert np.array_equal(getattr(merged, field), getattr(alone, field)), field
+    assert no_temporaries(improved_by_two)
+    report = json.loads((improved_by_two / "metrics.json").read_text())
+    assert [r["round"] for r in report["rounds"]] == [0, 1]
+    assert report["rounds"][1]["synthetic_sequences"] == len(merged)
+
+
+def test_resume_with_another_process_count_is_refused(trained_by_two, tmp_path, capsys):
+    run = tmp_path / "copy"
+    run.mkdir()
+    for name in ("config.yaml", "last.pt", "log.jsonl"):  # an unfinished 2-process run
+        (run / name).write_bytes((trained_by_two / name).read_bytes())
+    assert main(["train", "--out", str(run), *TRAIN_OPTIONS]) == 2
+    assert "trained with 2 process(es), resumed with 1" in capsys.readouterr().err
+
+
+def test_ranks_split_every_batch_and_keep_the_global_batch(small_dataset):
+    seqs = small_dataset.sequences
+    one = [t for _, t in next_item_batches(seqs, 20, 64, np.random.default_rng(5))]
+    two = [list(next_item_batches(seqs, 20, 64, np.random.default_rng(5), rank, 2)) for rank in (0, 1)]
+    assert len(two[0]) == len(two[1]) == len(one)  # the same steps on both ranks
+    for whole, (_, part0), (_, part1) in zip(one, two[0], two[1]):
+        assert len(part0) + len(part1) == len(whole)
+        rows = sorted(tuple(r[r != 0].tolist()) for r in [*part0, *part1])
+        assert rows == sorted(tuple(r[r != 0].tolist()) for r in whole)
