@@ -29,13 +29,32 @@ def init_from_env() -> None:
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        backend = "nccl"
+        backend = "cpu:gloo,cuda:nccl"  # each collective goes by its tensors' device
     else:
         backend = "gloo"
     try:
         dist.init_process_group(backend)
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot join the torchrun process group ({str(exc).splitlines()[0]})") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device this process computes on: ``auto`` is a GPU when there is one, else the
+    CPU; under torchrun a GPU means this rank's own (``LOCAL_RANK``)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested, but this machine has no usable CUDA GPU")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    elif device.type != "cpu":
+        raise ConfigError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return device
 
 
 def active() -> bool:

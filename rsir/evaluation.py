@@ -48,12 +48,14 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str,
 @torch.no_grad()
 def score_histories(model: Backbone, history: Sequences, rows: np.ndarray, exclude_seen: bool = True) -> torch.Tensor:
     """Scores of every item for the chosen rows' next step; padding (and seen items) -inf."""
-    items = torch.from_numpy(history.padded(rows, model.max_len).astype(np.int64))
+    device = model.device
+    items = torch.from_numpy(history.padded(rows, model.max_len).astype(np.int64)).to(device)
     scores = model.score_all(model.last_hidden(items))
     scores[:, 0] = float("-inf")
     if exclude_seen:
         seen = history.select(rows)
-        scores[torch.from_numpy(seen.row_ids()), torch.from_numpy(seen.items.astype(np.int64))] = float("-inf")
+        row_ids, seen_items = (torch.from_numpy(a.astype(np.int64)).to(device) for a in (seen.row_ids(), seen.items))
+        scores[row_ids, seen_items] = float("-inf")
     return scores
 
 
@@ -74,8 +76,8 @@ def evaluate(
     # summed over ranks, so the metrics equal a single process's exactly.
     for rows in distributed.my_share(bucket_batches(lengths, batch_size, rng=None)):
         scores = score_histories(model, eval_set.history, rows, exclude_seen)
-        targets = torch.from_numpy(eval_set.targets[rows])
-        ranks[rows] = pessimistic_ranks(scores, targets).numpy()
+        targets = torch.from_numpy(eval_set.targets[rows]).to(scores.device)
+        ranks[rows] = pessimistic_ranks(scores, targets).cpu().numpy()
     ranks = distributed.sum_over_ranks(ranks)
     model.train(was_training)
     return EvalResult(metrics_from_ranks(ranks, ks), ranks)
@@ -92,6 +94,6 @@ def recommend_top_k(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         top = torch.topk(score_histories(model, history, chunk, exclude_seen), k, dim=1)
-        items[start : start + len(chunk)] = top.indices.numpy()
-        scores[start : start + len(chunk)] = top.values.numpy()
+        items[start : start + len(chunk)] = top.indices.cpu().numpy()
+        scores[start : start + len(chunk)] = top.values.cpu().numpy()
     return items, scores

@@ -115,7 +115,7 @@ def generate(
                disable=not (progress and distributed.is_main()), leave=False)
     for number in mine:
         chunk = batches[number]
-        torch_gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))
+        torch_gen = torch.Generator(model.device).manual_seed(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))
         grown, lengths = _grow(
             model, retriever, sources, attempt_rows[chunk], seed_lengths[chunk], params, torch_gen, checked, passed
         )
@@ -168,12 +168,12 @@ def _grow(
     passed: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grow one batch of attempts; returns the (batch, width) items and the final lengths."""
-    batch = len(rows)
-    source = torch.from_numpy(sources.padded(rows, int(sources.lengths[rows].max())).astype(np.int64))
-    seq = torch.zeros((batch, params.max_length), dtype=torch.long)
-    seed_len = torch.from_numpy(np.minimum(seed_lengths, params.max_length))
+    batch, device = len(rows), model.device
+    source = torch.from_numpy(sources.padded(rows, int(sources.lengths[rows].max())).astype(np.int64)).to(device)
+    seq = torch.zeros((batch, params.max_length), dtype=torch.long, device=device)
+    seed_len = torch.from_numpy(np.minimum(seed_lengths, params.max_length)).to(device)
     head = source[:, : params.max_length]
-    seq[:, : head.shape[1]] = torch.where(torch.arange(head.shape[1]) < seed_len[:, None], head, 0)
+    seq[:, : head.shape[1]] = torch.where(torch.arange(head.shape[1], device=device) < seed_len[:, None], head, 0)
     length = seed_len.clone()
     decoder = model.decoder(seq, length) if params.incremental else Decoder(model, seq, length)
     # R starts as the source's items that are not in the seed (compared by value: repeats).
@@ -201,7 +201,7 @@ def _grow(
         idx, top, source_scores = idx[ok], step_result.top_items[ok], step_result.source_scores[ok]
         if len(idx) == 0:
             break
-        exploit = torch.rand(len(idx), generator=torch_gen) < params.exploit_prob
+        exploit = torch.rand(len(idx), generator=torch_gen, device=device) < params.exploit_prob
         chosen = torch.where(
             exploit,
             source[idx].gather(1, _pick(source_scores, params, torch_gen).unsqueeze(1)).squeeze(1),
@@ -213,7 +213,7 @@ def _grow(
         remaining[idx] &= source[idx] != chosen.unsqueeze(1)
         alive[idx] = length[idx] < params.max_length
         step += 1
-    return seq.numpy(), length.numpy()
+    return seq.cpu().numpy(), length.cpu().numpy()
 
 
 @dataclass
@@ -246,7 +246,7 @@ def fidelity_step(
     top_items = top_items.gather(1, order)
     source_scores = model.score_items(hidden, source).masked_fill(~remaining, float("-inf"))
     if not check:
-        ok = torch.ones(len(hidden), dtype=torch.bool)
+        ok = torch.ones(len(hidden), dtype=torch.bool, device=hidden.device)
     else:
         # Listed within the top tau, or scoring at least the tau-th listed item: the second
         # test catches items an approximate retriever missed (R's scores are exact).

@@ -107,6 +107,9 @@ def improve(
     """Run (or resume) the loop in ``run_dir``; returns the per-round report."""
     prepared = prepared or prepare(dataset, spec)
     split, fixed_generator = prepared.split, prepared.fixed_generator
+    device = distributed.resolve_device(spec.train.device)
+    if fixed_generator is not None:
+        fixed_generator.to(device)
     run_dir = Path(run_dir)
     meta = {**(meta or {}), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
     train = split.train
@@ -152,7 +155,8 @@ def _train_round(
     done = round_dir / "metrics.json"
     model = build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)
     if distributed.broadcast_flag(done.exists()):
-        return _load_finished(round_dir / "model.pt", model, meta), json.loads(done.read_text())
+        model = _load_finished(round_dir / "model.pt", model, meta).to(distributed.resolve_device(spec.train.device))
+        return model, json.loads(done.read_text())
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
     result = fit(model, split, spec.train, run_dir=round_dir, meta=meta, progress=progress)
@@ -169,7 +173,8 @@ def _train_generator(
     done = gen_dir / "metrics.json"
     model = build_backbone(spec.improve.generator, dataset.n_items, {}, seed=spec.train.seed)
     if distributed.broadcast_flag(done.exists()):
-        return _load_finished(gen_dir / "model.pt", model, meta), json.loads(done.read_text())
+        model = _load_finished(gen_dir / "model.pt", model, meta).to(distributed.resolve_device(spec.train.device))
+        return model, json.loads(done.read_text())
     _say(progress, f"training generator {spec.improve.generator}")
     result: FitResult = fit(model, split, spec.train, run_dir=gen_dir, meta=meta, progress=progress)
     if distributed.is_main():

@@ -70,7 +70,7 @@ class FaissRetriever:
         missing = ids < 0
         scores[missing] = -np.inf
         ids = np.where(missing, 0, ids + 1)  # the index holds rows 1..n_items as 0..n_items-1
-        return torch.from_numpy(scores), torch.from_numpy(ids)
+        return torch.from_numpy(scores).to(hidden.device), torch.from_numpy(ids).to(hidden.device)
 
 
 RETRIEVERS = {"exact": ExactRetriever, "faiss": FaissRetriever}

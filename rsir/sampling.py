@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def uniform_items(n_items: int, shape: tuple[int, ...]) -> torch.Tensor:
+def uniform_items(n_items: int, shape: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
     """Item indices drawn uniformly from 1..n_items (torch's global, seeded generator)."""
-    return torch.randint(1, n_items + 1, shape)
+    return torch.randint(1, n_items + 1, shape, device=device)
 
 
 def own_item_mask(candidates: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
@@ -22,11 +22,11 @@ def uniform_negatives_excluding_own(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform negatives per row of ``own``; draws that hit the row's own items are redrawn a
     few times, and the mask returned marks the (rare) ones still colliding, to be ignored."""
-    negatives = uniform_items(n_items, shape)
+    negatives = uniform_items(n_items, shape, own.device)
     collide = own_item_mask(negatives, own)
     for _ in range(retries):
         if not collide.any():
             break
-        negatives = torch.where(collide, uniform_items(n_items, shape), negatives)
+        negatives = torch.where(collide, uniform_items(n_items, shape, own.device), negatives)
         collide = own_item_mask(negatives, own)
     return negatives, collide

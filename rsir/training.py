@@ -43,6 +43,7 @@ class TrainParams:
     exclude_seen: bool = True  # drop the user's own history from the ranking
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU if there is one)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -59,6 +60,7 @@ class TrainParams:
             raise ConfigError(f"train option threads must be >= 0 (0 = all cores), got {self.threads}")
         if not 0 <= self.seed < 2**32:  # the range numpy's seeding accepts
             raise ConfigError(f"train option seed must be in [0, 2**32), got {self.seed}")
+        distributed.resolve_device(self.device)
 
 
 SELECT_METRIC = "ndcg@20"
@@ -134,6 +136,8 @@ def fit(
     run_dir = Path(run_dir) if run_dir else None
     started = time.perf_counter()
     model.prepare(split.train)
+    device = distributed.resolve_device(params.device)
+    model.to(device)
     if not model.trainable:
         return _fit_untrained(model, split, params, run_dir, meta, started)
 
@@ -142,7 +146,7 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     step: torch.nn.Module = _LossStep(model, build_loss(params.loss, params.negatives))
     if distributed.active():
-        step = DistributedDataParallel(step)
+        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     rng = np.random.default_rng(params.seed)  # batch order: the same on every rank
     state = _State()
     if run_dir and distributed.broadcast_flag((run_dir / "last.pt").exists()):
@@ -163,7 +167,7 @@ def fit(
             split.train, model.max_len, params.batch_size, rng, distributed.rank(), distributed.world_size()
         )
         for inputs, targets in batches:
-            loss = step(inputs, targets)
+            loss = step(inputs.to(device), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

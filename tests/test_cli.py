@@ -131,6 +131,20 @@ def test_bad_data_file_leaves_nothing_behind(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "unknown device 'tpu'"),
+    ("mps", "unsupported device 'mps'"),
+    ("gpu:0", "unknown device 'gpu:0'"),
+    pytest.param("cuda", "has no usable CUDA GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+])
+def test_unusable_device_is_a_clear_error(device, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--device", device, "--out", str(out), "--max-epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rsir: error:") and message in err and "\n" not in err
+    assert not out.exists()
+
+
 def test_data_stats_convert_and_synth(tmp_path, capsys):
     synth = tmp_path / "s.txt"
     assert main(["data", "synth", str(synth), "--users", "50", "--items", "40"]) == 0

@@ -8,6 +8,7 @@ against item embeddings. Everything else in rsir talks to models through these m
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -64,6 +65,10 @@ class Backbone(nn.Module):
     def max_len(self) -> int:
         return self.params.max_len
 
+    @property
+    def device(self) -> torch.device:
+        return next(itertools.chain(self.parameters(), self.buffers())).device
+
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """(batch, length) item indices -> (batch, length, dim) hidden states."""
         raise NotImplementedError
@@ -85,7 +90,7 @@ class Backbone(nn.Module):
         """Hidden state at the last non-padding position of each right-padded row."""
         hidden = self.encode(items)
         last = (items != 0).sum(dim=1).clamp(min=1) - 1
-        return hidden[torch.arange(len(items)), last]
+        return hidden[torch.arange(len(items), device=items.device), last]
 
     def describe(self) -> dict[str, Any]:
         return {"backbone": self.name, **dataclasses.asdict(self.params)}
@@ -115,7 +120,7 @@ class Decoder:
         self.model = model
         self.items = items.clone()
         self.lengths = lengths.clone()
-        self.hidden = self._encode(torch.arange(len(items)))
+        self.hidden = self._encode(torch.arange(len(items), device=items.device))
 
     def append(self, rows: torch.Tensor, new_items: torch.Tensor) -> None:
         """Append ``new_items`` to the sequences ``rows`` and update their hidden states."""

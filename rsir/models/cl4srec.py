@@ -55,5 +55,5 @@ class CL4SRec(SASRec):
         similarity = z @ z.T / p.temperature
         similarity.fill_diagonal_(float("-inf"))
         batch = len(inputs)
-        positives = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)])
+        positives = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
         return p.cl_weight * F.cross_entropy(similarity, positives)

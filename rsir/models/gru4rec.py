@@ -56,7 +56,7 @@ class _RecurrentDecoder(Decoder):
     def __init__(self, model: GRU4Rec, items: torch.Tensor, lengths: torch.Tensor) -> None:
         self.model, self.lengths = model, lengths.clone()
         # Packed, so each row's final state is taken at its own last item, not after padding.
-        packed = pack_padded_sequence(model.item_embedding(items), lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(model.item_embedding(items), lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, self.state = model.gru(packed)  # (layers, batch, dim)
         self.hidden = model.project(self.state[-1])
 

@@ -40,7 +40,7 @@ class _HSTULayer(nn.Module):
         """Pointwise attention of queries at ``query_positions`` (batch or 1, Lq) over keys
         at positions 0..Lk-1, gated by U, added to the residual stream ``x``."""
         batch, length, dim = x.shape
-        distance = query_positions[..., :, None] - torch.arange(k.shape[2])  # (.., Lq, Lk)
+        distance = query_positions[..., :, None] - torch.arange(k.shape[2], device=k.device)  # (.., Lq, Lk)
         bias = self.relative_bias(distance.clamp(0, self.max_len - 1)).movedim(-1, -3)  # (.., heads, Lq, Lk)
         causal = (distance >= 0).unsqueeze(-3)
         # Pointwise attention: no softmax, so weights are normalised by a fixed length to
@@ -53,7 +53,7 @@ class _HSTULayer(nn.Module):
         u, q, k, v = self.project(x)
         if keep is not None:
             keep.append((k, v))
-        return self.attend(x, u, q, k, v, torch.arange(x.shape[1]).unsqueeze(0))
+        return self.attend(x, u, q, k, v, torch.arange(x.shape[1], device=x.device).unsqueeze(0))
 
 
 class HSTU(Backbone):
@@ -93,7 +93,7 @@ class _KeyValueDecoder(Decoder):
         self.model, self.lengths = model, lengths.clone()
         batch, width = items.shape
         prefix, keep = int(lengths.max()), []
-        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch), lengths - 1]
+        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch, device=items.device), lengths - 1]
         self.keys, self.values = [], []
         for k, v in keep:
             self.keys.append(k.new_zeros(batch, k.shape[1], width, k.shape[3]))

@@ -38,7 +38,7 @@ class Popularity(Backbone):
         self.counts.copy_(torch.from_numpy(counts).unsqueeze(1))
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
-        return torch.ones(*items.shape, 1)
+        return torch.ones(*items.shape, 1, device=items.device)
 
     def item_weights(self) -> torch.Tensor:
         return self.counts

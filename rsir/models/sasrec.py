@@ -87,7 +87,7 @@ class _KeyValueDecoder(Decoder):
         self.model, self.lengths = model, lengths.clone()
         batch, width = items.shape
         prefix, keep = int(lengths.max()), []
-        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch), lengths - 1]
+        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch, device=items.device), lengths - 1]
         self.keys, self.values = [], []
         for k, v in keep:
             self.keys.append(k.new_zeros(batch, k.shape[1], width, k.shape[3]))
@@ -98,7 +98,7 @@ class _KeyValueDecoder(Decoder):
         model, position = self.model, self.lengths[rows]
         x = (model.item_embedding(new_items) + model.position_embedding(position)).unsqueeze(1)
         width = self.keys[0].shape[2] if self.keys else 0
-        visible = (torch.arange(width) <= position[:, None])[:, None, None, :]  # (rows, 1, 1, width)
+        visible = (torch.arange(width, device=position.device) <= position[:, None])[:, None, None, :]  # (rows, 1, 1, width)
         for block, keys, values in zip(model.blocks, self.keys, self.values):
             q, k, v = block.project(x)
             keys[rows, :, position], values[rows, :, position] = k[:, :, 0], v[:, :, 0]
