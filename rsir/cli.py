@@ -23,6 +23,7 @@ from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
 from .evaluation import evaluate, recommend_top_k
 from .io import atomic_open, remove_stale_temporaries, write_json
+from .experiment import load_spec, run_experiment, write_report
 from .loop import LoopSpec, improve, prepare
 from .models import BACKBONES, build_backbone
 from .training import fit
@@ -109,6 +110,19 @@ def cmd_improve(args: argparse.Namespace) -> int:
     _print((out / "metrics.md").read_text(), end="")
     _say(args, f"per-round metrics, synthetic data and plots are in {out}")
     return 0 if report["rounds"] else 1
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)  # every cell checked before anything runs
+    out = Path(args.out or Path("runs") / "experiments" / spec.name)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.report_only:
+        write_report(spec, out, wall_seconds=0.0)
+    else:
+        run_experiment(spec, out, jobs=args.jobs, progress=not args.quiet)
+    print((out / "report.md").read_text(), end="")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -324,6 +338,14 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("--quiet", action="store_true", help="no progress output")
     _add_option_flags(loop, IMPROVE_SECTIONS)
     loop.set_defaults(handler=cmd_improve)
+
+    experiment = commands.add_parser("experiment", help="run a spec of datasets x variants x sweep x seeds, then aggregate")
+    experiment.add_argument("spec", help="TOML or YAML spec (see experiments/ for the paper's studies)")
+    experiment.add_argument("--out", help="output directory (default runs/experiments/NAME)")
+    experiment.add_argument("--jobs", type=int, default=1, help="cells run in parallel (give each --threads cores)")
+    experiment.add_argument("--report-only", action="store_true", help="rewrite the report from finished cells")
+    experiment.add_argument("--quiet", action="store_true")
+    experiment.set_defaults(handler=cmd_experiment)
 
     for name, handler, help_text in (
         ("evaluate", cmd_evaluate, "evaluate a checkpoint on the validation or test split"),

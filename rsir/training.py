@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import distributed
+from .baselines import augmented, check_augmentation
 from .checkpoint import (
     check_same_data, check_same_model, checkpoint_meta, load_weights, read_checkpoint, save_checkpoint,
 )
@@ -44,6 +45,8 @@ class TrainParams:
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU if there is one)
+    augment: str = "none"  # none | reorder | insert: train also on one augmented copy of each sequence (a baseline)
+    augment_rate: float = 0.2  # share of each sequence the augmentation reorders or inserts
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -61,6 +64,7 @@ class TrainParams:
         if not 0 <= self.seed < 2**32:  # the range numpy's seeding accepts
             raise ConfigError(f"train option seed must be in [0, 2**32), got {self.seed}")
         distributed.resolve_device(self.device)
+        check_augmentation(self.augment, self.augment_rate)
 
 
 SELECT_METRIC = "ndcg@20"
@@ -135,6 +139,7 @@ def fit(
     meta = dict(meta or {})
     run_dir = Path(run_dir) if run_dir else None
     started = time.perf_counter()
+    split = split.with_train(augmented(split.train, params.augment, params.augment_rate, params.seed, model.n_items))
     model.prepare(split.train)
     device = distributed.resolve_device(params.device)
     model.to(device)

@@ -1,0 +1,275 @@
+"""Experiments: a spec file names datasets, variants, a sweep and seeds; every cell is one
+``rsir train`` or ``rsir improve`` run, run once (finished cells are skipped, interrupted
+ones resume), and the results are aggregated over seeds with paired gains against a
+baseline variant and a paired t-test.
+
+A spec (TOML or YAML)::
+
+    name = "main_table"
+    data_root = "../shared/data"        # a dataset NAME is data_root/NAME/NAME.txt
+    datasets = ["Beauty", "Sports_and_Outdoors"]
+    seeds = [0, 1, 2]
+    baseline = "plain"                  # gains are paired against this variant, seed by seed
+
+    [common]                            # config sections shared by every cell
+    train = { threads = 1 }
+
+    [variants.plain]
+    command = "train"
+
+    [variants.rsir]
+    command = "improve"
+    improve = { rounds = 1 }
+
+    [sweep]                             # optional: a grid crossed with the listed variants
+    variants = ["rsir"]
+    "generate.tau" = [5, 10, 20]
+
+The output directory holds one run directory per cell (``DATASET/VARIANT/sSEED/run``), the
+cell's config and result, and the report: ``report.md``, ``report.json``, ``report.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .config import build_config, read_config_file
+from .errors import ConfigError
+from .io import atomic_open, atomic_path, write_json
+
+SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics"}
+COMMANDS = ("train", "improve")
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    variant: str  # the variant's name, with the sweep point appended (``rsir[generate.tau=5]``)
+    seed: int
+    command: str
+    config: dict[str, Any]  # full config sections, checked
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.variant}/s{self.seed}"
+
+
+@dataclass
+class Spec:
+    name: str
+    cells: list[Cell]
+    baseline: str
+    metrics: list[str] = field(default_factory=lambda: ["recall@10", "ndcg@10"])
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check a spec; every cell's config is built and validated before any runs."""
+    raw = read_config_file(path)
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown spec key {unknown[0]!r} (known: {', '.join(sorted(SPEC_KEYS))})")
+    for key in ("datasets", "seeds", "variants"):
+        if not raw.get(key):
+            raise ConfigError(f"{path}: the spec needs a non-empty {key!r}")
+    variants: dict[str, dict[str, Any]] = raw["variants"]
+    baseline = raw.get("baseline", next(iter(variants)))
+    if baseline not in variants:
+        raise ConfigError(f"{path}: baseline {baseline!r} is not one of the variants ({', '.join(variants)})")
+    sweep = dict(raw.get("sweep", {}))
+    swept = sweep.pop("variants", list(variants))
+    for name in swept:
+        if name not in variants:
+            raise ConfigError(f"{path}: sweep names unknown variant {name!r}")
+    for key, values in sweep.items():
+        if "." not in key or not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: sweep key {key!r} must be SECTION.OPTION with a non-empty list of values")
+    cells = []
+    data_root = Path(raw.get("data_root", "."))
+    for dataset in raw["datasets"]:
+        if dataset == "synthetic":  # the built-in generator, sized by the data section
+            data_path = ""
+        elif str(dataset).endswith((".txt", ".inter", ".csv", ".tsv", ".parquet")):
+            data_path = str(dataset)
+        else:
+            data_path = str(data_root / dataset / f"{dataset}.txt")
+        for variant, options in variants.items():
+            options = dict(options)
+            command = options.pop("command", "train")
+            if command not in COMMANDS:
+                raise ConfigError(f"{path}: variant {variant!r}: command must be one of {', '.join(COMMANDS)}")
+            points = [()] if variant not in swept or not sweep else itertools.product(*(
+                [(key, value) for value in values] for key, values in sweep.items()))
+            for point in points:
+                label = variant + (f"[{','.join(f'{k}={v}' for k, v in point)}]" if point else "")
+                for seed in raw["seeds"]:
+                    sections = _merge(raw.get("common", {}), options)
+                    for key, value in point:
+                        section, option = key.split(".", 1)
+                        sections.setdefault(section, {})[option] = value
+                    sections.setdefault("data", {})["path"] = data_path
+                    sections.setdefault("train", {})["seed"] = seed
+                    config = build_config(copy.deepcopy(sections), source=f"{path} ({label})")
+                    parts = ("data", "model", "train") + (("generate", "improve") if command == "improve" else ())
+                    cells.append(Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts)))
+    return Spec(str(raw.get("name", Path(path).stem)), cells, baseline, list(raw.get("metrics", ["recall@10", "ndcg@10"])))
+
+
+def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(common)
+    for section, values in options.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"variant option {section!r} must be a section (for example train = {{ lr = 0.001 }})")
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Run every unfinished cell (``jobs`` at a time), then write and return the report."""
+    out = Path(out)
+    started = time.perf_counter()
+    todo = [cell for cell in spec.cells if not (out / cell.key / "result.json").exists()]
+    if progress:
+        print(f"rsir: {len(spec.cells) - len(todo)} of {len(spec.cells)} cells done; running {len(todo)}", file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        failures = [f for f in pool.map(lambda c: _run_cell(c, out, progress), todo) if f]
+    report = write_report(spec, out, wall_seconds=time.perf_counter() - started)
+    if failures:
+        raise ConfigError(f"{len(failures)} cell(s) failed, first: {failures[0]} (rerun to retry them)")
+    return report
+
+
+def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
+    cell_dir = out / cell.key
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    config_path = cell_dir / "config.yaml"
+    with atomic_open(config_path) as handle:
+        yaml.safe_dump(cell.config, handle, sort_keys=False)
+    command = [sys.executable, "-m", "rsir.cli", cell.command, "--config", str(config_path),
+               "--out", str(cell_dir / "run"), "--quiet"]
+    tick = time.perf_counter()
+    with open(cell_dir / "log.txt", "a") as log:
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    if finished.returncode != 0:
+        lines = (cell_dir / "log.txt").read_text().strip().splitlines()
+        return f"{cell.key}: {lines[-1] if lines else 'exit ' + str(finished.returncode)}"
+    write_json(cell_dir / "result.json", {
+        "cell": cell.key, "command": cell.command, "rounds": _rounds(cell_dir / "run" / "metrics.json"),
+        "wall_seconds": round(time.perf_counter() - tick, 1),
+    })
+    if progress:
+        print(f"rsir: {cell.key} done in {time.perf_counter() - tick:.0f} s", file=sys.stderr)
+    return None
+
+
+def _rounds(metrics_path: Path) -> list[dict[str, Any]]:
+    """Test metrics per round: a training is round 0, an improve run lists its rounds."""
+    metrics = json.loads(metrics_path.read_text())
+    if "rounds" in metrics:
+        return [{"round": r["round"], "test": r["test"]} for r in metrics["rounds"]]
+    return [{"round": 0, "test": metrics["test"]}]
+
+
+def aggregate(spec: Spec, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (dataset, variant, round): mean and std over seeds, and for every row
+    the relative gain over the baseline variant's final round, paired seed by seed, with a
+    paired t-test when at least two seeds pair up."""
+    from scipy import stats
+
+    values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
+    for cell in spec.cells:
+        result = results.get(cell.key)
+        for record in (result or {}).get("rounds", []):
+            values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = record["test"]
+    finals: dict[tuple[str, str], int] = {}
+    for dataset, variant, round_ in values:
+        finals[(dataset, variant)] = max(round_, finals.get((dataset, variant), 0))
+    rows = []
+    for (dataset, variant, round_), by_seed in values.items():
+        row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": round_, "seeds": sorted(by_seed)}
+        base = values.get((dataset, spec.baseline, finals.get((dataset, spec.baseline), 0)), {})
+        paired = sorted(set(by_seed) & set(base))
+        for metric in spec.metrics:
+            sample = np.array([by_seed[s][metric] for s in sorted(by_seed)])
+            row[metric] = {"mean": float(sample.mean()), "std": float(sample.std(ddof=1)) if len(sample) > 1 else 0.0}
+            if paired and variant != spec.baseline:
+                mine = np.array([by_seed[s][metric] for s in paired])
+                theirs = np.array([base[s][metric] for s in paired])
+                row[metric]["gain"] = float((mine / theirs - 1).mean())
+                row[metric]["p"] = float(stats.ttest_rel(mine, theirs).pvalue) if len(paired) > 1 else None
+        rows.append(row)
+    order = {cell.variant: i for i, cell in reversed(list(enumerate(spec.cells)))}
+    datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
+    return sorted(rows, key=lambda r: (datasets.index(r["dataset"]), order[r["variant"]], r["round"]))
+
+
+def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
+    results = {}
+    for cell in spec.cells:
+        path = out / cell.key / "result.json"
+        if path.exists():
+            results[cell.key] = json.loads(path.read_text())
+    rows = aggregate(spec, results)
+    cell_seconds = sum(r["wall_seconds"] for r in results.values())
+    report = {"name": spec.name, "baseline": spec.baseline, "cells": len(spec.cells), "cells_done": len(results),
+              "cell_seconds": round(cell_seconds, 1), "rows": rows}
+    write_json(out / "report.json", report)
+    header = "| dataset | variant | round | seeds | " + " | ".join(
+        f"{m} | gain {m} (p)" for m in spec.metrics) + " |"
+    lines = [
+        f"# {spec.name}", "",
+        f"{len(results)} of {len(spec.cells)} cells done; their total run time {cell_seconds / 3600:.2f} h. "
+        f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`, paired by seed, "
+        "with the p-value of a paired t-test.", "",
+        header, "|" + "---|" * (4 + 2 * len(spec.metrics)),
+    ]
+    for row in rows:
+        cells = []
+        for metric in spec.metrics:
+            m = row[metric]
+            cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}")
+            if "gain" in m:
+                p = f" (p={m['p']:.3f})" if m.get("p") is not None else ""
+                cells.append(f"{100 * m['gain']:+.1f}%{p}")
+            else:
+                cells.append("")
+        lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+    with atomic_open(out / "report.md") as handle:
+        handle.write("\n".join(lines) + "\n")
+    if rows:
+        _plot(out / "report.png", rows, spec.metrics)
+    return report
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(4.5 * len(metrics), 0.5 + 0.35 * len(rows)), squeeze=False)
+    for i, dataset in enumerate(datasets):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        labels = [f"{r['variant']} r{r['round']}" for r in mine]
+        for j, metric in enumerate(metrics):
+            axis = axes[i][j]
+            axis.barh(range(len(mine)), [r[metric]["mean"] for r in mine], xerr=[r[metric]["std"] for r in mine])
+            axis.set_yticks(range(len(mine)), labels, fontsize=7)
+            axis.invert_yaxis()
+            axis.set_title(f"{dataset}: test {metric}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,172 @@
+"""The experiment runner on the built-in data, its aggregation on known inputs, and the
+augmentation baselines."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_successors
+from rsir.cli import main
+from rsir.data import Sequences
+from rsir.experiment import Cell, Spec, aggregate, load_spec
+
+SPEC = """
+name = "tiny"
+datasets = ["synthetic"]
+seeds = [0, 1]
+baseline = "plain"
+
+[common]
+data = { synthetic_users = 200, synthetic_items = 60 }
+model = { dim = 16, blocks = 1, heads = 1, max_len = 20 }
+train = { max_epochs = 2, negatives = 16, batch_size = 64, lr = 0.003, threads = 1 }
+
+[variants.plain]
+command = "train"
+
+[variants.reordering]
+command = "train"
+train = { augment = "reorder" }
+
+[variants.rsir]
+command = "improve"
+improve = { rounds = 1 }
+
+[sweep]
+variants = ["rsir"]
+"generate.tau" = [5, 10]
+"""
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiment")
+    (root / "spec.toml").write_text(SPEC)
+    assert main(["experiment", str(root / "spec.toml"), "--out", str(root / "out"), "--jobs", "2", "--quiet"]) == 0
+    return root
+
+
+def test_every_cell_runs_once_and_is_reported(experiment):
+    report = json.loads((experiment / "out" / "report.json").read_text())
+    assert report["cells"] == report["cells_done"] == 8  # (plain, reordering, rsir x 2 taus) x 2 seeds
+    rows = {(r["variant"], r["round"]): r for r in report["rows"]}
+    assert set(rows) == {("plain", 0), ("reordering", 0), ("rsir[generate.tau=5]", 0), ("rsir[generate.tau=5]", 1),
+                         ("rsir[generate.tau=10]", 0), ("rsir[generate.tau=10]", 1)}
+    assert all(r["seeds"] == [0, 1] for r in rows.values())
+    # Round 0 of an improve cell is the plain training with the same seed: the same numbers.
+    assert rows[("rsir[generate.tau=5]", 0)]["recall@10"]["mean"] == rows[("plain", 0)]["recall@10"]["mean"]
+    assert "gain" not in rows[("plain", 0)]["recall@10"] and "gain" in rows[("reordering", 0)]["recall@10"]
+    assert (experiment / "out" / "report.png").stat().st_size > 0
+    assert "| synthetic | reordering | 0 | 2 |" in (experiment / "out" / "report.md").read_text()
+
+
+def test_rerun_skips_finished_cells_and_redoes_an_unrecorded_one(experiment, capsys):
+    out = experiment / "out"
+    before = {p: p.read_text() for p in out.rglob("result.json")}
+    lost = out / "synthetic" / "reordering" / "s1" / "result.json"
+    lost.unlink()  # as if the runner was killed after that cell's run finished
+    assert main(["experiment", str(experiment / "spec.toml"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "7 of 8 cells done; running 1" in err and "synthetic/reordering/s1 done" in err
+    after = {p: p.read_text() for p in out.rglob("result.json")}
+    assert {p: t for p, t in after.items() if p != lost} == {p: t for p, t in before.items() if p != lost}
+    assert json.loads(after[lost])["rounds"] == json.loads(before[lost])["rounds"]
+
+
+def test_aggregation_on_known_inputs():
+    cells = [Cell("d", v, s, "train", {}) for v in ("base", "new") for s in (0, 1, 2)]
+    recall = {"base": [0.10, 0.20, 0.30], "new": [0.11, 0.22, 0.36]}
+    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": recall[c.variant][c.seed]}}]} for c in cells}
+    rows = aggregate(Spec("t", cells, "base", ["recall@10"]), results)
+    base, new = (r["recall@10"] for r in rows)
+    assert math.isclose(base["mean"], 0.2) and math.isclose(base["std"], 0.1)
+    assert math.isclose(new["gain"], (0.1 + 0.1 + 0.2) / 3)  # per-seed relative gains, averaged
+    differences = np.array([0.01, 0.02, 0.06])
+    t = differences.mean() / (differences.std(ddof=1) / math.sqrt(3))
+    assert t > 0 and 0.05 < new["p"] < 0.5  # two-sided, 2 degrees of freedom
+    assert math.isclose(new["p"], 2 * (1 - _t_cdf(t, 2)), rel_tol=1e-6)
+
+
+def _t_cdf(t: float, dof: int) -> float:
+    assert dof == 2  # closed form of Student's t with 2 degrees of freedom
+    return 0.5 + t / (2 * math.sqrt(2 + t * t))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("colour = 1", "unknown spec key 'colour'"),
+    ('[sweep]\nvariants = ["nope"]', "sweep names unknown variant 'nope'"),
+    ("[variants.x]\ntrain = { lr = -1 }", "lr must be > 0"),
+    ('baseline = "other"', "baseline 'other' is not one of the variants"),
+])
+def test_bad_spec_is_refused_before_anything_runs(bad, message, tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'{bad}\ndatasets = ["synthetic"]\nseeds = [0]\n[variants.plain]\ncommand = "train"\n'
+                    if not bad.startswith("[") else f'datasets = ["synthetic"]\nseeds = [0]\n[variants.plain]\n'
+                    f'command = "train"\n{bad}\n')
+    assert main(["experiment", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def sequences() -> Sequences:
+    rng = np.random.default_rng(0)
+    return Sequences.from_lists([rng.permutation(np.arange(1, 41))[:n] for n in rng.integers(1, 25, 300)])
+
+
+def test_reorder_shuffles_one_contiguous_block_of_each_sequence():
+    seqs = sequences()
+    out = reorder(seqs, 0.4, np.random.default_rng(1))
+    assert (out.origin == AUGMENTED).all() and np.array_equal(out.lengths, seqs.lengths)
+    changed = 0
+    for before, after in zip(seqs.to_lists(), out.to_lists()):
+        assert sorted(before) == sorted(after)
+        moved = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+        if moved:
+            changed += 1
+            block = max(2, math.floor(0.4 * len(before)))
+            assert moved[-1] - moved[0] < block  # inside one block of that size
+    assert changed > 0.5 * (seqs.lengths >= 3).sum()
+
+
+def test_insert_adds_each_items_strongest_successor_after_it():
+    seqs = sequences()
+    successor = strongest_successors(seqs, 40)
+    out = insert(seqs, 0.3, np.random.default_rng(1), 40)
+    counts = np.clip(np.floor(0.3 * seqs.lengths), 1, seqs.lengths)
+    assert np.array_equal(out.lengths, seqs.lengths + counts)
+    for before, after, count in zip(seqs.to_lists(), out.to_lists(), counts):
+        assert _insertions_explain(before, after, successor, int(count))
+    both = augmented(seqs, "insert", 0.3, seed=0, n_items=40)
+    assert len(both) == 2 * len(seqs) and (both.origin[: len(seqs)] == 0).all()
+
+
+def _insertions_explain(before: list, after: list, successor: np.ndarray, count: int) -> bool:
+    """``after`` is ``before`` with ``count`` items inserted, each right after an original
+    item and equal to that item's strongest successor."""
+    if not before:
+        return not after and count == 0
+    if not after or after[0] != before[0]:
+        return False
+    if _insertions_explain(before[1:], after[1:], successor, count):
+        return True
+    return count > 0 and len(after) > 1 and after[1] == successor[before[0]] and \
+        _insertions_explain(before[1:], after[2:], successor, count - 1)
+
+
+def test_strongest_successor_counts_transitions():
+    seqs = Sequences.from_lists([[1, 2, 3], [1, 2], [1, 3], [3, 3, 1]])
+    successor = strongest_successors(seqs, 4)
+    assert successor[1] == 2 and successor[2] == 3 and successor[3] == 1  # 3 -> 3 is not a transition
+    assert successor[4] == 1  # never followed: the most frequent item
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "experiments").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_specs_are_valid(spec):
+    loaded = load_spec(spec)
+    assert loaded.baseline in {cell.variant for cell in loaded.cells}
+    assert len({cell.key for cell in loaded.cells}) == len(loaded.cells)  # every cell has its own directory
