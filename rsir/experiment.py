@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -140,19 +141,22 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
     out = Path(out)
     started = time.perf_counter()
     todo = [cell for cell in spec.cells if not (out / cell.key / "result.json").exists()]
+    todo.sort(key=lambda cell: cell.command != "train")  # trainings first: improve runs reuse them as round 0
     if progress:
         print(f"rsir: {len(spec.cells) - len(todo)} of {len(spec.cells)} cells done; running {len(todo)}", file=sys.stderr)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        failures = [f for f in pool.map(lambda c: _run_cell(c, out, progress), todo) if f]
+        failures = [f for f in pool.map(lambda c: _run_cell(c, out, progress, spec.cells), todo) if f]
     report = write_report(spec, out, wall_seconds=time.perf_counter() - started)
     if failures:
         raise ConfigError(f"{len(failures)} cell(s) failed, first: {failures[0]} (rerun to retry them)")
     return report
 
 
-def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
+def _run_cell(cell: Cell, out: Path, progress: bool, cells: list[Cell]) -> str | None:
     cell_dir = out / cell.key
     cell_dir.mkdir(parents=True, exist_ok=True)
+    if cell.command == "improve":
+        _reuse_training_as_round_zero(cell, out, cells)
     config_path = cell_dir / "config.yaml"
     with atomic_open(config_path) as handle:
         yaml.safe_dump(cell.config, handle, sort_keys=False)
@@ -171,6 +175,25 @@ def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
     if progress:
         print(f"rsir: {cell.key} done in {time.perf_counter() - tick:.0f} s", file=sys.stderr)
     return None
+
+
+def _reuse_training_as_round_zero(cell: Cell, out: Path, cells: list[Cell]) -> None:
+    """Round 0 of a loop is a plain training: when a finished train cell of the spec has the
+    same data, model and training config (so, the same seed), its model and metrics become
+    this run's round 0 instead of training it again (training repeats exactly)."""
+    round_zero = out / cell.key / "run" / "round-0"
+    if round_zero.exists():
+        return
+    for other in cells:
+        done = out / other.key / "run"
+        if other.command == "train" and (done / "metrics.json").exists() and all(
+            other.config[s] == cell.config[s] for s in ("data", "model", "train")
+        ):
+            round_zero.mkdir(parents=True)
+            for name in ("model.pt", "log.jsonl", "metrics.json"):  # metrics.json last: it marks round 0 done
+                with atomic_path(round_zero / name) as tmp:
+                    shutil.copyfile(done / name, tmp)
+            return
 
 
 def _rounds(metrics_path: Path) -> list[dict[str, Any]]:

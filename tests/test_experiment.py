@@ -58,8 +58,12 @@ def test_every_cell_runs_once_and_is_reported(experiment):
     assert set(rows) == {("plain", 0), ("reordering", 0), ("rsir[generate.tau=5]", 0), ("rsir[generate.tau=5]", 1),
                          ("rsir[generate.tau=10]", 0), ("rsir[generate.tau=10]", 1)}
     assert all(r["seeds"] == [0, 1] for r in rows.values())
-    # Round 0 of an improve cell is the plain training with the same seed: the same numbers.
+    # Round 0 of an improve cell is the plain training of the same seed, reused, not retrained.
     assert rows[("rsir[generate.tau=5]", 0)]["recall@10"]["mean"] == rows[("plain", 0)]["recall@10"]["mean"]
+    round_zero = experiment / "out" / "synthetic" / "rsir[generate.tau=5]" / "s0" / "run" / "round-0"
+    plain = experiment / "out" / "synthetic" / "plain" / "s0" / "run"
+    assert (round_zero / "model.pt").read_bytes() == (plain / "model.pt").read_bytes()
+    assert not (round_zero / "last.pt").exists()  # no epoch of round 0 ran here
     assert "gain" not in rows[("plain", 0)]["recall@10"] and "gain" in rows[("reordering", 0)]["recall@10"]
     assert (experiment / "out" / "report.png").stat().st_size > 0
     assert "| synthetic | reordering | 0 | 2 |" in (experiment / "out" / "report.md").read_text()
