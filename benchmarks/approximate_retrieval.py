@@ -7,6 +7,10 @@ of 10 items, half among the hidden state's exact top 50 and half elsewhere in it
 so that the check passes for about half of the rows. Both modes answer the same step
 (:func:`rsir.generation.fidelity_step`) for the same rows.
 
+With ``--checkpoint`` and ``--data``, the same comparison runs on a trained model instead:
+each row is a real training sequence cut at a random point, g its prefix and R the rest,
+at each of the ``--probes``.
+
     python benchmarks/approximate_retrieval.py --sizes 10000 100000 1000000 --threads 1 \
         --out docs/results/approximate_retrieval
 """
@@ -54,6 +58,26 @@ def catalogue(n_items: int, rows: int, rng: np.random.Generator):
     return weights, hidden, torch.from_numpy(context), torch.from_numpy(source)
 
 
+def real_rows(checkpoint: str, data: str, rows: int, rng: np.random.Generator):
+    """A trained model, and per row: the hidden state after a random real prefix g of a
+    training sequence, g itself, and the rest of the sequence as R."""
+    from rsir.checkpoint import load_checkpoint
+    from rsir.data import leave_one_out, read_dataset
+
+    model, _ = load_checkpoint(checkpoint)
+    train = leave_one_out(read_dataset(data)).train
+    chosen = rng.choice(np.flatnonzero(train.lengths >= 3), size=rows, replace=False)
+    cut = rng.integers(1, train.lengths[chosen])  # prefix length; R keeps at least one item
+    padded = torch.from_numpy(train.padded(chosen, 10**6).astype(np.int64))  # whole sequences, right-padded
+    cols = torch.arange(padded.shape[1])
+    cut_t = torch.from_numpy(cut)
+    context = torch.where(cols < cut_t[:, None], padded, 0)
+    source = torch.where(cols >= cut_t[:, None], padded, 0)
+    with torch.no_grad():
+        hidden = model.last_hidden(context[:, : model.max_len])
+    return model, hidden, context, source
+
+
 def matmul_gflops(seconds: float = 2.0) -> float:
     """This machine's float32 matrix-multiply throughput at the current thread count."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
@@ -73,6 +97,25 @@ def timed(fn, repeats: int):
     return result, (time.perf_counter() - started) / repeats
 
 
+def _compare(n_items, rows, truth, guess, exact_s, approx_s, approximate, build_seconds, peak_gflops) -> dict:
+    flops = 2 * rows * n_items * DIM  # the exact scan's matrix product
+    return {
+        "n_items": n_items,
+        "rows_per_step": rows,
+        "exact_step_ms": round(1000 * exact_s, 2),
+        "faiss_step_ms": round(1000 * approx_s, 2),
+        "speedup": round(exact_s / approx_s, 1),
+        "decision_agreement": round(float((truth.ok == guess.ok).float().mean()), 4),
+        "exact_pass_rate": round(float(truth.ok.float().mean()), 4),
+        "exploration_choice_agreement": round(float((truth.top_items[:, 0] == guess.top_items[:, 0]).float().mean()), 4),
+        "faiss_lists": approximate.index.nlist,
+        "faiss_probe": approximate.index.nprobe,
+        "index_build_s": round(build_seconds, 2),
+        "exact_scan_gflops": round(flops / exact_s / 1e9, 1),
+        "exact_scan_share_of_matmul_peak": round(flops / exact_s / 1e9 / peak_gflops, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000, 300_000, 1_000_000])
@@ -82,6 +125,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", help="a trained model (with --data): compare on its embeddings")
+    parser.add_argument("--data", help="the data the checkpoint was trained on")
+    parser.add_argument("--probes", type=int, nargs="+", default=[16], help="probes to compare on a trained model")
     parser.add_argument("--out", help="output prefix: writes OUT.md and OUT.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -91,6 +137,22 @@ def main() -> None:
     peak_gflops = matmul_gflops()
     params = GenerationParams(tau=args.tau, faiss_probe=args.probe)
     results = []
+    if args.checkpoint:
+        model, hidden, context, source = real_rows(args.checkpoint, args.data, args.rows, np.random.default_rng(args.seed))
+        remaining = source != 0
+        exact = build_retriever("exact", model)
+        with torch.no_grad():
+            truth, exact_s = timed(lambda: fidelity_step(model, exact, hidden, context, source, remaining, params), args.repeats)
+            for probe in args.probes:
+                started = time.perf_counter()
+                approximate = build_retriever("faiss", model, probe=probe)
+                build_seconds = time.perf_counter() - started
+                guess, approx_s = timed(
+                    lambda: fidelity_step(model, approximate, hidden, context, source, remaining, params), args.repeats
+                )
+                results.append(_compare(model.n_items, args.rows, truth, guess, exact_s, approx_s, approximate, build_seconds, peak_gflops))
+                print(json.dumps(results[-1]), flush=True)
+        args.sizes = []
     for n_items in args.sizes:
         rng = np.random.default_rng(args.seed)
         weights, hidden, context, source = catalogue(n_items, args.rows, rng)
@@ -107,26 +169,11 @@ def main() -> None:
             guess, approx_s = timed(
                 lambda: fidelity_step(model, approximate, hidden, context, source, remaining, params), args.repeats
             )
-        flops = 2 * args.rows * n_items * DIM  # the exact scan's matrix product
-        row = {
-            "n_items": n_items,
-            "rows_per_step": args.rows,
-            "exact_step_ms": round(1000 * exact_s, 2),
-            "faiss_step_ms": round(1000 * approx_s, 2),
-            "speedup": round(exact_s / approx_s, 1),
-            "decision_agreement": round(float((truth.ok == guess.ok).float().mean()), 4),
-            "exact_pass_rate": round(float(truth.ok.float().mean()), 4),
-            "exploration_choice_agreement": round(float((truth.top_items[:, 0] == guess.top_items[:, 0]).float().mean()), 4),
-            "faiss_lists": approximate.index.nlist,
-            "faiss_probe": approximate.index.nprobe,
-            "index_build_s": round(build_seconds, 2),
-            "exact_scan_gflops": round(flops / exact_s / 1e9, 1),
-            "exact_scan_share_of_matmul_peak": round(flops / exact_s / 1e9 / peak_gflops, 3),
-        }
-        results.append(row)
-        print(json.dumps(row), flush=True)
+        results.append(_compare(n_items, args.rows, truth, guess, exact_s, approx_s, approximate, build_seconds, peak_gflops))
+        print(json.dumps(results[-1]), flush=True)
     report = {
         "command": "python " + shlex.join(sys.argv),
+        "catalogue": f"trained model {args.checkpoint}" if args.checkpoint else "synthetic, clustered",
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, threads {torch.get_num_threads()}",
         "matmul_peak_gflops": round(peak_gflops, 1),
         "tau": args.tau,
@@ -139,6 +186,7 @@ def main() -> None:
             "# Fidelity step: exact scan vs FAISS IVF index",
             "",
             f"Command: `{report['command']}`  ",
+            f"Catalogue: {report['catalogue']}.  ",
             f"Machine: {report['machine']}; float32 matmul peak {report['matmul_peak_gflops']} GFLOP/s; "
             f"tau {args.tau}; {args.rows} sequences per step; peak RSS {report['peak_rss_mb']} MB.",
             "",

@@ -235,15 +235,11 @@ def fidelity_step(
 ) -> StepResult:
     """One step's questions for a batch: does some item of R rank within the top tau of the
     catalogue outside g (the check), and which are the best items outside g (the
-    exploration pool)? The retriever returns enough items that, once those of g are removed,
-    tau (and top_k) remain."""
+    exploration pool)?"""
     check = math.isfinite(params.tau) and params.tau < model.n_items  # else every item ranks within tau
     tau = int(params.tau) if check else 0
     needed = max(tau, params.top_k if params.choice == "topk" else 1)
-    top_scores, top_items = retriever.search(hidden, needed + context.shape[1])
-    in_context = (top_items.unsqueeze(2) == context.unsqueeze(1)).any(2)
-    top_scores, order = top_scores.masked_fill(in_context, float("-inf")).sort(dim=1, descending=True, stable=True)
-    top_items = top_items.gather(1, order)
+    top_scores, top_items = retriever.search(hidden, needed, exclude=context)
     source_scores = model.score_items(hidden, source).masked_fill(~remaining, float("-inf"))
     if not check:
         ok = torch.ones(len(hidden), dtype=torch.bool, device=hidden.device)

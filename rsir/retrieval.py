@@ -21,9 +21,10 @@ from .models.base import Backbone
 
 
 class Retriever(Protocol):
-    def search(self, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows, dim) -> scores and item indices of the top ``k`` items (1-based), best first;
-        missing results have score -inf and item 0."""
+    def search(self, hidden: torch.Tensor, k: int, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, dim) -> scores and item indices (1-based) of the top ``k`` items that are
+        not in the row's ``exclude`` (rows, width; 0 = none), best first; missing results
+        have score -inf."""
         ...
 
 
@@ -33,8 +34,9 @@ class ExactRetriever:
     def __init__(self, model: Backbone) -> None:
         self.model = model
 
-    def search(self, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(self, hidden: torch.Tensor, k: int, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.model.score_all(hidden)
+        scores.scatter_(1, exclude, float("-inf"))
         scores[:, 0] = float("-inf")  # padding
         top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
         return top.values, top.indices
@@ -65,12 +67,17 @@ class FaissRetriever:
         self.index.add(vectors)
         self.index.nprobe = min(probe, lists)
 
-    def search(self, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        scores, ids = self.index.search(np.ascontiguousarray(hidden.detach().cpu().numpy(), dtype=np.float32), k)
+    def search(self, hidden: torch.Tensor, k: int, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Enough results that k remain once the excluded items among them are dropped.
+        wanted = k + exclude.shape[1]
+        scores, ids = self.index.search(np.ascontiguousarray(hidden.detach().cpu().numpy(), dtype=np.float32), wanted)
         missing = ids < 0
         scores[missing] = -np.inf
         ids = np.where(missing, 0, ids + 1)  # the index holds rows 1..n_items as 0..n_items-1
-        return torch.from_numpy(scores).to(hidden.device), torch.from_numpy(ids).to(hidden.device)
+        scores, ids = torch.from_numpy(scores).to(hidden.device), torch.from_numpy(ids).to(hidden.device)
+        excluded = (ids.unsqueeze(2) == exclude.unsqueeze(1)).any(2) | (ids == 0)
+        scores, order = scores.masked_fill(excluded, float("-inf")).sort(dim=1, descending=True, stable=True)
+        return scores[:, :k], ids.gather(1, order[:, :k])
 
 
 RETRIEVERS = {"exact": ExactRetriever, "faiss": FaissRetriever}
