@@ -239,8 +239,8 @@ def fidelity_step(
     check = math.isfinite(params.tau) and params.tau < model.n_items  # else every item ranks within tau
     tau = int(params.tau) if check else 0
     needed = max(tau, params.top_k if params.choice == "topk" else 1)
-    top_scores, top_items = retriever.search(hidden, needed, exclude=context)
-    source_scores = model.score_items(hidden, source).masked_fill(~remaining, float("-inf"))
+    top_scores, top_items, source_scores = retriever.search(hidden, needed, exclude=context, score=source)
+    source_scores = source_scores.masked_fill(~remaining, float("-inf"))
     if not check:
         ok = torch.ones(len(hidden), dtype=torch.bool, device=hidden.device)
     else:

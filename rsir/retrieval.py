@@ -21,10 +21,12 @@ from .models.base import Backbone
 
 
 class Retriever(Protocol):
-    def search(self, hidden: torch.Tensor, k: int, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(
+        self, hidden: torch.Tensor, k: int, exclude: torch.Tensor, score: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, dim) -> scores and item indices (1-based) of the top ``k`` items that are
-        not in the row's ``exclude`` (rows, width; 0 = none), best first; missing results
-        have score -inf."""
+        not in the row's ``exclude`` (rows, width; 0 = none), best first (missing results
+        score -inf), and the exact scores of the items ``score`` (rows, width)."""
         ...
 
 
@@ -34,12 +36,15 @@ class ExactRetriever:
     def __init__(self, model: Backbone) -> None:
         self.model = model
 
-    def search(self, hidden: torch.Tensor, k: int, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(
+        self, hidden: torch.Tensor, k: int, exclude: torch.Tensor, score: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         scores = self.model.score_all(hidden)
+        asked = scores.gather(1, score)  # from the same product, so they compare exactly with the top k
         scores.scatter_(1, exclude, float("-inf"))
         scores[:, 0] = float("-inf")  # padding
         top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-        return top.values, top.indices
+        return top.values, top.indices, asked
 
 
 class FaissRetriever:
@@ -50,6 +55,7 @@ class FaissRetriever:
     """
 
     def __init__(self, model: Backbone, lists: int = 0, probe: int = 16, train_sample: int = 65536) -> None:
+        self.model = model
         try:
             import faiss
         except ImportError:
@@ -67,7 +73,9 @@ class FaissRetriever:
         self.index.add(vectors)
         self.index.nprobe = min(probe, lists)
 
-    def search(self, hidden: torch.Tensor, k: int, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(
+        self, hidden: torch.Tensor, k: int, exclude: torch.Tensor, score: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Enough results that k remain once the excluded items among them are dropped.
         wanted = k + exclude.shape[1]
         scores, ids = self.index.search(np.ascontiguousarray(hidden.detach().cpu().numpy(), dtype=np.float32), wanted)
@@ -77,7 +85,7 @@ class FaissRetriever:
         scores, ids = torch.from_numpy(scores).to(hidden.device), torch.from_numpy(ids).to(hidden.device)
         excluded = (ids.unsqueeze(2) == exclude.unsqueeze(1)).any(2) | (ids == 0)
         scores, order = scores.masked_fill(excluded, float("-inf")).sort(dim=1, descending=True, stable=True)
-        return scores[:, :k], ids.gather(1, order[:, :k])
+        return scores[:, :k], ids.gather(1, order[:, :k]), self.model.score_items(hidden, score)
 
 
 RETRIEVERS = {"exact": ExactRetriever, "faiss": FaissRetriever}
