@@ -140,15 +140,16 @@ def main() -> None:
     if args.checkpoint:
         model, hidden, context, source = real_rows(args.checkpoint, args.data, args.rows, np.random.default_rng(args.seed))
         remaining = source != 0
+        tau = torch.full((len(hidden),), args.tau)
         exact = build_retriever("exact", model)
         with torch.no_grad():
-            truth, exact_s = timed(lambda: fidelity_step(model, exact, hidden, context, source, remaining, params), args.repeats)
+            truth, exact_s = timed(lambda: fidelity_step(model, exact, hidden, context, source, remaining, tau, params), args.repeats)
             for probe in args.probes:
                 started = time.perf_counter()
                 approximate = build_retriever("faiss", model, probe=probe)
                 build_seconds = time.perf_counter() - started
                 guess, approx_s = timed(
-                    lambda: fidelity_step(model, approximate, hidden, context, source, remaining, params), args.repeats
+                    lambda: fidelity_step(model, approximate, hidden, context, source, remaining, tau, params), args.repeats
                 )
                 results.append(_compare(model.n_items, args.rows, truth, guess, exact_s, approx_s, approximate, build_seconds, peak_gflops))
                 print(json.dumps(results[-1]), flush=True)
@@ -160,14 +161,15 @@ def main() -> None:
         with torch.no_grad():
             model.item_embedding.weight.copy_(weights)
         remaining = torch.ones_like(source, dtype=torch.bool)
+        tau = torch.full((len(hidden),), args.tau)
         exact = build_retriever("exact", model)
         started = time.perf_counter()
         approximate = build_retriever("faiss", model, probe=args.probe)
         build_seconds = time.perf_counter() - started
         with torch.no_grad():
-            truth, exact_s = timed(lambda: fidelity_step(model, exact, hidden, context, source, remaining, params), args.repeats)
+            truth, exact_s = timed(lambda: fidelity_step(model, exact, hidden, context, source, remaining, tau, params), args.repeats)
             guess, approx_s = timed(
-                lambda: fidelity_step(model, approximate, hidden, context, source, remaining, params), args.repeats
+                lambda: fidelity_step(model, approximate, hidden, context, source, remaining, tau, params), args.repeats
             )
         results.append(_compare(n_items, args.rows, truth, guess, exact_s, approx_s, approximate, build_seconds, peak_gflops))
         print(json.dumps(results[-1]), flush=True)

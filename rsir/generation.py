@@ -14,6 +14,11 @@ operations. For an attempt grown from source sequence ``s`` with synthetic prefi
   (or one of the top ``top_k``, sampled by softmax, with ``choice="topk"``).
 * Stop at ``max_length``. Attempts of at least ``min_length`` items are kept, duplicates removed.
 
+With ``tau_mode="adaptive"`` each source sequence gets its own threshold: the
+``tau_quantile`` quantile of the ranks the model gives to that sequence's own next items
+(each predicted from its real prefix), capped at ``tau``. A user whose items the model
+already ranks high is held to a strict threshold, a user it ranks low to a looser one.
+
 Sources are training sequences only, so validation and test items never enter a check.
 
 Randomness is drawn per batch of attempts from a stream keyed by (seed, batch number), so
@@ -29,11 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .data.batching import bucket_batches
 from .data.sequences import Sequences
+from .evaluation import pessimistic_ranks
 from .errors import ConfigError
 from .models.base import Backbone, Decoder
 from .retrieval import Retriever, build_retriever, check_retrieval
@@ -44,6 +52,8 @@ class GenerationParams:
     attempts: int = 5  # m: attempts per source sequence
     exploit_prob: float = 0.5  # p: chance that a step picks from the user's own items
     tau: float = 10.0  # fidelity rank threshold; inf disables the check
+    tau_mode: str = "fixed"  # fixed: tau for everyone | adaptive: per source sequence, capped at tau
+    tau_quantile: float = 0.5  # adaptive: quantile of the ranks of the sequence's own next items
     seed_mode: str = "first"  # first: the source's first item | prefix: a random real prefix
     choice: str = "greedy"  # greedy | topk (sample among the top_k of the pool)
     top_k: int = 10
@@ -63,6 +73,10 @@ class GenerationParams:
             raise ConfigError(f"exploit_prob must be in [0, 1], got {self.exploit_prob}")
         if not (self.tau >= 1):
             raise ConfigError(f"tau must be >= 1 (or inf), got {self.tau}")
+        if self.tau_mode not in ("fixed", "adaptive"):
+            raise ConfigError(f"tau_mode must be 'fixed' or 'adaptive', got {self.tau_mode!r}")
+        if not 0.0 <= self.tau_quantile <= 1.0:
+            raise ConfigError(f"tau_quantile must be in [0, 1], got {self.tau_quantile}")
         if self.seed_mode not in ("first", "prefix"):
             raise ConfigError(f"seed_mode must be 'first' or 'prefix', got {self.seed_mode!r}")
         if self.choice not in ("greedy", "topk"):
@@ -99,6 +113,10 @@ def generate(
     usable = np.flatnonzero(sources.lengths >= 2)  # a one-item source has nothing left to check
     attempt_rows = np.repeat(usable, params.attempts)
     rng = np.random.default_rng(seed)
+    if params.tau_mode == "adaptive":
+        tau_rows = np.minimum(own_item_rank_quantiles(model, sources, params.tau_quantile), params.tau)
+    else:
+        tau_rows = np.full(len(sources), params.tau)
     if params.seed_mode == "first":
         seed_lengths = np.ones(len(attempt_rows), dtype=np.int64)
     else:
@@ -117,7 +135,8 @@ def generate(
         chunk = batches[number]
         torch_gen = torch.Generator(model.device).manual_seed(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))
         grown, lengths = _grow(
-            model, retriever, sources, attempt_rows[chunk], seed_lengths[chunk], params, torch_gen, checked, passed
+            model, retriever, sources, attempt_rows[chunk], seed_lengths[chunk], tau_rows[attempt_rows[chunk]], params,
+            torch_gen, checked, passed,
         )
         out[chunk, : grown.shape[1]] = grown
         out_lengths[chunk] = lengths
@@ -162,6 +181,7 @@ def _grow(
     sources: Sequences,
     rows: np.ndarray,
     seed_lengths: np.ndarray,
+    tau: np.ndarray,
     params: GenerationParams,
     torch_gen: torch.Generator,
     checked: np.ndarray,
@@ -175,6 +195,7 @@ def _grow(
     head = source[:, : params.max_length]
     seq[:, : head.shape[1]] = torch.where(torch.arange(head.shape[1], device=device) < seed_len[:, None], head, 0)
     length = seed_len.clone()
+    tau = torch.from_numpy(tau.astype(np.float64)).to(device)
     decoder = model.decoder(seq, length) if params.incremental else Decoder(model, seq, length)
     # R starts as the source's items that are not in the seed (compared by value: repeats).
     remaining = (source != 0) & ~(source.unsqueeze(2) == seq.unsqueeze(1)).any(-1)
@@ -189,7 +210,8 @@ def _grow(
         if len(idx) == 0:
             break
         step_result = fidelity_step(
-            model, retriever, decoder.hidden[idx], seq[idx, : int(length[idx].max())], source[idx], remaining[idx], params
+            model, retriever, decoder.hidden[idx], seq[idx, : int(length[idx].max())], source[idx], remaining[idx],
+            tau[idx], params,
         )
         ok = step_result.ok
         checked[step] += len(idx)
@@ -231,24 +253,51 @@ def fidelity_step(
     context: torch.Tensor,
     source: torch.Tensor,
     remaining: torch.Tensor,
+    tau: torch.Tensor,
     params: GenerationParams,
 ) -> StepResult:
-    """One step's questions for a batch: does some item of R rank within the top tau of the
-    catalogue outside g (the check), and which are the best items outside g (the
-    exploration pool)?"""
-    check = math.isfinite(params.tau) and params.tau < model.n_items  # else every item ranks within tau
-    tau = int(params.tau) if check else 0
-    needed = max(tau, params.top_k if params.choice == "topk" else 1)
+    """One step's questions for a batch: does some item of R rank within the top ``tau``
+    (per row; inf = no check) of the catalogue outside g, and which are the best items
+    outside g (the exploration pool)?"""
+    check = torch.isfinite(tau) & (tau < model.n_items)  # else every item ranks within tau
+    tau = torch.where(check, tau, 0).long()
+    needed = max(int(tau.max()) if len(tau) else 0, params.top_k if params.choice == "topk" else 1)
     top_scores, top_items, source_scores = retriever.search(hidden, needed, exclude=context, score=source)
     source_scores = source_scores.masked_fill(~remaining, float("-inf"))
-    if not check:
-        ok = torch.ones(len(hidden), dtype=torch.bool, device=hidden.device)
-    else:
-        # Listed within the top tau, or scoring at least the tau-th listed item: the second
-        # test catches items an approximate retriever missed (R's scores are exact).
-        listed = (top_items[:, :tau].unsqueeze(2) == source.unsqueeze(1)).any(1) & remaining
-        ok = (listed | ((source_scores >= top_scores[:, tau - 1 : tau]) & remaining)).any(1)
+    # Listed within the top tau, or scoring at least the tau-th listed item: the second test
+    # catches items an approximate retriever missed (R's scores are exact).
+    within = torch.arange(top_items.shape[1], device=tau.device) < tau[:, None]
+    listed = ((top_items.unsqueeze(2) == source.unsqueeze(1)) & within.unsqueeze(2)).any(1) & remaining
+    threshold = top_scores.gather(1, (tau - 1).clamp(min=0).unsqueeze(1))
+    ok = ~check | (listed | ((source_scores >= threshold) & remaining)).any(1)
     return StepResult(ok, top_scores, top_items, source_scores)
+
+
+@torch.no_grad()
+def own_item_rank_quantiles(model: Backbone, seqs: Sequences, quantile: float, batch_size: int = 256) -> np.ndarray:
+    """Per sequence, the ``quantile`` of the 1-based ranks (ties pessimistic, over the whole
+    catalogue) the model gives to each of its items given the real prefix before it; inf
+    for a sequence of one item."""
+    model.eval()
+    ranks, owners = [], []
+    lengths = np.minimum(seqs.lengths, model.max_len + 1)
+    for rows in bucket_batches(lengths, batch_size, rng=None):
+        rows = rows[seqs.lengths[rows] >= 2]
+        if len(rows) == 0:
+            continue
+        window = torch.from_numpy(seqs.padded(rows, model.max_len + 1).astype(np.int64)).to(model.device)
+        inputs, targets = window[:, :-1], window[:, 1:]
+        valid = targets != 0
+        scores = model.score_all(model.encode(inputs)[valid])
+        scores[:, 0] = float("-inf")
+        ranks.append(pessimistic_ranks(scores, targets[valid]).cpu().numpy() + 1)
+        owners.append(np.repeat(rows, valid.sum(1).cpu().numpy()))
+    out = np.full(len(seqs), np.inf)
+    if ranks:
+        frame = pd.DataFrame({"row": np.concatenate(owners), "rank": np.concatenate(ranks)})
+        per_row = frame.groupby("row")["rank"].quantile(quantile, interpolation="higher")
+        out[per_row.index.to_numpy()] = per_row.to_numpy()
+    return out
 
 
 def _pick(scores: torch.Tensor, params: GenerationParams, torch_gen: torch.Generator) -> torch.Tensor:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import distributed
+from .acquisition import acquire
 from .analysis import analyse_round
 from .checkpoint import (
     check_same_data, check_same_model, checkpoint_meta, load_checkpoint, load_weights, read_checkpoint,
@@ -41,6 +42,7 @@ from .data.writers import write_sequences
 from .errors import ConfigError, DataFormatError
 from .generation import GenerationParams, generate
 from .io import atomic_open, atomic_path, write_json
+from .retention import RetainedScores
 from .models import BACKBONES, Backbone, build_backbone
 from .training import FitResult, TrainParams, fit
 
@@ -51,12 +53,21 @@ class ImproveParams:
     successor: str = "scratch"  # scratch: train f_k anew | finetune: continue from f_{k-1}
     sources: str = "real"  # real: grow from real training sequences | all: from all of D_k
     generator: str = ""  # empty: the round's own model | a backbone name (trained each round) | a checkpoint
+    acquire_share: float = 1.0  # keep this share of verified sequences, the most MC-dropout-uncertain (1 = all)
+    mc_samples: int = 8  # dropout samples that estimate the uncertainty
+    retain: float = 0.0  # weight of the previous round's model in generation scores (state retention; 0 = off)
 
     def validate(self) -> None:
         if self.rounds < 0:
             raise ConfigError(f"rounds must be >= 0, got {self.rounds}")
         if self.successor not in ("scratch", "finetune"):
             raise ConfigError(f"successor must be 'scratch' or 'finetune', got {self.successor!r}")
+        if not 0.0 < self.acquire_share <= 1.0:
+            raise ConfigError(f"acquire_share must be in (0, 1], got {self.acquire_share}")
+        if not 0.0 <= self.retain < 1.0:
+            raise ConfigError(f"retain must be in [0, 1), got {self.retain}")
+        if self.mc_samples < 2:
+            raise ConfigError(f"mc_samples must be >= 2, got {self.mc_samples}")
         if self.sources not in ("real", "all"):
             raise ConfigError(f"sources must be 'real' or 'all', got {self.sources!r}")
         if self.generator and self.generator not in BACKBONES and not self.generator.endswith(".pt"):
@@ -132,6 +143,8 @@ def improve(
         }
         if k < spec.improve.rounds:
             generator = fixed_generator or model
+            if spec.improve.retain > 0 and previous is not None and fixed_generator is None:
+                generator = RetainedScores(model, previous, spec.improve.retain)
             if spec.improve.generator in BACKBONES:
                 generator, gen_fit = _train_generator(spec, dataset, split.with_train(train), round_dir, meta, progress)
                 record["seconds"]["train_generator"] = gen_fit["train_seconds"]
@@ -210,7 +223,10 @@ def _generate_round(
         return load_synthetic(store), json.loads(stats_path.read_text())
     _say(progress, f"round {k}: generating from {len(sources)} source sequences")
     result = generate(generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1, progress=progress)
-    synthetic = result.sequences
+    tick = time.perf_counter()
+    synthetic = acquire(generator, result.sequences, spec.improve.acquire_share, spec.improve.mc_samples,
+                        seed=spec.train.seed * 1000 + k)
+    result.stats.update(acquired=len(synthetic), acquisition_seconds=round(time.perf_counter() - tick, 3))
     if spec.improve.sources == "all":
         # ``users`` of a synthetic sequence holds the real training row it descends from.
         rows = synthetic.users

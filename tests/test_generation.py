@@ -10,7 +10,7 @@ import torch
 
 from rsir.data import Sequences
 from rsir.errors import ConfigError
-from rsir.generation import GenerationParams, generate
+from rsir.generation import GenerationParams, generate, own_item_rank_quantiles
 from rsir.models import build_backbone
 from rsir.models.base import Backbone
 from rsir.training import TrainParams, fit
@@ -100,7 +100,8 @@ def test_prefix_seeds_and_dedupe():
     assert out.stats["attempts"] == 6 and out.stats["kept"] == 1
 
 
-@pytest.mark.parametrize("bad", [{"tau": 0.5}, {"exploit_prob": 1.5}, {"seed_mode": "random"}, {"choice": "beam"}])
+@pytest.mark.parametrize("bad", [{"tau": 0.5}, {"exploit_prob": 1.5}, {"seed_mode": "random"}, {"choice": "beam"},
+                                 {"tau_mode": "per-user"}, {"tau_quantile": 1.5}])
 def test_invalid_options(bad):
     with pytest.raises(ConfigError):
         GenerationParams(**bad).validate()
@@ -166,3 +167,25 @@ def test_faiss_with_few_probes_stays_close_to_the_exact_scan(trained, small_spli
 def test_unknown_retrieval_is_a_clear_error():
     with pytest.raises(ConfigError, match="did you mean 'faiss'"):
         GenerationParams(retrieval="fais").validate()
+
+
+def test_own_item_rank_quantiles_on_known_scores():
+    model = TransitionTable(table(6, {1: [2, 3], 2: [3, 4]}))
+    # [1, 2, 3]: 2 ranks 1st after 1, 3 ranks 1st after 2. [1, 3, 5]: 3 ranks 2nd after 1;
+    # after 3 (a row without preferences) all 6 items tie, so 5 ranks 6th (ties count
+    # against it). [4]: nothing to rank.
+    seqs = Sequences.from_lists([[1, 2, 3], [1, 3, 5], [4]])
+    assert own_item_rank_quantiles(model, seqs, 0.0).tolist() == [1, 2, math.inf]
+    assert own_item_rank_quantiles(model, seqs, 1.0).tolist() == [1, 6, math.inf]
+
+
+def test_adaptive_tau_holds_each_sequence_to_how_its_own_items_rank():
+    # After 1 the catalogue's best is 4, and the real items 2, 3 rank 2nd and 3rd.
+    model = TransitionTable(table(6, {1: [4, 2, 3], 2: [3, 4]}))
+    assert run(model, [[1, 2, 3]], tau=2) == [[1, 2, 3]]
+    # Its own items rank 2nd (2 after 1) and 1st (3 after 2): the strictest quantile gives
+    # tau 1 for this user, so the first step fails; the loosest gives 2 and passes.
+    assert run(model, [[1, 2, 3]], tau=10, tau_mode="adaptive", tau_quantile=0.0) == [[1]]
+    assert run(model, [[1, 2, 3]], tau=10, tau_mode="adaptive", tau_quantile=1.0) == [[1, 2, 3]]
+    # tau stays the cap: a per-user threshold of 2 capped at 1 fails again.
+    assert run(model, [[1, 2, 3]], tau=1, tau_mode="adaptive", tau_quantile=1.0) == [[1]]
