@@ -65,7 +65,7 @@ def main() -> None:
 
     def train_epoch() -> None:
         model.train()
-        for inputs, targets in next_item_batches(split.train, model.max_len, 256, np.random.default_rng(0)):
+        for inputs, targets, _ in next_item_batches(split.train, model.max_len, 256, np.random.default_rng(0)):
             loss = loss_fn(model, model.encode(inputs), inputs, targets)
             optimizer.zero_grad()
             loss.backward()

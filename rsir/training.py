@@ -107,8 +107,13 @@ class _LossStep(torch.nn.Module):
         self.model = model
         self.loss_fn = loss_fn
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, batch_targets: int) -> torch.Tensor:
         loss = self.loss_fn(self.model, self.model.encode(inputs), inputs, targets)
+        world = distributed.world_size()
+        if world > 1:
+            # The mean over this rank's targets, reweighted so that averaging the ranks'
+            # gradients gives the gradient of the mean over the whole batch's targets.
+            loss = loss * (int((targets != 0).sum()) * world / batch_targets)
         extra = self.model.auxiliary_loss(inputs)
         return loss if extra is None else loss + extra
 
@@ -171,8 +176,8 @@ def fit(
         batches = next_item_batches(
             split.train, model.max_len, params.batch_size, rng, distributed.rank(), distributed.world_size()
         )
-        for inputs, targets in batches:
-            loss = step(inputs.to(device), targets.to(device))
+        for inputs, targets, batch_targets in batches:
+            loss = step(inputs.to(device), targets.to(device), batch_targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from rsir.checkpoint import load_checkpoint
+from rsir.checkpoint import load_checkpoint, read_checkpoint
 from rsir.cli import main
 from rsir.data import leave_one_out
 from rsir.data.batching import next_item_batches
@@ -101,10 +102,22 @@ def test_resume_with_another_process_count_is_refused(trained_by_two, tmp_path, 
 
 def test_ranks_split_every_batch_and_keep_the_global_batch(small_dataset):
     seqs = small_dataset.sequences
-    one = [t for _, t in next_item_batches(seqs, 20, 64, np.random.default_rng(5))]
+    one = list(next_item_batches(seqs, 20, 64, np.random.default_rng(5)))
     two = [list(next_item_batches(seqs, 20, 64, np.random.default_rng(5), rank, 2)) for rank in (0, 1)]
     assert len(two[0]) == len(two[1]) == len(one)  # the same steps on both ranks
-    for whole, (_, part0), (_, part1) in zip(one, two[0], two[1]):
+    for (_, whole, count), (_, part0, count0), (_, part1, count1) in zip(one, two[0], two[1]):
         assert len(part0) + len(part1) == len(whole)
+        assert count == count0 == count1 == int((whole != 0).sum())  # the global batch's targets
         rows = sorted(tuple(r[r != 0].tolist()) for r in [*part0, *part1])
         assert rows == sorted(tuple(r[r != 0].tolist()) for r in whole)
+
+
+def test_two_processes_take_the_same_steps_as_one(tmp_path):
+    """Without randomness in the step (no dropout, full softmax), training in 2 processes
+    follows 1 process: every rank's gradient is reweighted so that the average over ranks
+    is the gradient of the mean over the whole batch."""
+    options = [*TRAIN_OPTIONS, "--dropout", "0", "--loss", "softmax", "--max-epochs", "2"]
+    torchrun("train", "--out", str(tmp_path / "two"), *options)
+    assert main(["train", "--out", str(tmp_path / "one"), *options]) == 0
+    two, one = (read_checkpoint(tmp_path / name / "model.pt")["state"] for name in ("two", "one"))
+    assert all(torch.allclose(two[name], one[name], atol=2e-5) for name in one)  # sums differ only in rounding

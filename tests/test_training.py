@@ -22,7 +22,7 @@ def quick(**changes) -> TrainParams:
 def test_batches_pad_only_to_the_longest_in_batch(small_split):
     rng = np.random.default_rng(0)
     widths, seen = [], []
-    for inputs, targets in next_item_batches(small_split.train, 20, 32, rng):
+    for inputs, targets, _ in next_item_batches(small_split.train, 20, 32, rng):
         valid = (targets != 0).sum(1)
         assert int(valid.max()) == inputs.shape[1]  # the longest row fills the batch
         widths.append(inputs.shape[1])
