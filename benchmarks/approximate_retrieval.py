@@ -33,6 +33,7 @@ from rsir.generation import GenerationParams, fidelity_step
 from rsir.io import atomic_open, write_json
 from rsir.models import build_backbone
 from rsir.retrieval import build_retriever
+from utilisation import matmul_gflops  # benchmarks/ is on the path when run as a script
 
 DIM = 64
 
@@ -76,17 +77,6 @@ def real_rows(checkpoint: str, data: str, rows: int, rng: np.random.Generator):
     with torch.no_grad():
         hidden = model.last_hidden(context[:, : model.max_len])
     return model, hidden, context, source
-
-
-def matmul_gflops(seconds: float = 2.0) -> float:
-    """This machine's float32 matrix-multiply throughput at the current thread count."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        count += 1
-    return 2 * 2048**3 * count / (time.perf_counter() - started) / 1e9
 
 
 def timed(fn, repeats: int):

@@ -31,6 +31,7 @@ from rsir.models import build_backbone
 
 
 def matmul_gflops(seconds: float = 3.0) -> float:
+    """This machine's float32 matrix-multiply throughput (GFLOP/s) at the current thread count."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
     count, started = 0, time.perf_counter()

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from .data.batching import bucket_batches
+from .data.batching import next_item_windows
 from .data.sequences import Sequences
 from .models.base import Backbone
 
@@ -29,13 +29,8 @@ def disagreement(model: Backbone, seqs: Sequences, samples: int = 8, seed: int =
     devices = [model.device.index] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the caller's random stream is left untouched
         torch.manual_seed(seed)
-        lengths = np.minimum(seqs.lengths, model.max_len + 1)
-        for rows in bucket_batches(lengths, batch_size, rng=None):
-            rows = rows[seqs.lengths[rows] >= 2]
-            if len(rows) == 0:
-                continue
-            window = torch.from_numpy(seqs.padded(rows, model.max_len + 1).astype(np.int64)).to(model.device)
-            inputs, targets = window[:, :-1], window[:, 1:]
+        for rows, inputs, targets in next_item_windows(seqs, model.max_len, batch_size):
+            inputs, targets = inputs.to(model.device), targets.to(model.device)
             valid = targets != 0
             log_probs = []
             for _ in range(samples):

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .data.batching import bucket_batches
+from .data.batching import next_item_windows
 from .data.sequences import Sequences
 from .evaluation import pessimistic_ranks
 from .errors import ConfigError
@@ -280,13 +280,8 @@ def own_item_rank_quantiles(model: Backbone, seqs: Sequences, quantile: float, b
     for a sequence of one item."""
     model.eval()
     ranks, owners = [], []
-    lengths = np.minimum(seqs.lengths, model.max_len + 1)
-    for rows in bucket_batches(lengths, batch_size, rng=None):
-        rows = rows[seqs.lengths[rows] >= 2]
-        if len(rows) == 0:
-            continue
-        window = torch.from_numpy(seqs.padded(rows, model.max_len + 1).astype(np.int64)).to(model.device)
-        inputs, targets = window[:, :-1], window[:, 1:]
+    for rows, inputs, targets in next_item_windows(seqs, model.max_len, batch_size):
+        inputs, targets = inputs.to(model.device), targets.to(model.device)
         valid = targets != 0
         scores = model.score_all(model.encode(inputs)[valid])
         scores[:, 0] = float("-inf")

@@ -45,6 +45,19 @@ def next_item_batches(
         yield window[:, :-1], window[:, 1:], int(lengths[batch].sum() - len(batch))
 
 
+def next_item_windows(
+    seqs: Sequences, max_len: int, batch_size: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Every sequence of two or more items once, in length-bucketed batches of a fixed order
+    (for scoring, not training): its row indices, inputs and targets as in
+    :func:`next_item_batches`."""
+    trainable = np.flatnonzero(seqs.lengths >= 2)
+    for batch in bucket_batches(np.minimum(seqs.lengths[trainable], max_len + 1), batch_size, rng=None):
+        rows = trainable[batch]
+        window = torch.from_numpy(seqs.padded(rows, max_len + 1).astype(np.int64))
+        yield rows, window[:, :-1], window[:, 1:]
+
+
 def count_targets(seqs: Sequences, max_len: int) -> int:
     """Supervised next-item targets in one epoch (for throughput numbers)."""
     return int(np.clip(seqs.lengths - 1, 0, max_len).sum())

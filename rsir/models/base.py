@@ -134,3 +134,20 @@ class Decoder:
         if width > self.model.max_len:  # beyond the model's window: its last max_len columns
             context = context[:, -self.model.max_len :]
         return self.model.last_hidden(context)
+
+
+class KeyValueDecoder(Decoder):
+    """Base of the attention backbones' decoders: encodes the prefixes once, keeping every
+    layer's keys and values (``encode(items, keep)`` appends them) in buffers as wide as
+    ``items``; a subclass's ``append`` runs its layers for the new position only."""
+
+    def __init__(self, model: Backbone, items: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.model, self.lengths = model, lengths.clone()
+        batch, width = items.shape
+        prefix, keep = int(lengths.max()), []
+        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch, device=items.device), lengths - 1]
+        self.keys, self.values = [], []
+        for k, v in keep:
+            self.keys.append(k.new_zeros(batch, k.shape[1], width, k.shape[3]))
+            self.values.append(v.new_zeros(batch, v.shape[1], width, v.shape[3]))
+            self.keys[-1][:, :, :prefix], self.values[-1][:, :, :prefix] = k, v

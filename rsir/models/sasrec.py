@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, Decoder, TransformerParams
+from .base import Backbone, Decoder, KeyValueDecoder, TransformerParams
 
 
 class _Block(nn.Module):
@@ -79,20 +79,9 @@ class SASRec(Backbone):
         return _KeyValueDecoder(self, items, lengths)
 
 
-class _KeyValueDecoder(Decoder):
+class _KeyValueDecoder(KeyValueDecoder):
     """Generation with cached attention keys and values: appending an item runs the blocks
     for that one position, attending to the cached earlier positions."""
-
-    def __init__(self, model: SASRec, items: torch.Tensor, lengths: torch.Tensor) -> None:
-        self.model, self.lengths = model, lengths.clone()
-        batch, width = items.shape
-        prefix, keep = int(lengths.max()), []
-        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch, device=items.device), lengths - 1]
-        self.keys, self.values = [], []
-        for k, v in keep:
-            self.keys.append(k.new_zeros(batch, k.shape[1], width, k.shape[3]))
-            self.values.append(v.new_zeros(batch, v.shape[1], width, v.shape[3]))
-            self.keys[-1][:, :, :prefix], self.values[-1][:, :, :prefix] = k, v
 
     def append(self, rows: torch.Tensor, new_items: torch.Tensor) -> None:
         model, position = self.model, self.lengths[rows]
