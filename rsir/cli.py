@@ -120,7 +120,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.report_only:
         write_report(spec, out, wall_seconds=0.0)
     else:
-        run_experiment(spec, out, jobs=args.jobs, progress=not args.quiet)
+        run_experiment(spec, out, jobs=args.jobs, progress=not args.quiet, only=args.only)
     print((out / "report.md").read_text(), end="")
     return 0
 
@@ -209,12 +209,26 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> bool:
-    """True if ``out`` holds a run of this config; a different config there is an error."""
-    saved = out / "config.yaml"
-    if overwrite or not saved.exists():
+    """True if ``out`` holds a run of this config; a different config there is an error.
+
+    The saved config is read with today's defaults, so options added to rsir since the run
+    started (whose defaults keep the old behaviour) do not block resuming it; a loop may
+    also be given more rounds, which extends it after its finished ones."""
+    saved_path = out / "config.yaml"
+    if overwrite or not saved_path.exists():
         return False
-    if yaml.safe_load(saved.read_text()) != config.to_dict(sections):
+    wanted = config.to_dict(sections)
+    try:
+        saved = build_config(yaml.safe_load(saved_path.read_text()), source=str(saved_path)).to_dict(sections)
+    except ConfigError:
+        saved = None
+    if saved is not None and "improve" in sections and saved["improve"]["rounds"] <= wanted["improve"]["rounds"]:
+        saved["improve"]["rounds"] = wanted["improve"]["rounds"]
+    if saved != wanted:
         raise ConfigError(f"{out} holds a run with a different config; pass --overwrite or choose another --out")
+    if yaml.safe_load(saved_path.read_text()) != wanted and distributed.is_main():
+        with atomic_open(saved_path) as handle:  # record what the resumed run now does
+            yaml.safe_dump(wanted, handle, sort_keys=False)
     return True
 
 
@@ -343,6 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument("spec", help="TOML or YAML spec (see experiments/ for the paper's studies)")
     experiment.add_argument("--out", help="output directory (default runs/experiments/NAME)")
     experiment.add_argument("--jobs", type=int, default=1, help="cells run in parallel (give each --threads cores)")
+    experiment.add_argument("--only", nargs="+", metavar="PATTERN",
+                            help="run only the cells whose key DATASET/VARIANT/sSEED matches a glob, e.g. 'Beauty/*/s0'")
     experiment.add_argument("--report-only", action="store_true", help="rewrite the report from finished cells")
     experiment.add_argument("--quiet", action="store_true")
     experiment.set_defaults(handler=cmd_experiment)

@@ -37,8 +37,10 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,27 +138,47 @@ def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Run every unfinished cell (``jobs`` at a time), then write and return the report."""
+def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool = True,
+                   only: list[str] | None = None) -> dict[str, Any]:
+    """Run every unfinished cell (``jobs`` at a time), then write and return the report.
+    ``only`` keeps the cells whose key (``DATASET/VARIANT/sSEED``) matches one of the glob
+    patterns; the report still covers every finished cell of the spec."""
     out = Path(out)
     started = time.perf_counter()
-    todo = [cell for cell in spec.cells if not (out / cell.key / "result.json").exists()]
+    chosen = [cell for cell in spec.cells if not only or any(fnmatchcase(cell.key, p) for p in only)]
+    if not chosen:
+        raise ConfigError(f"--only {' '.join(only or [])} matches no cell (keys look like {spec.cells[0].key})")
+    todo = [cell for cell in chosen if not (out / cell.key / "result.json").exists()]
     todo.sort(key=lambda cell: cell.command != "train")  # trainings first: improve runs reuse them as round 0
+    trained = {cell.key: threading.Event() for cell in todo if cell.command == "train"}
     if progress:
-        print(f"rsir: {len(spec.cells) - len(todo)} of {len(spec.cells)} cells done; running {len(todo)}", file=sys.stderr)
+        print(f"rsir: {len(chosen) - len(todo)} of {len(chosen)} cells done; running {len(todo)}", file=sys.stderr)
+
+    def run(cell: Cell) -> str | None:
+        try:
+            if cell.command == "improve":
+                # Every training was handed to a worker before any improve run (the sort above),
+                # so waiting for a matching one in flight cannot deadlock; it saves retraining it.
+                for other in spec.cells:
+                    if other.key in trained and _same_training(other, cell):
+                        trained[other.key].wait()
+                _reuse_training_as_round_zero(cell, out, spec.cells)
+            return _run_cell(cell, out, progress)
+        finally:
+            if cell.key in trained:
+                trained[cell.key].set()
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        failures = [f for f in pool.map(lambda c: _run_cell(c, out, progress, spec.cells), todo) if f]
+        failures = [f for f in pool.map(run, todo) if f]
     report = write_report(spec, out, wall_seconds=time.perf_counter() - started)
     if failures:
         raise ConfigError(f"{len(failures)} cell(s) failed, first: {failures[0]} (rerun to retry them)")
     return report
 
 
-def _run_cell(cell: Cell, out: Path, progress: bool, cells: list[Cell]) -> str | None:
+def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
     cell_dir = out / cell.key
     cell_dir.mkdir(parents=True, exist_ok=True)
-    if cell.command == "improve":
-        _reuse_training_as_round_zero(cell, out, cells)
     config_path = cell_dir / "config.yaml"
     with atomic_open(config_path) as handle:
         yaml.safe_dump(cell.config, handle, sort_keys=False)
@@ -177,6 +199,10 @@ def _run_cell(cell: Cell, out: Path, progress: bool, cells: list[Cell]) -> str |
     return None
 
 
+def _same_training(train: Cell, improve: Cell) -> bool:
+    return train.command == "train" and all(train.config[s] == improve.config[s] for s in ("data", "model", "train"))
+
+
 def _reuse_training_as_round_zero(cell: Cell, out: Path, cells: list[Cell]) -> None:
     """Round 0 of a loop is a plain training: when a finished train cell of the spec has the
     same data, model and training config (so, the same seed), its model and metrics become
@@ -186,9 +212,7 @@ def _reuse_training_as_round_zero(cell: Cell, out: Path, cells: list[Cell]) -> N
         return
     for other in cells:
         done = out / other.key / "run"
-        if other.command == "train" and (done / "metrics.json").exists() and all(
-            other.config[s] == cell.config[s] for s in ("data", "model", "train")
-        ):
+        if _same_training(other, cell) and (done / "metrics.json").exists():
             round_zero.mkdir(parents=True)
             for name in ("model.pt", "log.jsonl", "metrics.json"):  # metrics.json last: it marks round 0 done
                 with atomic_path(round_zero / name) as tmp:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from rsir.cli import main
 from rsir.data import make_synthetic, write_dataset
@@ -39,6 +41,21 @@ def test_changed_config_in_same_dir_is_refused(trained, capsys):
     root, data, out = trained
     assert main(["train", "--data", str(data), "--out", str(out), *FAST, "--lr", "0.01"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_an_option_existed_is_recognised(trained, tmp_path, capsys):
+    """Options added later keep the old behaviour by default, so their absence from a saved
+    config does not make the run a different one."""
+    root, data, out = trained
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["train"]["augment_rate"], saved["model"]["dropout"]
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--out", str(old), *FAST]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((out / "metrics.json").read_text())
+    assert yaml.safe_load((old / "config.yaml").read_text()) == yaml.safe_load((out / "config.yaml").read_text())
 
 
 def test_evaluate_matches_training_metrics(trained, capsys):

@@ -82,6 +82,16 @@ def test_rerun_skips_finished_cells_and_redoes_an_unrecorded_one(experiment, cap
     assert json.loads(after[lost])["rounds"] == json.loads(before[lost])["rounds"]
 
 
+def test_only_runs_the_matching_cells(experiment, tmp_path, capsys):
+    spec = str(experiment / "spec.toml")
+    assert main(["experiment", spec, "--out", str(tmp_path), "--only", "synthetic/plain/s1", "*/reordering/s0"]) == 0
+    assert sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.rglob("result.json")) == [
+        "synthetic/plain/s1", "synthetic/reordering/s0"]
+    assert json.loads((tmp_path / "report.json").read_text())["cells_done"] == 2
+    assert main(["experiment", spec, "--out", str(tmp_path), "--only", "Beauty/*"]) == 2
+    assert "matches no cell (keys look like synthetic/plain/s0)" in capsys.readouterr().err
+
+
 def test_aggregation_on_known_inputs():
     cells = [Cell("d", v, s, "train", {}) for v in ("base", "new") for s in (0, 1, 2)]
     recall = {"base": [0.10, 0.20, 0.30], "new": [0.11, 0.22, 0.36]}

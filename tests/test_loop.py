@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import numpy as np
@@ -11,7 +12,7 @@ from rsir.cli import main
 from rsir.data import read_dataset
 from rsir.loop import load_synthetic
 
-from .conftest import LOOP
+from .conftest import LOOP, without_timings
 
 
 def test_two_rounds_write_a_complete_run_dir(finished):
@@ -50,6 +51,22 @@ def test_a_rerun_of_a_finished_run_does_no_work(finished, capsys):
     assert main(["improve", "--out", str(finished), *LOOP]) == 0
     assert time.perf_counter() - started < 10
     assert (finished / "metrics.json").read_text() == before
+
+
+def test_more_rounds_extend_a_finished_run_and_fewer_are_refused(finished, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    more = [a if a != "2" or LOOP[i - 1] != "--rounds" else "3" for i, a in enumerate(LOOP)]
+    assert main(["improve", "--out", str(out), *more]) == 0
+    before = json.loads((finished / "metrics.json").read_text())["rounds"]
+    after = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in after] == [0, 1, 2, 3]
+    assert without_timings(after[:2]) == without_timings(before[:2])  # finished rounds kept, not redone
+    assert after[2]["generation"]["kept"] > 0 and (out / "round-2" / "synthetic.npz").exists()
+    assert after[3]["train_interactions"] > after[2]["train_interactions"]
+    fewer = [a if a != "2" or LOOP[i - 1] != "--rounds" else "1" for i, a in enumerate(LOOP)]
+    assert main(["improve", "--out", str(out), *fewer]) == 2
+    assert "different config" in capsys.readouterr().err
 
 
 # Hard kills at many points of a run, and their resume, are tested in test_reliability.py.
