@@ -63,6 +63,7 @@ class Cell:
     seed: int
     command: str
     config: dict[str, Any]  # full config sections, checked
+    point: str = ""  # the sweep point's label suffix (``[generate.tau=5]``), empty outside a sweep
 
     @property
     def key(self) -> str:
@@ -115,7 +116,8 @@ def load_spec(path: str | Path) -> Spec:
             points = [()] if variant not in swept or not sweep else itertools.product(*(
                 [(key, value) for value in values] for key, values in sweep.items()))
             for point in points:
-                label = variant + (f"[{','.join(f'{k}={v}' for k, v in point)}]" if point else "")
+                suffix = f"[{','.join(f'{k}={v}' for k, v in point)}]" if point else ""
+                label = variant + suffix
                 for seed in raw["seeds"]:
                     sections = _merge(raw.get("common", {}), options)
                     for key, value in point:
@@ -125,7 +127,7 @@ def load_spec(path: str | Path) -> Spec:
                     sections.setdefault("train", {})["seed"] = seed
                     config = build_config(copy.deepcopy(sections), source=f"{path} ({label})")
                     parts = ("data", "model", "train") + (("generate", "improve") if command == "improve" else ())
-                    cells.append(Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts)))
+                    cells.append(Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts), suffix))
     return Spec(str(raw.get("name", Path(path).stem)), cells, baseline, list(raw.get("metrics", ["recall@10", "ndcg@10"])))
 
 
@@ -231,10 +233,12 @@ def _rounds(metrics_path: Path) -> list[dict[str, Any]]:
 def aggregate(spec: Spec, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (dataset, variant, round): mean and std over seeds, and for every row
     the relative gain over the baseline variant's final round, paired seed by seed, with a
-    paired t-test when at least two seeds pair up."""
+    paired t-test when at least two seeds pair up. When the baseline itself is swept, each
+    sweep point is paired with the baseline at the same point (noise 0.2 against noise 0.2)."""
     from scipy import stats
 
     values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
+    points = {cell.variant: cell.point for cell in spec.cells}
     for cell in spec.cells:
         result = results.get(cell.key)
         for record in (result or {}).get("rounds", []):
@@ -245,12 +249,15 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]]) -> list[dict[str, 
     rows = []
     for (dataset, variant, round_), by_seed in values.items():
         row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": round_, "seeds": sorted(by_seed)}
-        base = values.get((dataset, spec.baseline, finals.get((dataset, spec.baseline), 0)), {})
+        baseline = spec.baseline + points.get(variant, "")
+        if baseline not in points:
+            baseline = spec.baseline
+        base = values.get((dataset, baseline, finals.get((dataset, baseline), 0)), {})
         paired = sorted(set(by_seed) & set(base))
         for metric in spec.metrics:
             sample = np.array([by_seed[s][metric] for s in sorted(by_seed)])
             row[metric] = {"mean": float(sample.mean()), "std": float(sample.std(ddof=1)) if len(sample) > 1 else 0.0}
-            if paired and variant != spec.baseline:
+            if paired and variant != baseline:
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
                 row[metric]["gain"] = float((mine / theirs - 1).mean())

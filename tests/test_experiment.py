@@ -106,6 +106,18 @@ def test_aggregation_on_known_inputs():
     assert math.isclose(new["p"], 2 * (1 - _t_cdf(t, 2)), rel_tol=1e-6)
 
 
+def test_a_swept_baseline_pairs_each_point_with_its_own():
+    cells = [Cell("d", f"{v}[data.noise={n}]", s, "train", {}, f"[data.noise={n}]")
+             for v in ("plain", "rsir") for n in (0.0, 0.2) for s in (0, 1)]
+    recall = {("plain", 0.0): 0.10, ("plain", 0.2): 0.05, ("rsir", 0.0): 0.11, ("rsir", 0.2): 0.06}
+    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": recall[(c.variant.split("[")[0], float(
+        c.point[12:-1]))] * (1 + c.seed / 100)}}]} for c in cells}
+    rows = {r["variant"]: r["recall@10"] for r in aggregate(Spec("t", cells, "plain", ["recall@10"]), results)}
+    assert "gain" not in rows["plain[data.noise=0.2]"]
+    assert math.isclose(rows["rsir[data.noise=0.0]"]["gain"], 0.1)
+    assert math.isclose(rows["rsir[data.noise=0.2]"]["gain"], 0.2)  # against plain at noise 0.2, not 0.0
+
+
 def _t_cdf(t: float, dof: int) -> float:
     assert dof == 2  # closed form of Student's t with 2 degrees of freedom
     return 0.5 + t / (2 * math.sqrt(2 + t * t))
@@ -182,5 +194,5 @@ def test_strongest_successor_counts_transitions():
 @pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "experiments").glob("*.toml")), ids=lambda p: p.stem)
 def test_shipped_specs_are_valid(spec):
     loaded = load_spec(spec)
-    assert loaded.baseline in {cell.variant for cell in loaded.cells}
+    assert loaded.baseline in {cell.variant.removesuffix(cell.point) for cell in loaded.cells}
     assert len({cell.key for cell in loaded.cells}) == len(loaded.cells)  # every cell has its own directory

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from .dataset import Dataset
+from .noise import inject_noise
 from .readers import FORMATS, read_dataset
 from .synthetic import make_synthetic
 
@@ -21,23 +22,29 @@ class DataParams:
     synthetic_users: int = 2000
     synthetic_items: int = 500
     synthetic_seed: int = 0
+    noise: float = 0.0  # share of random interactions injected into training histories (robustness studies)
+    noise_seed: int = 0
 
     def validate(self) -> None:
         if self.format not in ("auto", *FORMATS):
             raise ConfigError(f"data format must be one of auto, {', '.join(FORMATS)}; got {self.format!r}")
         if self.kcore < 0:
             raise ConfigError(f"kcore must be >= 0, got {self.kcore}")
+        if not 0 <= self.noise <= 1:
+            raise ConfigError(f"data noise must be a share in [0, 1], got {self.noise}")
 
 
 def load_dataset(params: DataParams) -> Dataset:
     params.validate()
     if not params.path:
-        return make_synthetic(params.synthetic_users, params.synthetic_items, seed=params.synthetic_seed)
-    return read_dataset(
-        params.path,
-        params.format,
-        user_col=params.user_col,
-        item_col=params.item_col,
-        time_col=params.time_col or None,
-        kcore=params.kcore,
-    )
+        dataset = make_synthetic(params.synthetic_users, params.synthetic_items, seed=params.synthetic_seed)
+    else:
+        dataset = read_dataset(
+            params.path,
+            params.format,
+            user_col=params.user_col,
+            item_col=params.item_col,
+            time_col=params.time_col or None,
+            kcore=params.kcore,
+        )
+    return inject_noise(dataset, params.noise, params.noise_seed)
