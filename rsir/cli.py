@@ -21,11 +21,12 @@ from .config import SECTIONS, RunConfig, build_config, model_option_types, read_
 from .data import FORMATS, Dataset, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
-from .evaluation import evaluate, recommend_top_k
+from .evaluation import KS, evaluate, metrics_from_ranks, recommend_top_k
 from .io import atomic_open, remove_stale_temporaries, write_json
 from .experiment import load_spec, run_experiment, write_report
 from .loop import LoopSpec, improve, prepare
 from .models import BACKBONES, build_backbone
+from .segments import segment_gains, segment_markdown, user_segments
 from .training import fit
 
 _FLAG_NAMES = {("data", "path"): "data"}  # --data reads better than --path
@@ -133,6 +134,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output and distributed.is_main():
         write_json(args.output, report)
     _print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    if len(args.baseline) != len(args.candidate):
+        raise ConfigError(f"--baseline and --candidate pair up: got {len(args.baseline)} and {len(args.candidate)} checkpoints")
+    metrics = tuple(args.metrics)
+    unknown = [m for m in metrics if m not in metrics_from_ranks(np.zeros(1))]
+    if unknown:
+        raise ConfigError(f"unknown metric {unknown[0]!r} (known: recall, ndcg, mrr at {', '.join(map(str, KS))})")
+    dataset = split = None
+    ranks: dict[str, list[np.ndarray]] = {"baseline": [], "candidate": []}
+    for side in ranks:
+        for path in getattr(args, side):
+            args.checkpoint = path
+            if dataset is None:
+                model, meta, dataset = _model_and_data(args)
+                split = leave_one_out(dataset)
+            else:
+                model, meta = load_checkpoint(path)
+                check_same_data(meta, dataset.fingerprint(), dataset.n_items, path)
+            ranks[side].append(evaluate(model, split.test, exclude_seen=args.exclude_seen).ranks)
+    rows = segment_gains(user_segments(split, dataset.n_items), ranks["baseline"], ranks["candidate"], metrics)
+    if args.output:
+        write_json(args.output, {"baseline": args.baseline, "candidate": args.candidate,
+                                 "exclude_seen": args.exclude_seen, "rows": rows})
+    print(segment_markdown(rows, metrics, len(args.baseline)), end="")
     return 0
 
 
@@ -382,6 +410,15 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--all-users", action="store_true")
             sub.add_argument("--k", type=int, default=10)
             sub.add_argument("--format", choices=("csv", "json"), default="csv")
+
+    segments = commands.add_parser("segments", help="test metrics and paired gains by history length and target popularity")
+    segments.add_argument("--baseline", nargs="+", required=True, metavar="CHECKPOINT", help="one per seed")
+    segments.add_argument("--candidate", nargs="+", required=True, metavar="CHECKPOINT", help="paired with --baseline in order")
+    segments.add_argument("--data", default=None, help="data file (default: the one the checkpoints were trained on)")
+    segments.add_argument("--metrics", nargs="+", default=["recall@10", "ndcg@10"])
+    segments.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True)
+    segments.add_argument("--output", help="also write the rows as JSON here")
+    segments.set_defaults(handler=cmd_segments)
 
     data = commands.add_parser("data", help="dataset statistics, format conversion, synthetic data")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -58,6 +58,26 @@ def test_a_run_saved_before_an_option_existed_is_recognised(trained, tmp_path, c
     assert yaml.safe_load((old / "config.yaml").read_text()) == yaml.safe_load((out / "config.yaml").read_text())
 
 
+def test_segments_compares_paired_checkpoints(trained, tmp_path, capsys):
+    root, data, out = trained
+    other = tmp_path / "other"
+    assert main(["train", "--data", str(data), "--out", str(other), *FAST, "--seed", "1"]) == 0
+    capsys.readouterr()
+    a, b = str(out / "model.pt"), str(other / "model.pt")
+    assert main(["segments", "--baseline", a, a, "--candidate", a, b, "--output", str(tmp_path / "seg.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| all users | all | 300 |" in table and "| target popularity | head (top 20% items) |" in table
+    rows = json.loads((tmp_path / "seg.json").read_text())["rows"]
+    mine = json.loads((out / "metrics.json").read_text())["test"]["recall@10"]
+    theirs = json.loads((other / "metrics.json").read_text())["test"]["recall@10"]
+    assert rows[0]["recall@10"]["candidate"] == pytest.approx((mine + theirs) / 2)
+    assert sum(r["users"] for r in rows if r["segmentation"] == "history length") == 300
+    assert main(["segments", "--baseline", a, "--candidate", a, b]) == 2
+    assert "pair up: got 1 and 2" in capsys.readouterr().err
+    assert main(["segments", "--baseline", a, "--candidate", b, "--metrics", "hit@10"]) == 2
+    assert "unknown metric 'hit@10'" in capsys.readouterr().err
+
+
 def test_evaluate_matches_training_metrics(trained, capsys):
     root, data, out = trained
     capsys.readouterr()
