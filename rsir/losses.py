@@ -37,13 +37,51 @@ class SampledSoftmax:
 
 
 class FullSoftmax:
-    """Cross-entropy over the whole catalogue."""
+    """Cross-entropy over the whole catalogue (scores are dot products with the item weights)."""
 
     def __call__(self, model: Backbone, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         valid = targets != 0
-        logits = model.score_all(hidden[valid])
-        logits[:, 0] = float("-inf")  # padding is never a target
-        return F.cross_entropy(logits, targets[valid])
+        return CatalogueCrossEntropy.apply(hidden[valid], model.item_weights(), targets[valid])
+
+
+class CatalogueCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``hidden @ weights.T`` (item 0, padding, excluded) against
+    ``targets``, a block of rows at a time, with the gradients formed in the same pass.
+
+    The whole (targets x catalogue) logit matrix never exists: each block's logits stay in
+    cache while they are turned into probabilities and multiplied back, where the unfused
+    loss writes and rereads the full matrix several times (memory-bound: on Beauty, 2,000
+    targets x 12,101 items is 97 MB per batch). The loss is a scalar, so backward only
+    scales the stored gradients.
+    """
+
+    BLOCK_FLOATS = 1 << 21  # about 8 MB of logits per block
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        rows = max(16, CatalogueCrossEntropy.BLOCK_FLOATS // weights.shape[0])
+        grad_hidden = torch.empty_like(hidden)
+        grad_weights = torch.zeros_like(weights)
+        total = hidden.new_zeros(())
+        scale = 1.0 / max(len(targets), 1)
+        for start in range(0, len(targets), rows):
+            block, block_targets = hidden[start : start + rows], targets[start : start + rows, None]
+            logits = block @ weights.T
+            logits[:, 0] = float("-inf")
+            log_probs = torch.log_softmax(logits, dim=1)
+            total -= log_probs.gather(1, block_targets).sum()
+            probs = log_probs.exp_()
+            probs.scatter_add_(1, block_targets, torch.full_like(block_targets, -1, dtype=probs.dtype))
+            probs.mul_(scale)  # d(mean loss) / d(logits) = (softmax - one_hot) / n
+            grad_hidden[start : start + rows] = probs @ weights
+            grad_weights += probs.T @ block  # not addmm_: torch's FLOP counter skips in-place addmm
+        ctx.save_for_backward(grad_hidden, grad_weights)
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_hidden, grad_weights = ctx.saved_tensors
+        return grad_hidden * grad_loss, grad_weights * grad_loss, None
 
 
 class BinaryCrossEntropy:
