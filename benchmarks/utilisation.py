@@ -69,16 +69,16 @@ def main() -> None:
 
     def train_epoch(loss_fn=loss_fn) -> None:
         model.train()
-        for inputs, targets, _ in next_item_batches(split.train, model.max_len, 256, np.random.default_rng(0)):
-            loss = loss_fn(model, model.encode(inputs), inputs, targets)
+        for inputs, targets, weights, total in next_item_batches(split.train, model.max_len, 256, np.random.default_rng(0)):
+            loss = loss_fn(model, model.encode(inputs), inputs, targets, weights) / total
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
-    def unfused_softmax(model, hidden, inputs, targets):
+    def unfused_softmax(model, hidden, inputs, targets, weights):
         logits = model.score_all(hidden[targets != 0])
         logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, targets[targets != 0])
+        return F.cross_entropy(logits, targets[targets != 0], reduction="sum")
 
     peak = matmul_gflops()
     rows = {}

@@ -201,8 +201,18 @@ def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
     return None
 
 
+# Train options that only act on synthetic data, so they cannot change a loop's round 0.
+_SYNTHETIC_ONLY = ("synthetic_weight",)
+
+
 def _same_training(train: Cell, improve: Cell) -> bool:
-    return train.command == "train" and all(train.config[s] == improve.config[s] for s in ("data", "model", "train"))
+    """Whether ``train`` is exactly the round 0 of the loop ``improve``."""
+
+    def round_zero(config: dict[str, Any]) -> dict[str, Any]:
+        return {**config, "train": {k: v for k, v in config["train"].items() if k not in _SYNTHETIC_ONLY}}
+
+    sections = ("data", "model", "train")
+    return train.command == "train" and all(round_zero(train.config)[s] == round_zero(improve.config)[s] for s in sections)
 
 
 def _reuse_training_as_round_zero(cell: Cell, out: Path, cells: list[Cell]) -> None:

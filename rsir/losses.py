@@ -1,5 +1,6 @@
-"""Next-item losses, chosen by name. Each takes the model, the hidden states of a batch and
-its input/target items (target 0 = padding, ignored) and returns a scalar."""
+"""Next-item losses, chosen by name. Each takes the model, the hidden states of a batch, its
+input/target items and a weight per target (0 at padding), and returns the weighted sum of
+the per-target losses; the training step divides by the batch's total weight."""
 
 from __future__ import annotations
 
@@ -22,31 +23,36 @@ class SampledSoftmax:
             raise ConfigError(f"negatives must be >= 1, got {negatives}")
         self.negatives = negatives
 
-    def __call__(self, model: Backbone, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, model: Backbone, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         valid = targets != 0
         own = torch.cat([inputs, targets], dim=1)
         negatives, collide = uniform_negatives_excluding_own(model.n_items, own, (len(targets), self.negatives))
-        weights = model.item_weights()
-        # F.embedding, not weights[idx]: the backward of advanced indexing accumulates rows in
-        # a thread-dependent order on CPU, so repeated runs would differ in the last bits.
-        positive = (hidden * F.embedding(targets, weights)).sum(-1)
-        negative = torch.bmm(hidden, F.embedding(negatives, weights).transpose(1, 2))
+        embeddings = model.item_weights()
+        # F.embedding, not embeddings[idx]: the backward of advanced indexing accumulates rows
+        # in a thread-dependent order on CPU, so repeated runs would differ in the last bits.
+        positive = (hidden * F.embedding(targets, embeddings)).sum(-1)
+        negative = torch.bmm(hidden, F.embedding(negatives, embeddings).transpose(1, 2))
         negative = negative.masked_fill(collide.unsqueeze(1), float("-inf"))
         logits = torch.cat([positive.unsqueeze(-1), negative], dim=-1)[valid]
-        return (torch.logsumexp(logits, dim=-1) - logits[:, 0]).mean()
+        return ((torch.logsumexp(logits, dim=-1) - logits[:, 0]) * weights[valid]).sum()
 
 
 class FullSoftmax:
     """Cross-entropy over the whole catalogue (scores are dot products with the item weights)."""
 
-    def __call__(self, model: Backbone, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, model: Backbone, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         valid = targets != 0
-        return CatalogueCrossEntropy.apply(hidden[valid], model.item_weights(), targets[valid])
+        return CatalogueCrossEntropy.apply(hidden[valid], model.item_weights(), targets[valid], weights[valid])
 
 
 class CatalogueCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``hidden @ weights.T`` (item 0, padding, excluded) against
-    ``targets``, a block of rows at a time, with the gradients formed in the same pass.
+    """Cross-entropy of ``hidden @ weights.T`` (item 0, padding, excluded) against
+    ``targets``, summed with per-target weights, a block of rows at a time, with the
+    gradients formed in the same pass.
 
     The whole (targets x catalogue) logit matrix never exists: each block's logits stay in
     cache while they are turned into probabilities and multiplied back, where the unfused
@@ -58,43 +64,48 @@ class CatalogueCrossEntropy(torch.autograd.Function):
     BLOCK_FLOATS = 1 << 21  # about 8 MB of logits per block
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, target_weights: torch.Tensor
+    ) -> torch.Tensor:
         rows = max(16, CatalogueCrossEntropy.BLOCK_FLOATS // weights.shape[0])
         grad_hidden = torch.empty_like(hidden)
         grad_weights = torch.zeros_like(weights)
         total = hidden.new_zeros(())
-        scale = 1.0 / max(len(targets), 1)
+        target_weights = target_weights.to(hidden.dtype)
         for start in range(0, len(targets), rows):
             block, block_targets = hidden[start : start + rows], targets[start : start + rows, None]
+            block_weights = target_weights[start : start + rows, None]
             logits = block @ weights.T
             logits[:, 0] = float("-inf")
             log_probs = torch.log_softmax(logits, dim=1)
-            total -= log_probs.gather(1, block_targets).sum()
+            total -= (log_probs.gather(1, block_targets) * block_weights).sum()
             probs = log_probs.exp_()
             probs.scatter_add_(1, block_targets, torch.full_like(block_targets, -1, dtype=probs.dtype))
-            probs.mul_(scale)  # d(mean loss) / d(logits) = (softmax - one_hot) / n
+            probs.mul_(block_weights)  # d(weighted loss) / d(logits) = w * (softmax - one_hot)
             grad_hidden[start : start + rows] = probs @ weights
             grad_weights += probs.T @ block  # not addmm_: torch's FLOP counter skips in-place addmm
         ctx.save_for_backward(grad_hidden, grad_weights)
-        return total * scale
+        return total
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
         grad_hidden, grad_weights = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weights * grad_loss, None
+        return grad_hidden * grad_loss, grad_weights * grad_loss, None, None
 
 
 class BinaryCrossEntropy:
     """The original SASRec loss: the target against one uniform negative per position."""
 
-    def __call__(self, model: Backbone, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, model: Backbone, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         valid = targets != 0
         own = torch.cat([inputs, targets], dim=1)
         negatives, collide = uniform_negatives_excluding_own(model.n_items, own, tuple(targets.shape))
         positive = model.score_items(hidden, targets.unsqueeze(-1)).squeeze(-1)
         negative = model.score_items(hidden, negatives.unsqueeze(-1)).squeeze(-1)
         loss = F.softplus(-positive) + F.softplus(negative) * (~collide)
-        return loss[valid].mean()
+        return (loss * weights)[valid].sum()
 
 
 LOSSES = {"sampled_softmax": SampledSoftmax, "softmax": FullSoftmax, "bce": BinaryCrossEntropy}

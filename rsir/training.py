@@ -47,6 +47,7 @@ class TrainParams:
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU if there is one)
     augment: str = "none"  # none | reorder | insert: train also on one augmented copy of each sequence (a baseline)
     augment_rate: float = 0.2  # share of each sequence the augmentation reorders or inserts
+    synthetic_weight: float = 1.0  # loss weight of targets in synthetic sequences (real ones weigh 1)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -55,6 +56,8 @@ class TrainParams:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):  # also refuses nan
                 raise ConfigError(f"train option {name} must be > 0, got {value}")
+        if not (self.synthetic_weight > 0 and math.isfinite(self.synthetic_weight)):
+            raise ConfigError(f"train option synthetic_weight must be > 0, got {self.synthetic_weight}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"train option weight_decay must be >= 0, got {self.weight_decay}")
         if self.patience < 1:
@@ -107,13 +110,11 @@ class _LossStep(torch.nn.Module):
         self.model = model
         self.loss_fn = loss_fn
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, batch_targets: int) -> torch.Tensor:
-        loss = self.loss_fn(self.model, self.model.encode(inputs), inputs, targets)
-        world = distributed.world_size()
-        if world > 1:
-            # The mean over this rank's targets, reweighted so that averaging the ranks'
-            # gradients gives the gradient of the mean over the whole batch's targets.
-            loss = loss * (int((targets != 0).sum()) * world / batch_targets)
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float) -> torch.Tensor:
+        # This rank's weighted sum over the whole batch's weight, times the number of ranks:
+        # averaging the ranks' gradients then gives the gradient of the batch's weighted mean.
+        loss = self.loss_fn(self.model, self.model.encode(inputs), inputs, targets, weights)
+        loss = loss * (distributed.world_size() / batch_weight)
         extra = self.model.auxiliary_loss(inputs)
         return loss if extra is None else loss + extra
 
@@ -173,11 +174,10 @@ def fit(
         model.train()
         total, count = 0.0, 0
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-        batches = next_item_batches(
-            split.train, model.max_len, params.batch_size, rng, distributed.rank(), distributed.world_size()
-        )
-        for inputs, targets, batch_targets in batches:
-            loss = step(inputs.to(device), targets.to(device), batch_targets)
+        batches = next_item_batches(split.train, model.max_len, params.batch_size, rng,
+                                    distributed.rank(), distributed.world_size(), params.synthetic_weight)
+        for inputs, targets, weights, batch_weight in batches:
+            loss = step(inputs.to(device), targets.to(device), weights.to(device), batch_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

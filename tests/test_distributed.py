@@ -105,9 +105,9 @@ def test_ranks_split_every_batch_and_keep_the_global_batch(small_dataset):
     one = list(next_item_batches(seqs, 20, 64, np.random.default_rng(5)))
     two = [list(next_item_batches(seqs, 20, 64, np.random.default_rng(5), rank, 2)) for rank in (0, 1)]
     assert len(two[0]) == len(two[1]) == len(one)  # the same steps on both ranks
-    for (_, whole, count), (_, part0, count0), (_, part1, count1) in zip(one, two[0], two[1]):
+    for (_, whole, _, count), (_, part0, _, count0), (_, part1, _, count1) in zip(one, two[0], two[1]):
         assert len(part0) + len(part1) == len(whole)
-        assert count == count0 == count1 == int((whole != 0).sum())  # the global batch's targets
+        assert count == count0 == count1 == int((whole != 0).sum())  # the global batch's target weight
         rows = sorted(tuple(r[r != 0].tolist()) for r in [*part0, *part1])
         assert rows == sorted(tuple(r[r != 0].tolist()) for r in whole)
 

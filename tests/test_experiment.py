@@ -36,6 +36,7 @@ train = { augment = "reorder" }
 [variants.rsir]
 command = "improve"
 improve = { rounds = 1 }
+train = { synthetic_weight = 0.5 }  # acts on synthetic data only: round 0 is still the plain training
 
 [sweep]
 variants = ["rsir"]

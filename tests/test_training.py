@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rsir.checkpoint import load_checkpoint
+from rsir.data import Sequences
 from rsir.data.batching import bucket_batches, next_item_batches
 from rsir.evaluation import evaluate
 from rsir.losses import CatalogueCrossEntropy, build_loss
@@ -23,7 +24,8 @@ def quick(**changes) -> TrainParams:
 def test_batches_pad_only_to_the_longest_in_batch(small_split):
     rng = np.random.default_rng(0)
     widths, seen = [], []
-    for inputs, targets, _ in next_item_batches(small_split.train, 20, 32, rng):
+    for inputs, targets, weights, total in next_item_batches(small_split.train, 20, 32, rng):
+        assert torch.equal(weights, (targets != 0).float()) and total == float((targets != 0).sum())
         valid = (targets != 0).sum(1)
         assert int(valid.max()) == inputs.shape[1]  # the longest row fills the batch
         widths.append(inputs.shape[1])
@@ -100,24 +102,26 @@ def test_model_is_causal(small_dataset):
 
 def test_blocked_full_softmax_equals_the_textbook_cross_entropy(monkeypatch):
     """The catalogue cross-entropy, computed a block of rows at a time with its gradients
-    formed in the forward pass, gives the loss and gradients of F.cross_entropy on the whole
-    logit matrix (item 0 excluded), across several blocks and under a scaled loss."""
+    formed in the forward pass, gives the weighted loss and the gradients of F.cross_entropy
+    on the whole logit matrix (item 0 excluded), across several blocks and under a scaled loss."""
     monkeypatch.setattr(CatalogueCrossEntropy, "BLOCK_FLOATS", 300 * 17)  # 17 rows per block
     torch.manual_seed(0)
     model = build_backbone("sasrec", 300, {"dim": 16, "blocks": 1, "heads": 1, "dropout": 0.0}, seed=0).double()
     inputs = torch.randint(0, 301, (6, 10))
     targets = torch.randint(0, 301, (6, 10))
+    weights = torch.rand(6, 1, dtype=torch.float64) * (targets != 0)
 
     def gradients(loss_fn):
         model.zero_grad()
-        loss = 2.5 * loss_fn(model, model.encode(inputs), inputs, targets)
+        loss = 2.5 * loss_fn(model, model.encode(inputs), inputs, targets, weights)
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
-    def textbook(model, hidden, inputs, targets):
+    def textbook(model, hidden, inputs, targets, weights):
         logits = model.score_all(hidden[targets != 0])
         logits[:, 0] = float("-inf")
-        return torch.nn.functional.cross_entropy(logits, targets[targets != 0])
+        per_target = torch.nn.functional.cross_entropy(logits, targets[targets != 0], reduction="none")
+        return (per_target * weights[targets != 0]).sum()
 
     assert int((targets != 0).sum()) > 3 * 17
     blocked, blocked_grads = gradients(build_loss("softmax"))
@@ -125,3 +129,28 @@ def test_blocked_full_softmax_equals_the_textbook_cross_entropy(monkeypatch):
     assert torch.allclose(blocked, reference, rtol=1e-12)
     for mine, theirs in zip(blocked_grads, reference_grads):
         assert torch.allclose(mine, theirs, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "softmax", "bce"])
+def test_synthetic_targets_weigh_synthetic_weight_in_the_loss(small_split, loss):
+    """A batch of real and synthetic sequences: each target's loss counts with weight 1 (real)
+    or synthetic_weight, and the step is their weighted mean."""
+    real = small_split.train.select(np.arange(8))
+    synthetic = Sequences.from_flat(real.items, real.lengths, np.full(len(real), -1), origin=1)
+    data = real.concat(synthetic)
+    model = build_backbone("sasrec", 1000, SMALL, seed=0).eval()  # no dropout: the same hidden states twice
+    loss_fn = build_loss(loss, negatives=8)
+    (inputs, targets, weights, total), = next_item_batches(data, 20, 16, np.random.default_rng(0), synthetic_weight=0.25)
+    synthetic_rows = weights.max(1).values == 0.25
+    assert synthetic_rows.sum() == 8 and total == pytest.approx(1.25 * int((targets[~synthetic_rows] != 0).sum()))
+
+    @torch.no_grad()
+    def loss_with(target_weights: torch.Tensor) -> float:
+        torch.manual_seed(1)  # the same negatives at every call
+        return float(loss_fn(model, model.encode(inputs), inputs, targets, target_weights))
+
+    rows = (weights > 0).float()
+    per_row = [loss_with(rows * (torch.arange(len(rows)) == r).unsqueeze(1)) for r in range(len(rows))]
+    expected = sum(l * (0.25 if synthetic else 1.0) for l, synthetic in zip(per_row, synthetic_rows.tolist()))
+    assert loss_with(weights) == pytest.approx(expected, rel=1e-5)
+    assert min(per_row) > 0

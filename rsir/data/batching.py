@@ -25,24 +25,35 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
 
 
 def next_item_batches(
-    seqs: Sequences, max_len: int, batch_size: int, rng: np.random.Generator, rank: int = 0, world_size: int = 1
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    seqs: Sequences,
+    max_len: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    rank: int = 0,
+    world_size: int = 1,
+    synthetic_weight: float = 1.0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
     """One epoch of sequence-to-sequence batches: every position predicts the next item.
 
     Inputs are ``s[:-1]`` and targets ``s[1:]`` over the last ``max_len + 1`` items of each
     sequence; target 0 marks padding. Sequences of one item carry no target and are skipped.
-    With ``world_size`` ranks (same ``rng`` state on each), rank ``r`` gets every
-    ``world_size``-th row of each batch, so the global batch stays ``batch_size``; a batch
-    with fewer rows than ranks is skipped by all of them. The third element is the number
-    of targets in the whole (global) batch.
+    Each target has a weight: 1 for real sequences, ``synthetic_weight`` for synthetic ones
+    (0 at padding). With ``world_size`` ranks (same ``rng`` state on each), rank ``r`` gets
+    every ``world_size``-th row of each batch, so the global batch stays ``batch_size``; a
+    batch with fewer rows than ranks is skipped by all of them. Yields inputs, targets,
+    target weights, and the total target weight of the whole (global) batch.
     """
     trainable = np.flatnonzero(seqs.lengths >= 2)
     lengths = np.minimum(seqs.lengths[trainable], max_len + 1)
+    row_weights = np.where(seqs.origin[trainable] > 0, synthetic_weight, 1.0).astype(np.float32)
     for batch in bucket_batches(lengths, batch_size, rng):
         if len(batch) < world_size:
             continue
-        window = torch.from_numpy(seqs.padded(trainable[batch[rank::world_size]], max_len + 1).astype(np.int64))
-        yield window[:, :-1], window[:, 1:], int(lengths[batch].sum() - len(batch))
+        mine = batch[rank::world_size]
+        window = torch.from_numpy(seqs.padded(trainable[mine], max_len + 1).astype(np.int64))
+        targets = window[:, 1:]
+        weights = torch.from_numpy(row_weights[mine]).unsqueeze(1) * (targets != 0)
+        yield window[:, :-1], targets, weights, float(row_weights[batch] @ (lengths[batch] - 1))
 
 
 def next_item_windows(
