@@ -152,8 +152,9 @@ def early_stop_note(rs: dict[str, Any]) -> str:
     loop = [e["train_seconds"] + e["eval_seconds"] for e in rs["history"]]
     to_best = sum(loop[: rs["best_epoch"]])
     if rs["stopped_by"] == "patience":
+        when = "before" if sum(loop) <= rs["budget_s"] else "in the epoch that also used up"
         return (f"rsir stopped early (patience {PATIENCE}) after {rs['epochs']} epochs, {sum(loop):.0f} s of "
-                f"training+validation, before the {rs['budget_s']:.0f} s budget; its best model (epoch "
+                f"training+validation, {when} the {rs['budget_s']:.0f} s budget; its best model (epoch "
                 f"{rs['best_epoch']}) was reached after {to_best:.0f} s.")
     return (f"rsir was still improving (within patience) at the budget (stopped by {rs['stopped_by']} after {rs['epochs']} epoch(s), "
             f"best epoch {rs['best_epoch']} reached after {to_best:.0f} s; patience {PATIENCE} not exhausted).")
