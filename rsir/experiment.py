@@ -240,7 +240,7 @@ def _rounds(metrics_path: Path) -> list[dict[str, Any]]:
     return [{"round": 0, "test": metrics["test"]}]
 
 
-def aggregate(spec: Spec, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> list[dict[str, Any]]:
     """One row per (dataset, variant, round): mean and std over seeds, and for every row
     the relative gain over the baseline variant's final round, paired seed by seed, with a
     paired t-test when at least two seeds pair up. When the baseline itself is swept, each
@@ -248,17 +248,21 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]]) -> list[dict[str, 
     from scipy import stats
 
     values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
+    unfinished: dict[tuple[str, str, int], list[int]] = {}
     points = {cell.variant: cell.point for cell in spec.cells}
     for cell in spec.cells:
         result = results.get(cell.key)
         for record in (result or {}).get("rounds", []):
             values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = record["test"]
+            if cell.key in interim:
+                unfinished.setdefault((cell.dataset, cell.variant, record["round"]), []).append(cell.seed)
     finals: dict[tuple[str, str], int] = {}
     for dataset, variant, round_ in values:
         finals[(dataset, variant)] = max(round_, finals.get((dataset, variant), 0))
     rows = []
     for (dataset, variant, round_), by_seed in values.items():
-        row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": round_, "seeds": sorted(by_seed)}
+        row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": round_, "seeds": sorted(by_seed),
+                               "interim_seeds": sorted(unfinished.get((dataset, variant, round_), []))}
         baseline = spec.baseline + points.get(variant, "")
         if baseline not in points:
             baseline = spec.baseline
@@ -279,22 +283,28 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]]) -> list[dict[str, 
 
 
 def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
-    results = {}
+    """Aggregate the finished cells, plus the finished rounds of loop cells still running
+    (or interrupted), which are counted as interim so that long studies report as they go."""
+    results, interim = {}, {}
     for cell in spec.cells:
-        path = out / cell.key / "result.json"
+        path, partial = out / cell.key / "result.json", out / cell.key / "run" / "metrics.json"
         if path.exists():
             results[cell.key] = json.loads(path.read_text())
-    rows = aggregate(spec, results)
+        elif cell.command == "improve" and partial.exists():
+            interim[cell.key] = {"rounds": _rounds(partial)}
+    rows = aggregate(spec, {**interim, **results}, interim=set(interim))
     cell_seconds = sum(r["wall_seconds"] for r in results.values())
     report = {"name": spec.name, "baseline": spec.baseline, "cells": len(spec.cells), "cells_done": len(results),
-              "cell_seconds": round(cell_seconds, 1), "rows": rows}
+              "cells_interim": sorted(interim), "cell_seconds": round(cell_seconds, 1), "rows": rows}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
         f"{m} | gain {m} (p)" for m in spec.metrics) + " |"
     lines = [
         f"# {spec.name}", "",
         f"{len(results)} of {len(spec.cells)} cells done; their total run time {cell_seconds / 3600:.2f} h. "
-        f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`, paired by seed, "
+        + (f"{len(interim)} unfinished loop cell(s) contribute their finished rounds (the seeds marked "
+           "interim). " if interim else "")
+        + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`, paired by seed, "
         "with the p-value of a paired t-test.", "",
         header, "|" + "---|" * (4 + 2 * len(spec.metrics)),
     ]
@@ -308,7 +318,8 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
                 cells.append(f"{100 * m['gain']:+.1f}%{p}")
             else:
                 cells.append("")
-        lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+        seeds = f"{len(row['seeds'])}" + (f" ({len(row['interim_seeds'])} interim)" if row["interim_seeds"] else "")
+        lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {seeds} | " + " | ".join(cells) + " |")
     with atomic_open(out / "report.md") as handle:
         handle.write("\n".join(lines) + "\n")
     if rows:

@@ -4,6 +4,7 @@ augmentation baselines."""
 from __future__ import annotations
 
 import json
+import shutil
 import math
 from pathlib import Path
 
@@ -81,6 +82,22 @@ def test_rerun_skips_finished_cells_and_redoes_an_unrecorded_one(experiment, cap
     after = {p: p.read_text() for p in out.rglob("result.json")}
     assert {p: t for p, t in after.items() if p != lost} == {p: t for p, t in before.items() if p != lost}
     assert json.loads(after[lost])["rounds"] == json.loads(before[lost])["rounds"]
+
+
+def test_an_unfinished_loop_reports_its_finished_rounds_as_interim(experiment, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(experiment / "out", out)
+    cell = out / "synthetic" / "rsir[generate.tau=5]" / "s1"
+    (cell / "result.json").unlink()  # as if the loop were still running, with round 0 done
+    metrics = json.loads((cell / "run" / "metrics.json").read_text())
+    (cell / "run" / "metrics.json").write_text(json.dumps({"rounds": metrics["rounds"][:1]}))
+    assert main(["experiment", str(experiment / "spec.toml"), "--out", str(out), "--report-only"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = {(r["variant"], r["round"]): r for r in report["rows"]}
+    assert report["cells_done"] == 7 and report["cells_interim"] == ["synthetic/rsir[generate.tau=5]/s1"]
+    assert rows[("rsir[generate.tau=5]", 0)]["seeds"] == [0, 1] and rows[("rsir[generate.tau=5]", 0)]["interim_seeds"] == [1]
+    assert rows[("rsir[generate.tau=5]", 1)]["seeds"] == [0] and rows[("rsir[generate.tau=5]", 1)]["interim_seeds"] == []
+    assert "| synthetic | rsir[generate.tau=5] | 0 | 2 (1 interim) |" in capsys.readouterr().out
 
 
 def test_only_runs_the_matching_cells(experiment, tmp_path, capsys):
