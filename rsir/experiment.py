@@ -275,7 +275,8 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
                 row[metric]["gain"] = float((mine / theirs - 1).mean())
-                row[metric]["p"] = float(stats.ttest_rel(mine, theirs).pvalue) if len(paired) > 1 else None
+                tested = len(paired) > 1 and np.any(mine != theirs)  # identical pairs (a reused round 0): no test
+                row[metric]["p"] = float(stats.ttest_rel(mine, theirs).pvalue) if tested else None
         rows.append(row)
     order = {cell.variant: i for i, cell in reversed(list(enumerate(spec.cells)))}
     datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
