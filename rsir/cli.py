@@ -246,15 +246,16 @@ def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], ov
     if overwrite or not saved_path.exists():
         return False
     wanted = config.to_dict(sections)
+    written = yaml.safe_load(saved_path.read_text())
     try:
-        saved = build_config(yaml.safe_load(saved_path.read_text()), source=str(saved_path)).to_dict(sections)
+        saved = build_config(written, source=str(saved_path)).to_dict(sections)
     except ConfigError:
         saved = None
     if saved is not None and "improve" in sections and saved["improve"]["rounds"] <= wanted["improve"]["rounds"]:
         saved["improve"]["rounds"] = wanted["improve"]["rounds"]
     if saved != wanted:
         raise ConfigError(f"{out} holds a run with a different config; pass --overwrite or choose another --out")
-    if yaml.safe_load(saved_path.read_text()) != wanted and distributed.is_main():
+    if written != wanted and distributed.is_main():
         with atomic_open(saved_path) as handle:  # record what the resumed run now does
             yaml.safe_dump(wanted, handle, sort_keys=False)
     return True

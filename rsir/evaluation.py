@@ -45,6 +45,20 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str,
     return out
 
 
+def paired_gain(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float | None]:
+    """Mean relative gain of paired metric values (one pair per seed) and the two-sided
+    paired t-test p-value; no gain when a baseline is 0, no test with one pair or when every
+    pair is identical (a reused round 0)."""
+    from scipy import stats
+
+    candidate, baseline = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    tested = len(candidate) > 1 and bool(np.any(candidate != baseline))
+    return {
+        "gain": float((candidate / baseline - 1).mean()) if np.all(baseline > 0) else None,
+        "p": float(stats.ttest_rel(candidate, baseline).pvalue) if tested else None,
+    }
+
+
 @torch.no_grad()
 def score_histories(model: Backbone, history: Sequences, rows: np.ndarray, exclude_seen: bool = True) -> torch.Tensor:
     """Scores of every item for the chosen rows' next step; padding (and seen items) -inf."""

@@ -50,6 +50,7 @@ import yaml
 
 from .config import build_config, read_config_file
 from .errors import ConfigError
+from .evaluation import paired_gain
 from .io import atomic_open, atomic_path, write_json
 
 SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics"}
@@ -245,8 +246,6 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
     the relative gain over the baseline variant's final round, paired seed by seed, with a
     paired t-test when at least two seeds pair up. When the baseline itself is swept, each
     sweep point is paired with the baseline at the same point (noise 0.2 against noise 0.2)."""
-    from scipy import stats
-
     values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
     unfinished: dict[tuple[str, str, int], list[int]] = {}
     points = {cell.variant: cell.point for cell in spec.cells}
@@ -274,9 +273,7 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
             if paired and variant != baseline:
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
-                row[metric]["gain"] = float((mine / theirs - 1).mean())
-                tested = len(paired) > 1 and np.any(mine != theirs)  # identical pairs (a reused round 0): no test
-                row[metric]["p"] = float(stats.ttest_rel(mine, theirs).pvalue) if tested else None
+                row[metric].update(paired_gain(mine, theirs))
         rows.append(row)
     order = {cell.variant: i for i, cell in reversed(list(enumerate(spec.cells)))}
     datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
@@ -316,7 +313,7 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
             cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}")
             if "gain" in m:
                 p = f" (p={m['p']:.3f})" if m.get("p") is not None else ""
-                cells.append(f"{100 * m['gain']:+.1f}%{p}")
+                cells.append(("n/a" if m["gain"] is None else f"{100 * m['gain']:+.1f}%") + p)
             else:
                 cells.append("")
         seeds = f"{len(row['seeds'])}" + (f" ({len(row['interim_seeds'])} interim)" if row["interim_seeds"] else "")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .data.split import LeaveOneOut
-from .evaluation import metrics_from_ranks
+from .evaluation import metrics_from_ranks, paired_gain
 
 HISTORY_EDGES = (5, 10, 20)  # buckets 1-5, 6-10, 11-20, 21+ items of history before the test target
 POPULARITY_SHARES = (0.2, 0.5)  # head: the 20% most interacted items; torso: the next 30%; tail: the rest
@@ -57,8 +57,6 @@ def segment_gains(
 ) -> list[dict[str, Any]]:
     """Rows (segmentation, segment, users, and per metric the baseline and candidate means
     over pairs, the mean paired relative gain and its paired t-test p-value)."""
-    from scipy import stats
-
     if len(baseline) != len(candidate) or not baseline:
         raise ValueError("baseline and candidate need the same number (>= 1) of paired rank arrays")
     n_users = len(baseline[0])
@@ -68,17 +66,11 @@ def segment_gains(
     for how, segment, mask in groups:
         if mask.any():
             row: dict[str, Any] = {"segmentation": how, "segment": segment, "users": int(mask.sum())}
+            base = [metrics_from_ranks(r[mask]) for r in baseline]  # every metric from one pass per run
+            cand = [metrics_from_ranks(r[mask]) for r in candidate]
             for metric in metrics:
-                base = np.array([metrics_from_ranks(r[mask])[metric] for r in baseline])
-                cand = np.array([metrics_from_ranks(r[mask])[metric] for r in candidate])
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    gains = cand / base - 1
-                row[metric] = {
-                    "baseline": float(base.mean()),
-                    "candidate": float(cand.mean()),
-                    "gain": float(gains.mean()) if np.all(base > 0) else None,
-                    "p": float(stats.ttest_rel(cand, base).pvalue) if len(base) > 1 and np.any(cand != base) else None,
-                }
+                b, c = np.array([m[metric] for m in base]), np.array([m[metric] for m in cand])
+                row[metric] = {"baseline": float(b.mean()), "candidate": float(c.mean()), **paired_gain(c, b)}
             rows.append(row)
     return rows
 
