@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads of each side (0 = all cores)")
     p.add_argument("--out", type=Path, required=True, help="output prefix: writes OUT.md and OUT.json")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: both sides multiply in bfloat16 under autocast (rsir train.precision, RecBole enable_amp)")
     p.add_argument("--only", choices=("rsir", "recbole", "both"), default="both")
     p.add_argument("--reuse-recbole", type=Path, help="RecBole driver JSON (or an earlier OUT.json) to use instead of a run")
     p.add_argument("--recbole-workdir", type=Path, default=ROOT / ".bench" / "recbole-run")
@@ -75,7 +77,8 @@ def rsir_child(args: argparse.Namespace) -> None:
     split = leave_one_out(data)
     model = build_backbone("sasrec", data.n_items, MODEL, seed=args.seed)
     params = TrainParams(loss="softmax", lr=1e-3, batch_size=256, max_epochs=MAX_EPOCHS, patience=PATIENCE,
-                         seed=args.seed, exclude_seen=False, threads=args.threads)  # RecBole keeps seen items rankable
+                         seed=args.seed, exclude_seen=False, threads=args.threads,
+                         precision=args.precision)  # RecBole keeps seen items rankable
     result = fit(model, split, params, run_dir=None, progress=False, time_budget=args.budget_s)
     # fit leaves the best-validation weights loaded: the same model, scored with exclusion on.
     test_excl = evaluate(model, split.test, exclude_seen=True).metrics
@@ -116,7 +119,7 @@ def run_rsir(args: argparse.Namespace) -> dict[str, Any]:
         out = Path(tmp) / "rsir.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--data", str(args.data), "--budget-s",
                str(args.budget_s), "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(args.out),
-               "--rsir-child", str(out)]
+               "--precision", args.precision, "--rsir-child", str(out)]
         subprocess.run(cmd, check=True)
         return json.loads(out.read_text())
 
@@ -126,10 +129,10 @@ def run_recbole(args: argparse.Namespace) -> dict[str, Any]:
     env = subprocess.run(["bash", str(ROOT / "benchmarks" / "recbole_env.sh")], check=True,
                          stdout=subprocess.PIPE, text=True, cwd=ROOT)
     python = env.stdout.strip().splitlines()[-1]
-    out = args.recbole_workdir.resolve() / f"result-{args.data.stem}-s{args.seed}.json"
+    out = args.recbole_workdir.resolve() / f"result-{args.data.stem}-s{args.seed}-{args.precision}.json"
     cmd = [python, str(ROOT / "benchmarks" / "recbole_driver.py"), "--data", str(args.data.resolve()),
            "--budget-s", str(args.budget_s), "--workdir", str(args.recbole_workdir.resolve()),
-           "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(out)]
+           "--seed", str(args.seed), "--threads", str(args.threads), "--precision", args.precision, "--out", str(out)]
     subprocess.run(cmd, check=True)
     log(f"RecBole result kept at {out} (pass it to --reuse-recbole to skip the rerun)")
     return json.loads(out.read_text())
@@ -177,7 +180,7 @@ def render(meta: dict[str, Any], rs: dict[str, Any] | None, rb: dict[str, Any] |
          f"date: {meta['date']}; machine: {meta['machine']}; load average at start {meta['loadavg']}, "
          f"at end {meta.get('loadavg_end', 'n/a')}.  "),
         (f"Same config on both sides: batch 256, d=64, 2 blocks, 2 heads, dropout 0.5, lr 1e-3, max_len 50, "
-         f"seed {meta['seed']}, wall-clock budget {meta['budget_s']:.0f} s of training+validation (checked after "
+         f"precision {meta.get('precision', 'fp32')} (bf16: rsir's train.precision, RecBole's enable_amp), seed {meta['seed']}, wall-clock budget {meta['budget_s']:.0f} s of training+validation (checked after "
          f"each epoch), run one after the other.  "),
         ("Like-for-like evaluation: RecBole's sequential full-sort evaluation leaves the user's seen items "
          "rankable, so rsir is run with `exclude_seen=False` here; full ranking over the catalogue. "
@@ -249,6 +252,7 @@ def main() -> None:
         "seed": args.seed,
         "budget_s": args.budget_s,
         "threads_per_side": args.threads or os.cpu_count(),
+        "precision": args.precision,
         "model": MODEL,
     }
     rs = rb = None

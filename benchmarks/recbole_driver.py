@@ -52,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--out", type=Path, required=True, help="JSON report path")
     p.add_argument("--epochs-max", type=int, default=1000)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: RecBole's enable_amp (torch.autocast, bfloat16 on CPU)")
     p.add_argument("--patience", type=int, default=1000,
                    help="epochs without validation gain before stopping (large = budget only)")
     args = p.parse_args()
@@ -76,7 +78,7 @@ def convert_s3rec(src: Path, data_root: Path) -> str:
     return name
 
 
-def make_config(dataset: str, data_root: Path, workdir: Path, seed: int, epochs: int) -> Config:
+def make_config(dataset: str, data_root: Path, workdir: Path, seed: int, epochs: int, precision: str) -> Config:
     cfg: dict[str, Any] = {
         "data_path": str(data_root),
         "dataset": dataset,
@@ -115,6 +117,7 @@ def make_config(dataset: str, data_root: Path, workdir: Path, seed: int, epochs:
         "reproducibility": True,
         "show_progress": False,
         "log_wandb": False,
+        "enable_amp": precision == "bf16",
     }
     return Config(model="SASRec", config_dict=cfg)
 
@@ -147,7 +150,7 @@ def main() -> None:
     os.chdir(workdir)
 
     dataset_name = convert_s3rec(data_src, workdir / "data")
-    config = make_config(dataset_name, workdir / "data", workdir, args.seed, args.epochs_max)
+    config = make_config(dataset_name, workdir / "data", workdir, args.seed, args.epochs_max, args.precision)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().setLevel(logging.WARNING)  # our own progress lines suffice

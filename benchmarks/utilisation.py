@@ -3,7 +3,8 @@ torch's FlopCounterMode for one training epoch's batches, one full-ranking evalu
 one generation step, divided by their measured time, against the float32 matrix-multiply
 throughput measured in the same run. With ``--loss softmax`` the epoch is also timed with the
 textbook full-softmax loss (the whole logit matrix materialised, ``F.cross_entropy``), the
-reference for rsir's blocked one.
+reference for rsir's blocked one. The epoch is timed again with ``train.precision = "bf16"``
+(products in bfloat16 under autocast), against the bfloat16 matrix-multiply throughput.
 
     python benchmarks/utilisation.py --data ../shared/data/Beauty/Beauty.txt --threads 1 \
         --out docs/results/utilisation_beauty.json
@@ -31,11 +32,12 @@ from rsir.generation import GenerationParams, generate
 from rsir.io import write_json
 from rsir.losses import build_loss
 from rsir.models import build_backbone
+from rsir.training import LossStep
 
 
-def matmul_gflops(seconds: float = 3.0) -> float:
-    """This machine's float32 matrix-multiply throughput (GFLOP/s) at the current thread count."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def matmul_gflops(dtype: torch.dtype = torch.float32, seconds: float = 3.0) -> float:
+    """This machine's matrix-multiply throughput (GFLOP/s) in ``dtype`` at the current thread count."""
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
     a @ b
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -67,10 +69,11 @@ def main() -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = build_loss(args.loss)
 
-    def train_epoch(loss_fn=loss_fn) -> None:
+    def train_epoch(loss_fn=loss_fn, precision: str = "fp32") -> None:
         model.train()
+        step = LossStep(model, loss_fn, precision)
         for inputs, targets, weights, total in next_item_batches(split.train, model.max_len, 256, np.random.default_rng(0)):
-            loss = loss_fn(model, model.encode(inputs), inputs, targets, weights) / total
+            loss = step(inputs, targets, weights, total)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -80,10 +83,11 @@ def main() -> None:
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, targets[targets != 0], reduction="sum")
 
-    peak = matmul_gflops()
+    peak = {"fp32": matmul_gflops(), "bf16": matmul_gflops(torch.bfloat16)}
     rows = {}
     paths = [
         ("train_epoch", train_epoch),
+        ("train_epoch_bf16", lambda: train_epoch(precision="bf16")),
         ("evaluate_valid", lambda: evaluate(model, split.valid)),
         ("generate_round_tau10", lambda: generate(model, split.train, GenerationParams(), progress=False)),
     ]
@@ -92,10 +96,11 @@ def main() -> None:
     for name, fn in paths:
         gflop, seconds = measure(fn)
         rows[name] = {"gflop": round(gflop, 1), "seconds": round(seconds, 2), "gflops": round(gflop / seconds, 1),
-                      "share_of_matmul_peak": round(gflop / seconds / peak, 3)}
+                      "share_of_matmul_peak": round(gflop / seconds / peak["bf16" if "bf16" in name else "fp32"], 3)}
         print(name, json.dumps(rows[name]), flush=True)
     report = {"command": "python " + shlex.join(sys.argv), "machine": f"{os.cpu_count()} cores, {platform.machine()}",
-              "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak, 1), "loss": args.loss, **rows}
+              "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak["fp32"], 1),
+              "matmul_peak_gflops_bf16": round(peak["bf16"], 1), "loss": args.loss, **rows}
     if args.out:
         write_json(args.out, report)
 

@@ -67,30 +67,39 @@ class CatalogueCrossEntropy(torch.autograd.Function):
     def forward(
         ctx, hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, target_weights: torch.Tensor
     ) -> torch.Tensor:
+        device = hidden.device.type
+        exact = torch.promote_types(hidden.dtype, torch.float32)  # softmax, loss and gradient sums
+        # Under autocast the three products run in its lower precision, each operand cast once.
+        product = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else exact
         rows = max(16, CatalogueCrossEntropy.BLOCK_FLOATS // weights.shape[0])
         grad_hidden = torch.empty_like(hidden)
-        grad_weights = torch.zeros_like(weights)
-        total = hidden.new_zeros(())
-        target_weights = target_weights.to(hidden.dtype)
-        for start in range(0, len(targets), rows):
-            block, block_targets = hidden[start : start + rows], targets[start : start + rows, None]
-            block_weights = target_weights[start : start + rows, None]
-            logits = block @ weights.T
-            logits[:, 0] = float("-inf")
-            log_probs = torch.log_softmax(logits, dim=1)
-            total -= (log_probs.gather(1, block_targets) * block_weights).sum()
-            probs = log_probs.exp_()
-            probs.scatter_add_(1, block_targets, torch.full_like(block_targets, -1, dtype=probs.dtype))
-            probs.mul_(block_weights)  # d(weighted loss) / d(logits) = w * (softmax - one_hot)
-            grad_hidden[start : start + rows] = probs @ weights
-            grad_weights += probs.T @ block  # not addmm_: torch's FLOP counter skips in-place addmm
-        ctx.save_for_backward(grad_hidden, grad_weights)
+        grad_weights = torch.zeros(weights.shape, dtype=exact, device=weights.device)
+        total = hidden.new_zeros((), dtype=exact)
+        hidden_p, weights_p, target_weights = hidden.to(product), weights.to(product), target_weights.to(exact)
+        with torch.autocast(device, enabled=False):
+            for start in range(0, len(targets), rows):
+                block, block_targets = hidden_p[start : start + rows], targets[start : start + rows, None]
+                block_weights = target_weights[start : start + rows, None]
+                logits = block @ weights_p.T
+                logits[:, 0] = float("-inf")
+                top = logits.amax(dim=1, keepdim=True).to(exact)
+                log_target = logits.gather(1, block_targets).to(exact) - top
+                probs = torch.sub(logits, top, out=logits if logits.dtype == exact else None).exp_()
+                norm = probs.sum(dim=1, keepdim=True)
+                log_target -= norm.log()
+                total -= (log_target * block_weights).sum()
+                # d(weighted loss) / d(logits) = w * (softmax - one_hot)
+                probs.mul_(block_weights / norm).scatter_add_(1, block_targets, -block_weights)
+                probs = probs.to(product)
+                grad_hidden[start : start + rows] = probs @ weights_p
+                grad_weights += probs.T @ block  # not addmm_: torch's FLOP counter skips in-place addmm
+        ctx.save_for_backward(grad_hidden, grad_weights.to(weights.dtype))
         return total
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
         grad_hidden, grad_weights = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weights * grad_loss, None, None
+        return grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weights * grad_loss, None, None
 
 
 class BinaryCrossEntropy:

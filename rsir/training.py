@@ -48,6 +48,7 @@ class TrainParams:
     augment: str = "none"  # none | reorder | insert: train also on one augmented copy of each sequence (a baseline)
     augment_rate: float = 0.2  # share of each sequence the augmentation reorders or inserts
     synthetic_weight: float = 1.0  # loss weight of targets in synthetic sequences (real ones weigh 1)
+    precision: str = "fp32"  # fp32 | bf16: matrix products of the training step in bfloat16 (weights, evaluation stay fp32)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -60,6 +61,8 @@ class TrainParams:
             raise ConfigError(f"train option synthetic_weight must be > 0, got {self.synthetic_weight}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"train option weight_decay must be >= 0, got {self.weight_decay}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train option precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.patience < 1:
             raise ConfigError(f"train option patience must be >= 1, got {self.patience}")
         if self.threads < 0:
@@ -71,6 +74,7 @@ class TrainParams:
 
 
 SELECT_METRIC = "ndcg@20"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -101,22 +105,26 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(int(np.random.SeedSequence([seed, distributed.rank()]).generate_state(1)[0]))
 
 
-class _LossStep(torch.nn.Module):
+class LossStep(torch.nn.Module):
     """The backbone and its loss as one module, so DistributedDataParallel sees the whole
     forward pass and averages the gradients of every parameter across ranks."""
 
-    def __init__(self, model: Backbone, loss_fn) -> None:
+    def __init__(self, model: Backbone, loss_fn, precision: str = "fp32") -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
+        self.low_precision = PRECISIONS[precision]
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float) -> torch.Tensor:
-        # This rank's weighted sum over the whole batch's weight, times the number of ranks:
-        # averaging the ranks' gradients then gives the gradient of the batch's weighted mean.
-        loss = self.loss_fn(self.model, self.model.encode(inputs), inputs, targets, weights)
-        loss = loss * (distributed.world_size() / batch_weight)
-        extra = self.model.auxiliary_loss(inputs)
-        return loss if extra is None else loss + extra
+        # Mixed precision: autocast runs the products in bfloat16 while the weights, the
+        # optimiser and the reductions stay in float32.
+        with torch.autocast(inputs.device.type, dtype=self.low_precision, enabled=self.low_precision is not None):
+            # This rank's weighted sum over the whole batch's weight, times the number of ranks:
+            # averaging the ranks' gradients then gives the gradient of the batch's weighted mean.
+            loss = self.loss_fn(self.model, self.model.encode(inputs), inputs, targets, weights)
+            loss = loss.float() * (distributed.world_size() / batch_weight)
+            extra = self.model.auxiliary_loss(inputs)
+            return loss if extra is None else loss + extra.float()
 
 
 def fit(
@@ -155,7 +163,7 @@ def fit(
     main = distributed.is_main()
     progress = progress and main
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    step: torch.nn.Module = _LossStep(model, build_loss(params.loss, params.negatives))
+    step: torch.nn.Module = LossStep(model, build_loss(params.loss, params.negatives), params.precision)
     if distributed.active():
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     rng = np.random.default_rng(params.seed)  # batch order: the same on every rank

@@ -158,6 +158,8 @@ CORPUS = [
     option_case("unknown-format", "argument --format: invalid choice", "recommend", "--checkpoint", "{tmp}/m.pt",
                 "--format", "xml", "--output", "{tmp}/out"),
     option_case("lr-not-a-number", "argument --lr: invalid float value: 'abc'", "train", "--lr", "abc", "--out", "{tmp}/out"),
+    option_case("precision-fp16", "precision must be one of fp32, bf16, got 'fp16'", "train", "--precision", "fp16",
+                "--out", "{tmp}/out"),
     option_case("lr-negative", "lr must be > 0", "train", "--lr", "-0.1", "--out", "{tmp}/out"),
     option_case("exploit-prob-nan", "exploit_prob must be in [0, 1], got nan", "improve", "--exploit-prob", "nan", "--out", "{tmp}/out"),
     option_case("tau-half", "tau must be >= 1", "improve", "--tau", "0.5", "--out", "{tmp}/out"),

@@ -41,12 +41,14 @@ def test_bucket_batches_cover_every_row_once():
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
 
 
-@pytest.mark.parametrize("loss", ["sampled_softmax", "softmax", "bce"])
-def test_sasrec_beats_popularity(small_dataset, small_split, loss):
+@pytest.mark.parametrize("loss, precision", [("sampled_softmax", "fp32"), ("softmax", "fp32"), ("bce", "fp32"),
+                                             ("sampled_softmax", "bf16"), ("softmax", "bf16")])
+def test_sasrec_beats_popularity(small_dataset, small_split, loss, precision):
     popularity = build_backbone("popularity", small_dataset.n_items)
     baseline = fit(popularity, small_split, quick(), progress=False).test
     model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
-    result = fit(model, small_split, quick(loss=loss), progress=False)
+    result = fit(model, small_split, quick(loss=loss, precision=precision), progress=False)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # mixed precision keeps fp32 weights
     assert result.test["ndcg@10"] > 2 * baseline["ndcg@10"]
     assert result.test["recall@10"] > baseline["recall@10"] + 0.1
     losses = [r["loss"] for r in result.history]
@@ -129,6 +131,32 @@ def test_blocked_full_softmax_equals_the_textbook_cross_entropy(monkeypatch):
     assert torch.allclose(blocked, reference, rtol=1e-12)
     for mine, theirs in zip(blocked_grads, reference_grads):
         assert torch.allclose(mine, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_blocked_full_softmax_under_bf16_autocast_stays_close_to_fp32():
+    """Under autocast the catalogue products run in bfloat16: the loss and the gradients move
+    by bfloat16 rounding only (they differ from fp32, yet stay within a few per cent)."""
+    torch.manual_seed(0)
+    model = build_backbone("sasrec", 2000, {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.0}, seed=0)
+    with torch.no_grad():
+        model.item_weights().mul_(30)  # logits of a trained model's size, not near zero
+    inputs = torch.randint(1, 2001, (32, 20))
+    targets = torch.randint(1, 2001, (32, 20))
+    weights = torch.ones(32, 20)
+
+    def loss_and_gradients(bf16: bool):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = build_loss("softmax")(model, model.encode(inputs), inputs, targets, weights)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    exact_loss, exact_grad = loss_and_gradients(False)
+    low_loss, low_grad = loss_and_gradients(True)
+    assert low_loss.dtype == torch.float32
+    assert low_loss != exact_loss
+    assert low_loss == pytest.approx(float(exact_loss), rel=1e-3)
+    assert torch.linalg.vector_norm(low_grad - exact_grad) < 0.01 * torch.linalg.vector_norm(exact_grad)
 
 
 @pytest.mark.parametrize("loss", ["sampled_softmax", "softmax", "bce"])
