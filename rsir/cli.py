@@ -1,4 +1,4 @@
-"""The ``rsir`` command line: train, evaluate, recommend, data."""
+"""The ``rsir`` command line: train, improve, evaluate, recommend, segments, experiment, data."""
 
 from __future__ import annotations
 
