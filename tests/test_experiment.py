@@ -14,6 +14,7 @@ import pytest
 from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_successors
 from rsir.cli import main
 from rsir.data import Sequences
+from rsir.config import build_config
 from rsir.experiment import Cell, Spec, aggregate, load_spec
 
 SPEC = """
@@ -214,3 +215,7 @@ def test_shipped_specs_are_valid(spec):
     loaded = load_spec(spec)
     assert loaded.baseline in {cell.variant.removesuffix(cell.point) for cell in loaded.cells}
     assert len({cell.key for cell in loaded.cells}) == len(loaded.cells)  # every cell has its own directory
+    for cell in loaded.cells:  # every option value is one its command accepts
+        config = build_config(cell.config)
+        for params in (config.train, config.generate, config.improve):
+            params.validate()
