@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output prefix: writes OUT.md and OUT.json")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: both sides multiply in bfloat16 under autocast (rsir train.precision, RecBole enable_amp)")
+    p.add_argument("--recbole-precision", choices=("fp32", "bf16"),
+                   help="RecBole's own precision, if not --precision (on CPU its bf16 autocast is the slower one)")
     p.add_argument("--only", choices=("rsir", "recbole", "both"), default="both")
     p.add_argument("--reuse-recbole", type=Path, help="RecBole driver JSON (or an earlier OUT.json) to use instead of a run")
     p.add_argument("--recbole-workdir", type=Path, default=ROOT / ".bench" / "recbole-run")
@@ -129,10 +131,10 @@ def run_recbole(args: argparse.Namespace) -> dict[str, Any]:
     env = subprocess.run(["bash", str(ROOT / "benchmarks" / "recbole_env.sh")], check=True,
                          stdout=subprocess.PIPE, text=True, cwd=ROOT)
     python = env.stdout.strip().splitlines()[-1]
-    out = args.recbole_workdir.resolve() / f"result-{args.data.stem}-s{args.seed}-{args.precision}.json"
+    out = args.recbole_workdir.resolve() / f"result-{args.data.stem}-s{args.seed}-{args.recbole_precision}.json"
     cmd = [python, str(ROOT / "benchmarks" / "recbole_driver.py"), "--data", str(args.data.resolve()),
            "--budget-s", str(args.budget_s), "--workdir", str(args.recbole_workdir.resolve()),
-           "--seed", str(args.seed), "--threads", str(args.threads), "--precision", args.precision, "--out", str(out)]
+           "--seed", str(args.seed), "--threads", str(args.threads), "--precision", args.recbole_precision, "--out", str(out)]
     subprocess.run(cmd, check=True)
     log(f"RecBole result kept at {out} (pass it to --reuse-recbole to skip the rerun)")
     return json.loads(out.read_text())
@@ -180,7 +182,8 @@ def render(meta: dict[str, Any], rs: dict[str, Any] | None, rb: dict[str, Any] |
          f"date: {meta['date']}; machine: {meta['machine']}; load average at start {meta['loadavg']}, "
          f"at end {meta.get('loadavg_end', 'n/a')}.  "),
         (f"Same config on both sides: batch 256, d=64, 2 blocks, 2 heads, dropout 0.5, lr 1e-3, max_len 50, "
-         f"precision {meta.get('precision', 'fp32')} (bf16: rsir's train.precision, RecBole's enable_amp), seed {meta['seed']}, wall-clock budget {meta['budget_s']:.0f} s of training+validation (checked after "
+         f"precision rsir {meta.get('precision', 'fp32')}, RecBole {meta.get('recbole_precision', meta.get('precision', 'fp32'))} "
+         f"(bf16: rsir's train.precision, RecBole's enable_amp), seed {meta['seed']}, wall-clock budget {meta['budget_s']:.0f} s of training+validation (checked after "
          f"each epoch), run one after the other.  "),
         ("Like-for-like evaluation: RecBole's sequential full-sort evaluation leaves the user's seen items "
          "rankable, so rsir is run with `exclude_seen=False` here; full ranking over the catalogue. "
@@ -238,6 +241,7 @@ def git(*args: str) -> str:
 
 def main() -> None:
     args = parse_args()
+    args.recbole_precision = args.recbole_precision or args.precision
     if args.rsir_child:
         rsir_child(args)
         return
@@ -253,6 +257,7 @@ def main() -> None:
         "budget_s": args.budget_s,
         "threads_per_side": args.threads or os.cpu_count(),
         "precision": args.precision,
+        "recbole_precision": args.recbole_precision,
         "model": MODEL,
     }
     rs = rb = None
