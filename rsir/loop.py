@@ -49,7 +49,7 @@ from .training import FitResult, TrainParams, fit
 
 @dataclass
 class ImproveParams:
-    rounds: int = 3  # self-improvement rounds after the plain model (round 0)
+    rounds: int = 1  # rounds after the plain model (round 0); 1: later rounds added nothing on average (docs/RESULTS.md)
     successor: str = "scratch"  # scratch: train f_k anew | finetune: continue from f_{k-1}
     sources: str = "real"  # real: grow from real training sequences | all: from all of D_k
     generator: str = ""  # empty: the round's own model | a backbone name (trained each round) | a checkpoint
