@@ -107,7 +107,8 @@ def seed_everything(seed: int) -> None:
 
 class LossStep(torch.nn.Module):
     """The backbone and its loss as one module, so DistributedDataParallel sees the whole
-    forward pass and averages the gradients of every parameter across ranks."""
+    forward pass and averages the gradients of every parameter across ranks; ``precision``
+    (a key of ``PRECISIONS``) picks the autocast type of the step's products."""
 
     def __init__(self, model: Backbone, loss_fn, precision: str = "fp32") -> None:
         super().__init__()
@@ -116,8 +117,7 @@ class LossStep(torch.nn.Module):
         self.low_precision = PRECISIONS[precision]
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float) -> torch.Tensor:
-        # Mixed precision: autocast runs the products in bfloat16 while the weights, the
-        # optimiser and the reductions stay in float32.
+        # Mixed precision: autocast runs the products in bfloat16; weights, optimiser and loss sums stay fp32.
         with torch.autocast(inputs.device.type, dtype=self.low_precision, enabled=self.low_precision is not None):
             # This rank's weighted sum over the whole batch's weight, times the number of ranks:
             # averaging the ranks' gradients then gives the gradient of the batch's weighted mean.

@@ -12,9 +12,11 @@ import torch
 from rsir.augment import crop, mask, reorder
 from rsir.checkpoint import load_checkpoint, save_checkpoint
 from rsir.cli import main
+from rsir.data.batching import next_item_batches
 from rsir.generation import GenerationParams, generate
+from rsir.losses import build_loss
 from rsir.models import build_backbone
-from rsir.training import TrainParams, fit
+from rsir.training import LossStep, TrainParams, fit
 
 SMALL = {
     "sasrec": {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20},
@@ -119,10 +121,6 @@ def test_generation_with_and_without_the_cache_agree(name, small_dataset, small_
 def test_bf16_training_step_tracks_fp32(name, loss, small_dataset, small_split):
     """train.precision = bf16 runs every backbone's step under autocast: the loss and the
     gradient stay within bfloat16 rounding of the fp32 step, and the weights stay fp32."""
-    from rsir.data.batching import next_item_batches
-    from rsir.losses import build_loss
-    from rsir.training import LossStep
-
     model = build_backbone(name, small_dataset.n_items, SMALL[name], seed=0).eval()  # no dropout
     (inputs, targets, weights, total), *_ = next_item_batches(small_split.train, 20, 64, np.random.default_rng(0))
 
