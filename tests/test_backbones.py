@@ -20,7 +20,8 @@ from rsir.training import LossStep, TrainParams, fit
 
 SMALL = {
     "sasrec": {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20},
-    "cl4srec": {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20},
+    # A feed-forward width other than dim (RecBole's layout), through learning, checkpoints and the cache.
+    "cl4srec": {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20, "ffn_dim": 96},
     "hstu": {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20},
     "gru4rec": {"dim": 32, "dropout": 0.1, "max_len": 20},
 }
@@ -41,6 +42,13 @@ def test_backbone_learns_and_round_trips_through_a_checkpoint(name, tmp_path, sm
     model.eval()
     with torch.no_grad():
         assert torch.equal(model.score_all(model.last_hidden(items)), loaded.score_all(loaded.last_hidden(items)))
+
+
+def test_feed_forward_width_defaults_to_dim_and_can_be_set():
+    paper = build_backbone("sasrec", 50, SMALL["sasrec"], seed=0)
+    wide = build_backbone("sasrec", 50, {**SMALL["sasrec"], "ffn_dim": 96}, seed=0)
+    assert [layer.out_features for layer in paper.blocks[0].ffn if hasattr(layer, "out_features")] == [32, 32]
+    assert [layer.out_features for layer in wide.blocks[0].ffn if hasattr(layer, "out_features")] == [96, 32]
 
 
 @pytest.mark.parametrize("name", ["cl4srec", "hstu", "gru4rec"])

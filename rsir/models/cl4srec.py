@@ -11,12 +11,11 @@ from torch import nn
 
 from ..augment import random_views
 from ..errors import ConfigError
-from .base import TransformerParams
-from .sasrec import SASRec
+from .sasrec import SASRec, SASRecParams
 
 
 @dataclass
-class CL4SRecParams(TransformerParams):
+class CL4SRecParams(SASRecParams):
     cl_weight: float = 0.1  # weight of the contrastive loss
     temperature: float = 1.0
     crop_keep: float = 0.6  # crop keeps this share of the sequence

@@ -6,15 +6,30 @@ and output, normal(0, 0.02) initialisation (with N(0, 1) the model does not lear
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .base import Backbone, Decoder, KeyValueDecoder, TransformerParams
 
 
+@dataclass
+class SASRecParams(TransformerParams):
+    # Width of each block's feed-forward layer; 0 = dim, as in the SASRec paper
+    # (RecBole's SASRec defaults to 256 with dim 64).
+    ffn_dim: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.ffn_dim < 0:
+            raise ConfigError(f"model option ffn_dim must be >= 0 (0 = dim), got {self.ffn_dim}")
+
+
 class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, ffn_dim: int) -> None:
         super().__init__()
         self.heads = heads
         self.dropout = dropout
@@ -22,7 +37,9 @@ class _Block(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
         self.drop = nn.Dropout(dropout)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -48,15 +65,16 @@ class _Block(nn.Module):
 
 class SASRec(Backbone):
     name = "sasrec"
-    Params = TransformerParams
+    Params = SASRecParams
 
-    def __init__(self, n_items: int, params: TransformerParams) -> None:
+    def __init__(self, n_items: int, params: SASRecParams) -> None:
         super().__init__(n_items, params)
         params.validate()
+        ffn_dim = params.ffn_dim or params.dim
         self.item_embedding = nn.Embedding(n_items + 1, params.dim, padding_idx=0)
         self.position_embedding = nn.Embedding(params.max_len, params.dim)
         self.embed_dropout = nn.Dropout(params.dropout)
-        self.blocks = nn.ModuleList(_Block(params.dim, params.heads, params.dropout) for _ in range(params.blocks))
+        self.blocks = nn.ModuleList(_Block(params.dim, params.heads, params.dropout, ffn_dim) for _ in range(params.blocks))
         self.final_norm = nn.LayerNorm(params.dim)
         self.apply(init_weights)
 
