@@ -22,7 +22,7 @@ from .baselines import augmented, check_augmentation
 from .checkpoint import (
     check_same_data, check_same_model, checkpoint_meta, load_weights, read_checkpoint, save_checkpoint,
 )
-from .data.batching import count_targets, next_item_batches
+from .data.batching import TARGETS, count_targets, next_item_batches, prefix_rows
 from .data.split import LeaveOneOut
 from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
@@ -48,6 +48,9 @@ class TrainParams:
     augment: str = "none"  # none | reorder | insert: train also on one augmented copy of each sequence (a baseline)
     augment_rate: float = 0.2  # share of each sequence the augmentation reorders or inserts
     synthetic_weight: float = 1.0  # loss weight of targets in synthetic sequences (real ones weigh 1)
+    # all: every position of a sequence predicts its next item (the SASRec paper);
+    # prefixes: every prefix is a row trained on its last target only (RecBole, S3-Rec)
+    targets: str = "all"
     precision: str = "fp32"  # fp32 | bf16: matrix products of the training step in bfloat16 (weights, evaluation stay fp32)
 
     def validate(self) -> None:
@@ -61,6 +64,8 @@ class TrainParams:
             raise ConfigError(f"train option synthetic_weight must be > 0, got {self.synthetic_weight}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"train option weight_decay must be >= 0, got {self.weight_decay}")
+        if self.targets not in TARGETS:
+            raise ConfigError(f"train option targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train option precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.patience < 1:
@@ -172,8 +177,10 @@ def fit(
         state = _restore(run_dir / "last.pt", model, optimizer, rng, meta)
         if main:  # a kill between saving last.pt and appending to the log loses a line: rewrite it
             write_jsonl(run_dir / "log.jsonl", state.history)
-    targets_per_epoch = count_targets(split.train, model.max_len)
-    n_batches = int(np.ceil((split.train.lengths >= 2).sum() / params.batch_size))
+    last_target_only = params.targets == "prefixes"
+    rows = prefix_rows(split.train, model.max_len) if last_target_only else split.train
+    targets_per_epoch = count_targets(rows, model.max_len, last_target_only)
+    n_batches = int(np.ceil((rows.lengths >= 2).sum() / params.batch_size))
 
     epoch = state.epoch
     while epoch < params.max_epochs and epoch - state.best_epoch < params.patience:
@@ -182,8 +189,8 @@ def fit(
         model.train()
         total, count = 0.0, 0
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-        batches = next_item_batches(split.train, model.max_len, params.batch_size, rng,
-                                    distributed.rank(), distributed.world_size(), params.synthetic_weight)
+        batches = next_item_batches(rows, model.max_len, params.batch_size, rng, distributed.rank(),
+                                    distributed.world_size(), params.synthetic_weight, last_target_only)
         for inputs, targets, weights, batch_weight in batches:
             loss = step(inputs.to(device), targets.to(device), weights.to(device), batch_weight)
             optimizer.zero_grad(set_to_none=True)

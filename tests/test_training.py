@@ -8,7 +8,7 @@ import torch
 
 from rsir.checkpoint import load_checkpoint
 from rsir.data import Sequences
-from rsir.data.batching import bucket_batches, next_item_batches
+from rsir.data.batching import bucket_batches, count_targets, next_item_batches, prefix_rows
 from rsir.evaluation import evaluate
 from rsir.losses import CatalogueCrossEntropy, build_loss
 from rsir.models import build_backbone
@@ -35,19 +35,45 @@ def test_batches_pad_only_to_the_longest_in_batch(small_split):
     assert min(widths) < max(widths)
 
 
+def test_prefix_rows_are_every_prefix_cut_to_the_window():
+    seqs = Sequences.from_lists([[1, 2, 3, 4], [5], [6, 7]], users=[10, 11, 12], origin=2)
+    rows = prefix_rows(seqs, max_len=2)
+    assert rows.to_lists() == [[1, 2], [1, 2, 3], [2, 3, 4], [6, 7]]
+    assert rows.users.tolist() == [10, 10, 10, 12] and set(rows.origin.tolist()) == {2}
+
+
+def test_prefix_batches_supervise_every_target_once_from_its_whole_prefix(small_split):
+    """RecBole's preparation: each row of an epoch is a prefix and only its last target counts,
+    so each (user, target) pair of the training data is trained on exactly once."""
+    seqs, max_len = small_split.train, 20
+    rows = prefix_rows(seqs, max_len)
+    pairs = []
+    for inputs, targets, weights, total in next_item_batches(rows, max_len, 32, np.random.default_rng(0), last_target_only=True):
+        assert torch.equal((targets != 0).sum(1), torch.ones(len(targets), dtype=torch.long))
+        assert torch.equal(weights, (targets != 0).float()) and total == len(targets)
+        position = targets.argmax(1)  # the supervised position sees the whole prefix before it
+        assert bool(((inputs != 0) | (torch.arange(inputs.shape[1]) > position[:, None])).all())
+        pairs += list(zip(inputs[:, 0].tolist(), targets.sum(1).tolist(), (position + 1).tolist()))
+    assert len(pairs) == count_targets(rows, max_len, last_target_only=True) == int(np.clip(seqs.lengths - 1, 0, None).sum())
+    expected = sorted((int(s[max(0, k - max_len)]), int(s[k]), min(k, max_len)) for s in seqs.to_lists() for k in range(1, len(s)))
+    assert sorted(pairs) == expected
+
+
 def test_bucket_batches_cover_every_row_once():
     lengths = np.random.default_rng(1).integers(1, 50, 1000)
     batches = bucket_batches(lengths, 64, np.random.default_rng(2))
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
 
 
-@pytest.mark.parametrize("loss, precision", [("sampled_softmax", "fp32"), ("softmax", "fp32"), ("bce", "fp32"),
-                                             ("sampled_softmax", "bf16"), ("softmax", "bf16")])
-def test_sasrec_beats_popularity(small_dataset, small_split, loss, precision):
+@pytest.mark.parametrize("loss, precision, targets", [
+    ("sampled_softmax", "fp32", "all"), ("softmax", "fp32", "all"), ("bce", "fp32", "all"),
+    ("sampled_softmax", "bf16", "all"), ("softmax", "bf16", "all"), ("sampled_softmax", "fp32", "prefixes"),
+])
+def test_sasrec_beats_popularity(small_dataset, small_split, loss, precision, targets):
     popularity = build_backbone("popularity", small_dataset.n_items)
     baseline = fit(popularity, small_split, quick(), progress=False).test
     model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
-    result = fit(model, small_split, quick(loss=loss, precision=precision), progress=False)
+    result = fit(model, small_split, quick(loss=loss, precision=precision, targets=targets), progress=False)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # mixed precision keeps fp32 weights
     assert result.test["ndcg@10"] > 2 * baseline["ndcg@10"]
     assert result.test["recall@10"] > baseline["recall@10"] + 0.1

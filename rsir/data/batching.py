@@ -24,6 +24,20 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return batches
 
 
+TARGETS = ("all", "prefixes")
+
+
+def prefix_rows(seqs: Sequences, max_len: int) -> Sequences:
+    """Every prefix of two or more items of each sequence as a row of its own, cut to its
+    last ``max_len + 1`` items (the data preparation of RecBole and S3-Rec). Trained with
+    ``last_target_only``, each target is then predicted once, from its whole prefix, and an
+    epoch has one row per target instead of one per sequence."""
+    ends = np.flatnonzero(seqs.positions() >= 1)  # flat index of every target item
+    rows = seqs.row_ids()[ends]
+    starts = np.maximum(seqs.offsets[rows], ends - max_len)
+    return seqs.spans(rows, starts, ends + 1)
+
+
 def next_item_batches(
     seqs: Sequences,
     max_len: int,
@@ -32,28 +46,36 @@ def next_item_batches(
     rank: int = 0,
     world_size: int = 1,
     synthetic_weight: float = 1.0,
+    last_target_only: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
     """One epoch of sequence-to-sequence batches: every position predicts the next item.
 
     Inputs are ``s[:-1]`` and targets ``s[1:]`` over the last ``max_len + 1`` items of each
     sequence; target 0 marks padding. Sequences of one item carry no target and are skipped.
     Each target has a weight: 1 for real sequences, ``synthetic_weight`` for synthetic ones
-    (0 at padding). With ``world_size`` ranks (same ``rng`` state on each), rank ``r`` gets
-    every ``world_size``-th row of each batch, so the global batch stays ``batch_size``; a
-    batch with fewer rows than ranks is skipped by all of them. Yields inputs, targets,
-    target weights, and the total target weight of the whole (global) batch.
+    (0 at padding). With ``last_target_only`` (for :func:`prefix_rows`) every target but each
+    row's last is set to 0, as padding. With ``world_size`` ranks (same ``rng`` state on
+    each), rank ``r`` gets every ``world_size``-th row of each batch, so the global batch
+    stays ``batch_size``; a batch with fewer rows than ranks is skipped by all of them.
+    Yields inputs, targets, target weights, and the total target weight of the whole
+    (global) batch.
     """
     trainable = np.flatnonzero(seqs.lengths >= 2)
     lengths = np.minimum(seqs.lengths[trainable], max_len + 1)
     row_weights = np.where(seqs.origin[trainable] > 0, synthetic_weight, 1.0).astype(np.float32)
+    supervised = np.ones_like(lengths) if last_target_only else lengths - 1
     for batch in bucket_batches(lengths, batch_size, rng):
         if len(batch) < world_size:
             continue
         mine = batch[rank::world_size]
         window = torch.from_numpy(seqs.padded(trainable[mine], max_len + 1).astype(np.int64))
         targets = window[:, 1:]
+        if last_target_only:  # the other targets become padding, so losses skip them
+            last = torch.zeros(targets.shape, dtype=torch.bool)
+            last[torch.arange(len(mine)), torch.from_numpy(lengths[mine] - 2)] = True
+            targets = targets * last
         weights = torch.from_numpy(row_weights[mine]).unsqueeze(1) * (targets != 0)
-        yield window[:, :-1], targets, weights, float(row_weights[batch] @ (lengths[batch] - 1))
+        yield window[:, :-1], targets, weights, float(row_weights[batch] @ supervised[batch])
 
 
 def next_item_windows(
@@ -69,6 +91,8 @@ def next_item_windows(
         yield rows, window[:, :-1], window[:, 1:]
 
 
-def count_targets(seqs: Sequences, max_len: int) -> int:
+def count_targets(seqs: Sequences, max_len: int, last_target_only: bool = False) -> int:
     """Supervised next-item targets in one epoch (for throughput numbers)."""
+    if last_target_only:
+        return int((seqs.lengths >= 2).sum())
     return int(np.clip(seqs.lengths - 1, 0, max_len).sum())

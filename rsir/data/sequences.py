@@ -78,22 +78,22 @@ class Sequences:
 
     def select(self, rows: np.ndarray) -> "Sequences":
         rows = np.asarray(rows, dtype=np.int64)
-        lengths = self.lengths[rows]
-        take = np.repeat(self.offsets[rows], lengths) + _ranges(lengths)
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return Sequences(self.items[take], offsets, self.users[rows], self.origin[rows])
+        return self.spans(rows, self.offsets[rows], self.offsets[rows + 1])
 
     def trim(self, head: int = 0, tail: int = 0) -> "Sequences":
         """Drop ``head`` items from the start and ``tail`` items from the end of every sequence."""
-        lengths = self.lengths - head - tail
-        if (lengths < 0).any():
+        if (self.lengths - head - tail < 0).any():
             raise ValueError("trim longer than a sequence")
-        starts = self.offsets[:-1] + head
+        return self.spans(np.arange(len(self)), self.offsets[:-1] + head, self.offsets[1:] - tail)
+
+    def spans(self, rows: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> "Sequences":
+        """New sequences of the stored items ``[starts[i], stops[i])``, each keeping the user
+        and origin of sequence ``rows[i]`` (spans may overlap)."""
+        lengths = stops - starts
         take = np.repeat(starts, lengths) + _ranges(lengths)
-        offsets = np.zeros(len(self) + 1, dtype=np.int64)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        return Sequences(self.items[take], offsets, self.users, self.origin)
+        return Sequences(self.items[take], offsets, self.users[rows], self.origin[rows])
 
     def last(self, k: int = 1) -> np.ndarray:
         """The item ``k`` places from the end of every sequence (k=1: the last item)."""
