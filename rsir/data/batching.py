@@ -71,9 +71,7 @@ def next_item_batches(
         window = torch.from_numpy(seqs.padded(trainable[mine], max_len + 1).astype(np.int64))
         targets = window[:, 1:]
         if last_target_only:  # the other targets become padding, so losses skip them
-            last = torch.zeros(targets.shape, dtype=torch.bool)
-            last[torch.arange(len(mine)), torch.from_numpy(lengths[mine] - 2)] = True
-            targets = targets * last
+            targets = targets * (torch.arange(targets.shape[1]) == torch.from_numpy(lengths[mine] - 2)[:, None])
         weights = torch.from_numpy(row_weights[mine]).unsqueeze(1) * (targets != 0)
         yield window[:, :-1], targets, weights, float(row_weights[batch] @ supervised[batch])
 
