@@ -21,6 +21,15 @@ A spec (TOML or YAML)::
     command = "improve"
     improve = { rounds = 1 }
 
+    [variants.hstu]
+    model = { backbone = "hstu" }
+
+    [variants.hstu_rsir]
+    command = "improve"
+    baseline = "hstu"                   # a variant may pair against its own baseline
+    model = { backbone = "hstu" }
+    improve = { rounds = 1 }
+
     [sweep]                             # optional: a grid crossed with the listed variants
     variants = ["rsir"]
     "generate.tau" = [5, 10, 20]
@@ -77,6 +86,10 @@ class Spec:
     cells: list[Cell]
     baseline: str
     metrics: list[str] = field(default_factory=lambda: ["recall@10", "ndcg@10"])
+    baselines: dict[str, str] = field(default_factory=dict)  # variant -> its own baseline, where it names one
+
+    def baseline_of(self, variant: str) -> str:
+        return self.baselines.get(variant, self.baseline)
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -100,6 +113,12 @@ def load_spec(path: str | Path) -> Spec:
     for key, values in sweep.items():
         if "." not in key or not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: sweep key {key!r} must be SECTION.OPTION with a non-empty list of values")
+    baselines = {}
+    for variant, options in variants.items():
+        if "baseline" in options:
+            if options["baseline"] not in variants or options["baseline"] == variant:
+                raise ConfigError(f"{path}: variant {variant!r}: baseline {options['baseline']!r} must be another variant")
+            baselines[variant] = options["baseline"]
     cells = []
     data_root = Path(raw.get("data_root", "."))
     for dataset in raw["datasets"]:
@@ -112,6 +131,7 @@ def load_spec(path: str | Path) -> Spec:
         for variant, options in variants.items():
             options = dict(options)
             command = options.pop("command", "train")
+            options.pop("baseline", None)
             if command not in COMMANDS:
                 raise ConfigError(f"{path}: variant {variant!r}: command must be one of {', '.join(COMMANDS)}")
             points = [()] if variant not in swept or not sweep else itertools.product(*(
@@ -129,7 +149,8 @@ def load_spec(path: str | Path) -> Spec:
                     config = build_config(copy.deepcopy(sections), source=f"{path} ({label})")
                     parts = ("data", "model", "train") + (("generate", "improve") if command == "improve" else ())
                     cells.append(Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts), suffix))
-    return Spec(str(raw.get("name", Path(path).stem)), cells, baseline, list(raw.get("metrics", ["recall@10", "ndcg@10"])))
+    return Spec(str(raw.get("name", Path(path).stem)), cells, baseline,
+                list(raw.get("metrics", ["recall@10", "ndcg@10"])), baselines)
 
 
 def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +270,7 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
     values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
     unfinished: dict[tuple[str, str, int], list[int]] = {}
     points = {cell.variant: cell.point for cell in spec.cells}
+    names = {cell.variant: cell.variant.removesuffix(cell.point) for cell in spec.cells}
     for cell in spec.cells:
         result = results.get(cell.key)
         for record in (result or {}).get("rounds", []):
@@ -262,9 +284,9 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
     for (dataset, variant, round_), by_seed in values.items():
         row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": round_, "seeds": sorted(by_seed),
                                "interim_seeds": sorted(unfinished.get((dataset, variant, round_), []))}
-        baseline = spec.baseline + points.get(variant, "")
+        baseline = spec.baseline_of(names[variant]) + points.get(variant, "")
         if baseline not in points:
-            baseline = spec.baseline
+            baseline = spec.baseline_of(names[variant])
         base = values.get((dataset, baseline, finals.get((dataset, baseline), 0)), {})
         paired = sorted(set(by_seed) & set(base))
         for metric in spec.metrics:
@@ -292,7 +314,7 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
             interim[cell.key] = {"rounds": _rounds(partial)}
     rows = aggregate(spec, {**interim, **results}, interim=set(interim))
     cell_seconds = sum(r["wall_seconds"] for r in results.values())
-    report = {"name": spec.name, "baseline": spec.baseline, "cells": len(spec.cells), "cells_done": len(results),
+    report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells), "cells_done": len(results),
               "cells_interim": sorted(interim), "cell_seconds": round(cell_seconds, 1), "rows": rows}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
@@ -302,8 +324,9 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
         f"{len(results)} of {len(spec.cells)} cells done; their total run time {cell_seconds / 3600:.2f} h. "
         + (f"{len(interim)} unfinished loop cell(s) contribute their finished rounds (the seeds marked "
            "interim). " if interim else "")
-        + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`, paired by seed, "
-        "with the p-value of a paired t-test.", "",
+        + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`"
+        + "".join(f", for `{v}` to `{b}`" for v, b in spec.baselines.items())
+        + ", paired by seed, with the p-value of a paired t-test.", "",
         header, "|" + "---|" * (4 + 2 * len(spec.metrics)),
     ]
     for row in rows:

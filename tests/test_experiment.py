@@ -137,6 +137,16 @@ def test_a_swept_baseline_pairs_each_point_with_its_own():
     assert math.isclose(rows["rsir[data.noise=0.2]"]["gain"], 0.2)  # against plain at noise 0.2, not 0.0
 
 
+def test_a_variant_pairs_against_its_own_baseline():
+    variants = {"sasrec": 0.10, "hstu": 0.12, "hstu_rsir": 0.132}
+    cells = [Cell("d", v, s, "train", {}) for v in variants for s in (0, 1)]
+    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": variants[c.variant]}}]} for c in cells}
+    spec = Spec("t", cells, "sasrec", ["recall@10"], baselines={"hstu_rsir": "hstu"})
+    rows = {r["variant"]: r["recall@10"] for r in aggregate(spec, results)}
+    assert math.isclose(rows["hstu"]["gain"], 0.2)  # against the spec's baseline
+    assert math.isclose(rows["hstu_rsir"]["gain"], 0.1)  # against its own, not against sasrec (0.32)
+
+
 def _t_cdf(t: float, dof: int) -> float:
     assert dof == 2  # closed form of Student's t with 2 degrees of freedom
     return 0.5 + t / (2 * math.sqrt(2 + t * t))
@@ -147,6 +157,7 @@ def _t_cdf(t: float, dof: int) -> float:
     ('[sweep]\nvariants = ["nope"]', "sweep names unknown variant 'nope'"),
     ("[variants.x]\ntrain = { lr = -1 }", "lr must be > 0"),
     ('baseline = "other"', "baseline 'other' is not one of the variants"),
+    ('[variants.x]\nbaseline = "nope"', "variant 'x': baseline 'nope' must be another variant"),
 ])
 def test_bad_spec_is_refused_before_anything_runs(bad, message, tmp_path, capsys):
     spec = tmp_path / "spec.toml"
