@@ -174,26 +174,39 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
         raise ConfigError(f"--only {' '.join(only or [])} matches no cell (keys look like {spec.cells[0].key})")
     todo = [cell for cell in chosen if not (out / cell.key / "result.json").exists()]
     todo.sort(key=lambda cell: cell.command != "train")  # trainings first: improve runs reuse them as round 0
-    trained = {cell.key: threading.Event() for cell in todo if cell.command == "train"}
     if progress:
         print(f"rsir: {len(chosen) - len(todo)} of {len(chosen)} cells done; running {len(todo)}", file=sys.stderr)
+    pending, training = list(todo), {cell.key: cell for cell in todo if cell.command == "train"}
+    changed = threading.Condition()
 
-    def run(cell: Cell) -> str | None:
-        try:
-            if cell.command == "improve":
-                # Every training was handed to a worker before any improve run (the sort above),
-                # so waiting for a matching one in flight cannot deadlock; it saves retraining it.
-                for other in spec.cells:
-                    if other.key in trained and _same_training(other, cell):
-                        trained[other.key].wait()
-                _reuse_training_as_round_zero(cell, out, spec.cells)
-            return _run_cell(cell, out, progress)
-        finally:
-            if cell.key in trained:
-                trained[cell.key].set()
+    def next_cell() -> Cell | None:
+        """The first pending cell that can start: a training, or a loop whose round 0 is not
+        a training still to finish (it is waited for, then reused instead of retrained)."""
+        with changed:
+            while pending:
+                for cell in pending:
+                    if cell.command == "train" or not any(_same_training(t, cell) for t in training.values()):
+                        pending.remove(cell)
+                        return cell
+                changed.wait()  # every pending loop waits for a training that is running
+            return None
+
+    def worker() -> list[str]:
+        failures = []
+        while (cell := next_cell()) is not None:
+            try:
+                if cell.command == "improve":
+                    _reuse_training_as_round_zero(cell, out, spec.cells)
+                failure = _run_cell(cell, out, progress)
+                failures += [failure] if failure else []
+            finally:
+                with changed:
+                    training.pop(cell.key, None)
+                    changed.notify_all()
+        return failures
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        failures = [f for f in pool.map(run, todo) if f]
+        failures = [f for future in [pool.submit(worker) for _ in range(max(1, jobs))] for f in future.result()]
     report = write_report(spec, out, wall_seconds=time.perf_counter() - started)
     if failures:
         raise ConfigError(f"{len(failures)} cell(s) failed, first: {failures[0]} (rerun to retry them)")
