@@ -327,8 +327,8 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
             interim[cell.key] = {"rounds": _rounds(partial)}
     rows = aggregate(spec, {**interim, **results}, interim=set(interim))
     cell_seconds = sum(r["wall_seconds"] for r in results.values())
-    report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells), "cells_done": len(results),
-              "cells_interim": sorted(interim), "cell_seconds": round(cell_seconds, 1), "rows": rows}
+    report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
+              "cells_done": len(results), "cells_interim": sorted(interim), "cell_seconds": round(cell_seconds, 1), "rows": rows}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
         f"{m} | gain {m} (p)" for m in spec.metrics) + " |"
