@@ -7,6 +7,7 @@ a plain container, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import pickle
@@ -104,6 +105,9 @@ def check_same_model(payload: dict[str, Any], model: Backbone, path: str | Path)
     """Refuse a checkpoint saved from another backbone or another size than ``model``."""
     saved = _json_field(payload, "model", path, "model description")
     expected = {"n_items": model.n_items, **model.describe()}
+    # An option added to the backbone since the checkpoint was saved had its default then.
+    added = {k: v for k, v in dataclasses.asdict(type(model.params)()).items() if k not in saved}
+    saved = {**added, **saved}
     if saved != expected:
         keys = [k for k in expected if saved.get(k) != expected[k]] + [k for k in saved if k not in expected]
         diff = ", ".join(f"{k} {saved.get(k)!r} instead of {expected.get(k)!r}" for k in keys[:3])

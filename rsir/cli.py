@@ -17,7 +17,7 @@ import yaml
 
 from . import distributed
 from .checkpoint import check_same_data, load_checkpoint
-from .config import SECTIONS, RunConfig, build_config, model_option_types, read_config_file
+from .config import SECTIONS, RunConfig, build_config, model_option_types, read_config_file, read_saved_config
 from .data import FORMATS, Dataset, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
@@ -121,7 +121,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.report_only:
         write_report(spec, out, wall_seconds=0.0)
     else:
-        run_experiment(spec, out, jobs=args.jobs, progress=not args.quiet, only=args.only)
+        run_experiment(spec, out, jobs=args.jobs, progress=not args.quiet, only=args.only, reuse=not args.no_reuse)
     print((out / "report.md").read_text(), end="")
     return 0
 
@@ -247,10 +247,7 @@ def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], ov
         return False
     wanted = config.to_dict(sections)
     written = yaml.safe_load(saved_path.read_text())
-    try:
-        saved = build_config(written, source=str(saved_path)).to_dict(sections)
-    except ConfigError:
-        saved = None
+    saved = read_saved_config(saved_path, sections)
     if saved is not None and "improve" in sections and saved["improve"]["rounds"] <= wanted["improve"]["rounds"]:
         saved["improve"]["rounds"] = wanted["improve"]["rounds"]
     if saved != wanted:
@@ -389,6 +386,8 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument("--only", nargs="+", metavar="PATTERN",
                             help="run only the cells whose key DATASET/VARIANT/sSEED matches a glob, e.g. 'Beauty/*/s0'")
     experiment.add_argument("--report-only", action="store_true", help="rewrite the report from finished cells")
+    experiment.add_argument("--no-reuse", action="store_true",
+                            help="run every phase, even those another finished cell ran with the same inputs")
     experiment.add_argument("--quiet", action="store_true")
     experiment.set_defaults(handler=cmd_experiment)
 

@@ -104,6 +104,18 @@ def build_config(
     )
 
 
+def read_saved_config(path: str | Path, sections: tuple[str, ...] | None = None) -> dict[str, Any] | None:
+    """A run's saved ``config.yaml`` as full ``sections`` (by default the ones it names), read
+    with today's defaults (options added since the run was written keep the old behaviour),
+    or None if it no longer parses."""
+    try:
+        written = yaml.safe_load(Path(path).read_text())
+        full = build_config(dict(written), source=str(path))
+    except (ConfigError, yaml.YAMLError, TypeError, ValueError):
+        return None
+    return full.to_dict(sections or tuple(name for name in (*SECTIONS, "model") if name in written))
+
+
 def _make(cls: type, values: dict[str, Any], section: str, source: str):
     hints = typing.get_type_hints(cls)
     for key, value in values.items():

@@ -36,6 +36,12 @@ A spec (TOML or YAML)::
 
 The output directory holds one run directory per cell (``DATASET/VARIANT/sSEED/run``), the
 cell's config and result, and the report: ``report.md``, ``report.json``, ``report.png``.
+
+Nothing is computed twice: before a cell runs, the finished phases (a training, a round's
+generation) that another cell of this spec or of any experiment beside it ran with the same
+inputs are copied into its run and load instead of running; a CPU run repeats exactly, and
+loading checks the data and model. The plain training is a loop's round 0; the recursion
+study's first round is the main table's RSIR cell. The cell's result names what it reused.
 """
 
 from __future__ import annotations
@@ -52,12 +58,12 @@ from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import yaml
 
-from .config import build_config, read_config_file
+from .config import build_config, read_config_file, read_saved_config
 from .errors import ConfigError
 from .evaluation import paired_gain
 from .io import atomic_open, atomic_path, write_json
@@ -163,10 +169,11 @@ def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool = True,
-                   only: list[str] | None = None) -> dict[str, Any]:
+                   only: list[str] | None = None, reuse: bool = True) -> dict[str, Any]:
     """Run every unfinished cell (``jobs`` at a time), then write and return the report.
     ``only`` keeps the cells whose key (``DATASET/VARIANT/sSEED``) matches one of the glob
-    patterns; the report still covers every finished cell of the spec."""
+    patterns; the report still covers every finished cell of the spec. ``reuse=False`` runs
+    every phase even where another cell already ran it (for timing)."""
     out = Path(out)
     started = time.perf_counter()
     chosen = [cell for cell in spec.cells if not only or any(fnmatchcase(cell.key, p) for p in only)]
@@ -185,7 +192,7 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
         with changed:
             while pending:
                 for cell in pending:
-                    if cell.command == "train" or not any(_same_training(t, cell) for t in training.values()):
+                    if cell.command == "train" or not reuse or not any(_same_training(t, cell) for t in training.values()):
                         pending.remove(cell)
                         return cell
                 changed.wait()  # every pending loop waits for a training that is running
@@ -195,8 +202,8 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
         failures = []
         while (cell := next_cell()) is not None:
             try:
-                if cell.command == "improve":
-                    _reuse_training_as_round_zero(cell, out, spec.cells)
+                if reuse:
+                    _reuse_finished_phases(cell, out, spec.cells)
                 failure = _run_cell(cell, out, progress)
                 failures += [failure] if failure else []
             finally:
@@ -230,6 +237,7 @@ def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
     write_json(cell_dir / "result.json", {
         "cell": cell.key, "command": cell.command, "rounds": _rounds(cell_dir / "run" / "metrics.json"),
         "wall_seconds": round(time.perf_counter() - tick, 1),
+        **({"reused": json.loads(reused.read_text())} if (reused := cell_dir / "run" / "reused.json").exists() else {}),
     })
     if progress:
         print(f"rsir: {cell.key} done in {time.perf_counter() - tick:.0f} s", file=sys.stderr)
@@ -238,33 +246,100 @@ def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
 
 # Train options that only act on synthetic data, so they cannot change a loop's round 0.
 _SYNTHETIC_ONLY = ("synthetic_weight",)
+# The files of a finished phase; the last one is written last and marks the phase done.
+_TRAINING_FILES = ("model.pt", "log.jsonl", "metrics.json")
+_GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "generation.json")
 
 
 def _same_training(train: Cell, improve: Cell) -> bool:
     """Whether ``train`` is exactly the round 0 of the loop ``improve``."""
+    return train.command == "train" and _shared_phases(train.config, improve.config) > 0
 
-    def round_zero(config: dict[str, Any]) -> dict[str, Any]:
-        return {**config, "train": {k: v for k, v in config["train"].items() if k not in _SYNTHETIC_ONLY}}
 
+def _without(config: dict[str, Any], train: tuple[str, ...] = (), improve: tuple[str, ...] = ()) -> dict[str, Any]:
+    stripped = {**config, "train": {k: v for k, v in config["train"].items() if k not in train}}
+    if "improve" in config:
+        stripped["improve"] = {k: v for k, v in config["improve"].items() if k not in improve}
+    return stripped
+
+
+def _shared_phases(source: dict[str, Any], target: dict[str, Any]) -> int:
+    """How many leading phases of ``target`` (train round 0, generate from it, train round 1,
+    ...) ``source`` runs with exactly the same inputs; a training is a single phase."""
     sections = ("data", "model", "train")
-    return train.command == "train" and all(round_zero(train.config)[s] == round_zero(improve.config)[s] for s in sections)
+    if any(_without(source, _SYNTHETIC_ONLY)[s] != _without(target, _SYNTHETIC_ONLY)[s] for s in sections):
+        return 0
+    if "improve" not in source or "improve" not in target:
+        return 1
+    if _without(source, improve=("rounds",)) == _without(target, improve=("rounds",)):
+        return 2 * target["improve"]["rounds"] + 1
+    # The successor's options act from round 1 on; the first generation comes from round 0.
+    first_generation = (_SYNTHETIC_ONLY, ("rounds", "successor"))
+    return 2 if _without(source, *first_generation) == _without(target, *first_generation) else 1
 
 
-def _reuse_training_as_round_zero(cell: Cell, out: Path, cells: list[Cell]) -> None:
-    """Round 0 of a loop is a plain training: when a finished train cell of the spec has the
-    same data, model and training config (so, the same seed), its model and metrics become
-    this run's round 0 instead of training it again (training repeats exactly)."""
-    round_zero = out / cell.key / "run" / "round-0"
-    if round_zero.exists():
-        return
+def _phase_dir(run: Path, is_loop: bool, phase: int) -> Path:
+    return run / f"round-{phase // 2}" if is_loop else run
+
+
+def _finished_phases(run: Path, is_loop: bool) -> int:
+    phase = 0
+    while (_phase_dir(run, is_loop, phase) / (_GENERATION_FILES if phase % 2 else _TRAINING_FILES)[-1]).exists():
+        phase += 1
+        if not is_loop:
+            break
+    return phase
+
+
+def _candidate_sources(cell: Cell, out: Path, cells: list[Cell]) -> Iterator[tuple[str, Path, dict[str, Any]]]:
+    """Cells whose runs may hold phases of ``cell``: this spec's, then those of every experiment
+    beside it (``runs/experiments/*``), read from their saved configs."""
     for other in cells:
-        done = out / other.key / "run"
-        if _same_training(other, cell) and (done / "metrics.json").exists():
-            round_zero.mkdir(parents=True)
-            for name in ("model.pt", "log.jsonl", "metrics.json"):  # metrics.json last: it marks round 0 done
-                with atomic_path(round_zero / name) as tmp:
-                    shutil.copyfile(done / name, tmp)
-            return
+        if other.key != cell.key:
+            yield other.key, out / other.key / "run", other.config
+    for saved in sorted(out.parent.glob("*/*/*/s*/config.yaml")):
+        if saved.parents[3].resolve() == out.resolve():
+            continue
+        config = read_saved_config(saved)
+        if config is not None:
+            yield str(saved.parent.relative_to(out.parent)), saved.parent / "run", config
+
+
+def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
+    """Copy into ``cell``'s run the finished phases another cell ran with the same inputs
+    (same data, model, training, and for generations and later rounds the same loop
+    options), so they load instead of running again: a CPU run repeats exactly. The run's
+    ``reused.json`` names the source of each copied phase, for the cell's result."""
+    run, is_loop = out / cell.key / "run", cell.command == "improve"
+    wanted = 2 * cell.config["improve"]["rounds"] + 1 if is_loop else 1
+    have = _finished_phases(run, is_loop)
+    best: tuple[int, str, Path, bool] = (have, "", run, is_loop)
+    for key, source, config in _candidate_sources(cell, out, cells):
+        source_is_loop = "improve" in config
+        usable = min(wanted, _shared_phases(config, cell.config), _finished_phases(source, source_is_loop))
+        if usable > best[0]:
+            best = (usable, key, source, source_is_loop)
+    phases, key, source, source_is_loop = best
+    if not key:
+        return
+    if not (run / "config.yaml").exists():  # the run's own config, so that it sees its phases as its own
+        run.mkdir(parents=True, exist_ok=True)
+        with atomic_open(run / "config.yaml") as handle:
+            yaml.safe_dump(cell.config, handle, sort_keys=False)
+    for phase in range(have, phases):
+        source_dir, target_dir = _phase_dir(source, source_is_loop, phase), _phase_dir(run, is_loop, phase)
+        # A generator trained inside the loop belongs to its round's generation.
+        parts = [("generator/" + name) for name in _TRAINING_FILES] if phase % 2 else []
+        parts += list(_GENERATION_FILES if phase % 2 else _TRAINING_FILES)
+        for name in parts:
+            if (source_dir / name).exists():
+                (target_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(target_dir / name) as tmp:
+                    shutil.copyfile(source_dir / name, tmp)
+    names = [f"{'generate' if phase % 2 else 'train'} round {phase // 2}" for phase in range(have, phases)]
+    record = run / "reused.json"
+    earlier = json.loads(record.read_text()) if record.exists() else {}
+    write_json(record, {**earlier, **{name: key for name in names}})
 
 
 def _rounds(metrics_path: Path) -> list[dict[str, Any]]:
@@ -327,14 +402,18 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
             interim[cell.key] = {"rounds": _rounds(partial)}
     rows = aggregate(spec, {**interim, **results}, interim=set(interim))
     cell_seconds = sum(r["wall_seconds"] for r in results.values())
+    reused = sorted(key for key, r in results.items() if r.get("reused"))
     report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
-              "cells_done": len(results), "cells_interim": sorted(interim), "cell_seconds": round(cell_seconds, 1), "rows": rows}
+              "cells_done": len(results), "cells_interim": sorted(interim), "cells_reusing": reused,
+              "cell_seconds": round(cell_seconds, 1), "rows": rows}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
         f"{m} | gain {m} (p)" for m in spec.metrics) + " |"
     lines = [
         f"# {spec.name}", "",
-        f"{len(results)} of {len(spec.cells)} cells done; their total run time {cell_seconds / 3600:.2f} h. "
+        f"{len(results)} of {len(spec.cells)} cells done; their total run time {cell_seconds / 3600:.2f} h"
+        + (f", not counting the phases {len(reused)} of them reused from other runs (`reused` in their "
+           "result.json)" if reused else "") + ". "
         + (f"{len(interim)} unfinished loop cell(s) contribute their finished rounds (the seeds marked "
            "interim). " if interim else "")
         + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`"

@@ -111,6 +111,51 @@ def test_only_runs_the_matching_cells(experiment, tmp_path, capsys):
     assert "matches no cell (keys look like synthetic/plain/s0)" in capsys.readouterr().err
 
 
+TINY = SPEC.split("[variants.plain]")[0].replace("seeds = [0, 1]", "seeds = [0]").replace('baseline = "plain"\n', "")
+
+
+def _run(root: Path, name: str, variants: str, *flags: str) -> Path:
+    root.mkdir(exist_ok=True)
+    (root / f"{name}.toml").write_text(TINY.replace('"tiny"', f'"{name}"') + variants)
+    assert main(["experiment", str(root / f"{name}.toml"), "--out", str(root / name), "--quiet", *flags]) == 0
+    return root / name / "synthetic"
+
+
+def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
+    loop = '[variants.rsir]\ncommand = "improve"\nimprove = { rounds = ROUNDS }\ngenerate = { tau = 5 }\n'
+    recursion = _run(tmp_path, "recursion", loop.replace("ROUNDS", "2"))
+    main_table = _run(tmp_path, "main_table", '[variants.plain]\ncommand = "train"\n' + loop.replace("ROUNDS", "1")
+                      + loop.replace("rsir]", "rsir_finetune]").replace("ROUNDS", '1, successor = "finetune"'))
+    source = recursion / "rsir" / "s0"
+    plain, rsir, finetune = (main_table / v / "s0" for v in ("plain", "rsir", "rsir_finetune"))
+
+    def same(a: Path, b: Path) -> bool:
+        return a.read_bytes() == b.read_bytes()
+
+    # The plain training is the recursion's round 0; the one-round loop is its first round.
+    assert same(plain / "run" / "model.pt", source / "run" / "round-0" / "model.pt")
+    assert json.loads((plain / "result.json").read_text())["reused"] == {"train round 0": "recursion/synthetic/rsir/s0"}
+    assert set(json.loads((rsir / "result.json").read_text())["reused"]) == {
+        "train round 0", "generate round 0", "train round 1"}
+    for k in (0, 1):
+        assert same(rsir / "run" / f"round-{k}" / "model.pt", source / "run" / f"round-{k}" / "model.pt")
+    assert not list((rsir / "run").rglob("last.pt")) and not list(plain.rglob("last.pt"))  # nothing trained
+    assert not (rsir / "run" / "round-1" / "synthetic.npz").exists()  # its last round generates nothing
+    # Fine-tuning shares round 0 and its generation, then trains its own round 1.
+    assert same(finetune / "run" / "round-0" / "synthetic.npz", source / "run" / "round-0" / "synthetic.npz")
+    assert (finetune / "run" / "round-1" / "last.pt").exists()
+    assert set(json.loads((finetune / "result.json").read_text())["reused"]) == {"train round 0", "generate round 0"}
+    assert not same(finetune / "run" / "round-1" / "model.pt", source / "run" / "round-1" / "model.pt")
+    # What is copied is what running gives: the same cells run from scratch match to the last digit.
+    fresh = _run(tmp_path / "apart", "fresh", loop.replace("ROUNDS", "1"), "--no-reuse")
+    assert (json.loads((fresh / "rsir" / "s0" / "result.json").read_text())["rounds"]
+            == json.loads((rsir / "result.json").read_text())["rounds"])
+    assert (fresh / "rsir" / "s0" / "run" / "round-1" / "last.pt").exists()
+    report = json.loads((tmp_path / "main_table" / "report.json").read_text())
+    assert report["cells_reusing"] == ["synthetic/plain/s0", "synthetic/rsir/s0", "synthetic/rsir_finetune/s0"]
+    assert "not counting the phases 3 of them reused" in (tmp_path / "main_table" / "report.md").read_text()
+
+
 def test_aggregation_on_known_inputs():
     cells = [Cell("d", v, s, "train", {}) for v in ("base", "new") for s in (0, 1, 2)]
     recall = {"base": [0.10, 0.20, 0.30], "new": [0.11, 0.22, 0.36]}

@@ -22,10 +22,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rsir.checkpoint import read_checkpoint, save_checkpoint
+from rsir.checkpoint import check_same_model, read_checkpoint, save_checkpoint
 from rsir.cli import main
 from rsir.data import leave_one_out, read_dataset
-from rsir.errors import DataFormatError, RsirError
+from rsir.errors import CheckpointError, DataFormatError, RsirError
 from rsir.io import write_json
 from rsir.loop import load_synthetic
 from rsir.models import build_backbone
@@ -483,6 +483,16 @@ def test_resume_from_a_checkpoint_of_another_size_is_refused(tiny_run, tmp_path,
     code, _, err = run_cli(["train", "--out", str(run), *TINY], capsys)
     assert_one_clear_line(code, err, f"{run / 'last.pt'}: checkpoint of another model (dim 8 instead of 16)")
     assert snapshot(run) == before
+
+
+def test_a_checkpoint_from_before_an_option_existed_loads_as_that_options_default(tiny_run):
+    payload = read_checkpoint(tiny_run / "model.pt")
+    older = {k: v for k, v in json.loads(payload["model"]).items() if k != "ffn_dim"}  # saved before ffn_dim
+    payload["model"] = json.dumps(older)
+    small = {"dim": 16, "blocks": 1, "heads": 1, "max_len": 20}
+    check_same_model(payload, build_backbone("sasrec", 60, small), tiny_run / "model.pt")
+    with pytest.raises(CheckpointError, match="ffn_dim 0 instead of 32"):
+        check_same_model(payload, build_backbone("sasrec", 60, {**small, "ffn_dim": 32}), tiny_run / "model.pt")
 
 
 def test_finished_round_with_a_model_of_another_backbone_is_refused(tmp_path, capsys):
