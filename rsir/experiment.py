@@ -40,13 +40,15 @@ cell's config and result, and the report: ``report.md``, ``report.json``, ``repo
 Nothing is computed twice: before a cell runs, the finished phases (a training, a round's
 generation) that another cell of this spec or of any experiment beside it ran with the same
 inputs are copied into its run and load instead of running; a CPU run repeats exactly, and
-loading checks the data and model. The plain training is a loop's round 0; the recursion
-study's first round is the main table's RSIR cell. The cell's result names what it reused.
+loading checks the data and model. The plain training is a loop's round 0 (and a
+weak-to-strong loop's generator); the recursion study's first round is the main table's
+RSIR cell. The cell's result names what it reused.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import shutil
@@ -67,6 +69,7 @@ from .config import build_config, read_config_file, read_saved_config
 from .errors import ConfigError
 from .evaluation import paired_gain
 from .io import atomic_open, atomic_path, write_json
+from .models import BACKBONES, backbone_class
 
 SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics"}
 COMMANDS = ("train", "improve")
@@ -252,8 +255,10 @@ _GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "gener
 
 
 def _same_training(train: Cell, improve: Cell) -> bool:
-    """Whether ``train`` is exactly the round 0 of the loop ``improve``."""
-    return train.command == "train" and _shared_phases(train.config, improve.config) > 0
+    """Whether ``train`` is exactly the round 0 of the loop ``improve``, or its round-0 generator."""
+    generator = _generator_training(improve)
+    return train.command == "train" and (_shared_phases(train.config, improve.config) > 0
+                                         or (generator is not None and _shared_phases(train.config, generator) > 0))
 
 
 def _without(config: dict[str, Any], train: tuple[str, ...] = (), improve: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -308,24 +313,49 @@ def _candidate_sources(cell: Cell, out: Path, cells: list[Cell]) -> Iterator[tup
 def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
     """Copy into ``cell``'s run the finished phases another cell ran with the same inputs
     (same data, model, training, and for generations and later rounds the same loop
-    options), so they load instead of running again: a CPU run repeats exactly. The run's
-    ``reused.json`` names the source of each copied phase, for the cell's result."""
-    run, is_loop = out / cell.key / "run", cell.command == "improve"
-    wanted = 2 * cell.config["improve"]["rounds"] + 1 if is_loop else 1
+    options), so they load instead of running again: a CPU run repeats exactly. A generator
+    backbone trained in round 0 is a plain training of that backbone and is found the same
+    way. The run's ``reused.json`` names the source of each copied phase, for the cell's result."""
+    run = out / cell.key / "run"
+    sources = list(_candidate_sources(cell, out, cells))
+    if cell.command == "improve":
+        copied = _copy_shared_phases(sources, cell.config, run, True, 2 * cell.config["improve"]["rounds"] + 1)
+        generator = _generator_training(cell)
+        if generator is not None:
+            copied.update({f"{name} generator": key for name, key in _copy_shared_phases(
+                sources, generator, run / "round-0" / "generator", False, 1).items()})
+    else:
+        copied = _copy_shared_phases(sources, cell.config, run, False, 1)
+    if not copied:
+        return
+    if not (run / "config.yaml").exists():  # the run's own config, so that it sees its phases as its own
+        with atomic_open(run / "config.yaml") as handle:
+            yaml.safe_dump(cell.config, handle, sort_keys=False)
+    record = run / "reused.json"
+    write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
+
+
+def _generator_training(cell: Cell) -> dict[str, Any] | None:
+    """The plain training a loop runs as its round-0 generator, when it names a backbone."""
+    generator = cell.config["improve"]["generator"]
+    if generator not in BACKBONES:
+        return None
+    model = {"backbone": generator, **dataclasses.asdict(backbone_class(generator).Params())}
+    return {"data": cell.config["data"], "model": model, "train": cell.config["train"]}
+
+
+def _copy_shared_phases(sources: list[tuple[str, Path, dict[str, Any]]], config: dict[str, Any], run: Path,
+                        is_loop: bool, wanted: int) -> dict[str, str]:
+    """Copy from the source sharing the most finished phases with ``config`` those ``run``
+    lacks; returns the copied phases' names and their source."""
     have = _finished_phases(run, is_loop)
     best: tuple[int, str, Path, bool] = (have, "", run, is_loop)
-    for key, source, config in _candidate_sources(cell, out, cells):
-        source_is_loop = "improve" in config
-        usable = min(wanted, _shared_phases(config, cell.config), _finished_phases(source, source_is_loop))
+    for key, source, source_config in sources:
+        source_is_loop = "improve" in source_config
+        usable = min(wanted, _shared_phases(source_config, config), _finished_phases(source, source_is_loop))
         if usable > best[0]:
             best = (usable, key, source, source_is_loop)
     phases, key, source, source_is_loop = best
-    if not key:
-        return
-    if not (run / "config.yaml").exists():  # the run's own config, so that it sees its phases as its own
-        run.mkdir(parents=True, exist_ok=True)
-        with atomic_open(run / "config.yaml") as handle:
-            yaml.safe_dump(cell.config, handle, sort_keys=False)
     for phase in range(have, phases):
         source_dir, target_dir = _phase_dir(source, source_is_loop, phase), _phase_dir(run, is_loop, phase)
         # A generator trained inside the loop belongs to its round's generation.
@@ -336,10 +366,7 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
                 (target_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(target_dir / name) as tmp:
                     shutil.copyfile(source_dir / name, tmp)
-    names = [f"{'generate' if phase % 2 else 'train'} round {phase // 2}" for phase in range(have, phases)]
-    record = run / "reused.json"
-    earlier = json.loads(record.read_text()) if record.exists() else {}
-    write_json(record, {**earlier, **{name: key for name in names}})
+    return {f"{'generate' if phase % 2 else 'train'} round {phase // 2}": key for phase in range(have, phases)}
 
 
 def _rounds(metrics_path: Path) -> list[dict[str, Any]]:

@@ -125,7 +125,10 @@ def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
     loop = '[variants.rsir]\ncommand = "improve"\nimprove = { rounds = ROUNDS }\ngenerate = { tau = 5 }\n'
     recursion = _run(tmp_path, "recursion", loop.replace("ROUNDS", "2"))
     main_table = _run(tmp_path, "main_table", '[variants.plain]\ncommand = "train"\n' + loop.replace("ROUNDS", "1")
-                      + loop.replace("rsir]", "rsir_finetune]").replace("ROUNDS", '1, successor = "finetune"'))
+                      + loop.replace("rsir]", "rsir_finetune]").replace("ROUNDS", '1, successor = "finetune"')
+                      + '[variants.weak_to_strong]\ncommand = "improve"\nmodel = { backbone = "hstu" }\n'
+                        'improve = { rounds = 1, generator = "sasrec" }\n'
+                      + '[variants.sasrec]\nmodel = { dim = 64, blocks = 2, heads = 2, max_len = 50 }\n')
     source = recursion / "rsir" / "s0"
     plain, rsir, finetune = (main_table / v / "s0" for v in ("plain", "rsir", "rsir_finetune"))
 
@@ -146,14 +149,22 @@ def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
     assert (finetune / "run" / "round-1" / "last.pt").exists()
     assert set(json.loads((finetune / "result.json").read_text())["reused"]) == {"train round 0", "generate round 0"}
     assert not same(finetune / "run" / "round-1" / "model.pt", source / "run" / "round-1" / "model.pt")
+    # A generator trained inside another backbone's loop (at the backbone's default size) is
+    # the plain training of that backbone at that size.
+    generator = main_table / "weak_to_strong" / "s0" / "run" / "round-0" / "generator"
+    assert same(generator / "model.pt", main_table / "sasrec" / "s0" / "run" / "model.pt")
+    assert not (generator / "last.pt").exists()
+    assert json.loads((main_table / "weak_to_strong" / "s0" / "result.json").read_text())["reused"] == {
+        "train round 0 generator": "synthetic/sasrec/s0"}
     # What is copied is what running gives: the same cells run from scratch match to the last digit.
     fresh = _run(tmp_path / "apart", "fresh", loop.replace("ROUNDS", "1"), "--no-reuse")
     assert (json.loads((fresh / "rsir" / "s0" / "result.json").read_text())["rounds"]
             == json.loads((rsir / "result.json").read_text())["rounds"])
     assert (fresh / "rsir" / "s0" / "run" / "round-1" / "last.pt").exists()
     report = json.loads((tmp_path / "main_table" / "report.json").read_text())
-    assert report["cells_reusing"] == ["synthetic/plain/s0", "synthetic/rsir/s0", "synthetic/rsir_finetune/s0"]
-    assert "not counting the phases 3 of them reused" in (tmp_path / "main_table" / "report.md").read_text()
+    assert report["cells_reusing"] == ["synthetic/plain/s0", "synthetic/rsir/s0", "synthetic/rsir_finetune/s0",
+                                       "synthetic/weak_to_strong/s0"]
+    assert "not counting the phases 4 of them reused" in (tmp_path / "main_table" / "report.md").read_text()
 
 
 def test_aggregation_on_known_inputs():
