@@ -10,6 +10,7 @@ A spec (TOML or YAML)::
     datasets = ["Beauty", "Sports_and_Outdoors"]
     seeds = [0, 1, 2]
     baseline = "plain"                  # gains are paired against this variant, seed by seed
+    compare = [["rsir", "hstu"]]        # optional: more head-to-head pairs, final rounds, by seed
 
     [common]                            # config sections shared by every cell
     train = { threads = 1 }
@@ -71,7 +72,7 @@ from .evaluation import paired_gain
 from .io import atomic_open, atomic_path, write_json
 from .models import BACKBONES, backbone_class
 
-SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics"}
+SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics", "compare"}
 COMMANDS = ("train", "improve")
 
 
@@ -96,6 +97,7 @@ class Spec:
     baseline: str
     metrics: list[str] = field(default_factory=lambda: ["recall@10", "ndcg@10"])
     baselines: dict[str, str] = field(default_factory=dict)  # variant -> its own baseline, where it names one
+    compare: list[tuple[str, str]] = field(default_factory=list)  # extra head-to-head pairs (variant, against)
 
     def baseline_of(self, variant: str) -> str:
         return self.baselines.get(variant, self.baseline)
@@ -158,8 +160,13 @@ def load_spec(path: str | Path) -> Spec:
                     config = build_config(copy.deepcopy(sections), source=f"{path} ({label})")
                     parts = ("data", "model", "train") + (("generate", "improve") if command == "improve" else ())
                     cells.append(Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts), suffix))
+    labels = {cell.variant for cell in cells}
+    compare = raw.get("compare", [])
+    if not isinstance(compare, list) or any(
+            not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= labels for pair in compare):
+        raise ConfigError(f"{path}: compare must list pairs of two different variants, like [[\"rsir\", \"reordering\"]]")
     return Spec(str(raw.get("name", Path(path).stem)), cells, baseline,
-                list(raw.get("metrics", ["recall@10", "ndcg@10"])), baselines)
+                list(raw.get("metrics", ["recall@10", "ndcg@10"])), baselines, [tuple(pair) for pair in compare])
 
 
 def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -377,24 +384,51 @@ def _rounds(metrics_path: Path) -> list[dict[str, Any]]:
     return [{"round": 0, "test": metrics["test"]}]
 
 
-def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> list[dict[str, Any]]:
-    """One row per (dataset, variant, round): mean and std over seeds, and for every row
-    the relative gain over the baseline variant's final round, paired seed by seed, with a
-    paired t-test when at least two seeds pair up. When the baseline itself is swept, each
-    sweep point is paired with the baseline at the same point (noise 0.2 against noise 0.2)."""
+def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> tuple[
+        dict[tuple[str, str, int], dict[int, dict[str, float]]], dict[tuple[str, str], int], dict[tuple[str, str, int], list[int]]]:
+    """Test metrics by (dataset, variant, round) and seed; each variant's final round; the
+    seeds of each row that come from unfinished loops."""
     values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
     unfinished: dict[tuple[str, str, int], list[int]] = {}
-    points = {cell.variant: cell.point for cell in spec.cells}
-    names = {cell.variant: cell.variant.removesuffix(cell.point) for cell in spec.cells}
     for cell in spec.cells:
-        result = results.get(cell.key)
-        for record in (result or {}).get("rounds", []):
+        for record in results.get(cell.key, {}).get("rounds", []):
             values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = record["test"]
             if cell.key in interim:
                 unfinished.setdefault((cell.dataset, cell.variant, record["round"]), []).append(cell.seed)
     finals: dict[tuple[str, str], int] = {}
     for dataset, variant, round_ in values:
         finals[(dataset, variant)] = max(round_, finals.get((dataset, variant), 0))
+    return values, finals, unfinished
+
+
+def head_to_head(spec: Spec, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each ``compare`` pair and dataset: the final round of one variant against the final
+    round of the other, paired by seed (relative gain and paired t-test per metric)."""
+    values, finals, _ = _by_seed(spec, results)
+    rows = []
+    for dataset in dict.fromkeys(cell.dataset for cell in spec.cells):
+        for variant, against in spec.compare:
+            mine = values.get((dataset, variant, finals.get((dataset, variant), 0)), {})
+            theirs = values.get((dataset, against, finals.get((dataset, against), 0)), {})
+            paired = sorted(set(mine) & set(theirs))
+            if not paired:
+                continue
+            row: dict[str, Any] = {"dataset": dataset, "variant": variant, "against": against, "seeds": paired}
+            for metric in spec.metrics:
+                row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
+                                          np.array([theirs[s][metric] for s in paired]))
+            rows.append(row)
+    return rows
+
+
+def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """One row per (dataset, variant, round): mean and std over seeds, and for every row
+    the relative gain over the baseline variant's final round, paired seed by seed, with a
+    paired t-test when at least two seeds pair up. When the baseline itself is swept, each
+    sweep point is paired with the baseline at the same point (noise 0.2 against noise 0.2)."""
+    values, finals, unfinished = _by_seed(spec, results, interim)
+    points = {cell.variant: cell.point for cell in spec.cells}
+    names = {cell.variant: cell.variant.removesuffix(cell.point) for cell in spec.cells}
     rows = []
     for (dataset, variant, round_), by_seed in values.items():
         row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": round_, "seeds": sorted(by_seed),
@@ -432,7 +466,7 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
     reused = sorted(key for key, r in results.items() if r.get("reused"))
     report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
               "cells_done": len(results), "cells_interim": sorted(interim), "cells_reusing": reused,
-              "cell_seconds": round(cell_seconds, 1), "rows": rows}
+              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, results)}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
         f"{m} | gain {m} (p)" for m in spec.metrics) + " |"
@@ -453,18 +487,25 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
         for metric in spec.metrics:
             m = row[metric]
             cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}")
-            if "gain" in m:
-                p = f" (p={m['p']:.3f})" if m.get("p") is not None else ""
-                cells.append(("n/a" if m["gain"] is None else f"{100 * m['gain']:+.1f}%") + p)
-            else:
-                cells.append("")
+            cells.append(_gain_text(m) if "gain" in m else "")
         seeds = f"{len(row['seeds'])}" + (f" ({len(row['interim_seeds'])} interim)" if row["interim_seeds"] else "")
         lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {seeds} | " + " | ".join(cells) + " |")
+    if report["head_to_head"]:
+        lines += ["", "Head to head (finished cells; each variant's final round against the other's, paired by seed):", "",
+                  "| dataset | variant | against | seeds | " + " | ".join(f"gain {m} (p)" for m in spec.metrics) + " |",
+                  "|" + "---|" * (4 + len(spec.metrics))]
+        lines += [f"| {r['dataset']} | {r['variant']} | {r['against']} | {len(r['seeds'])} | "
+                  + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |" for r in report["head_to_head"]]
     with atomic_open(out / "report.md") as handle:
         handle.write("\n".join(lines) + "\n")
     if rows:
         _plot(out / "report.png", rows, spec.metrics)
     return report
+
+
+def _gain_text(gain: dict[str, Any]) -> str:
+    p = f" (p={gain['p']:.3f})" if gain.get("p") is not None else ""
+    return ("n/a" if gain["gain"] is None else f"{100 * gain['gain']:+.1f}%") + p
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:

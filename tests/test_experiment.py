@@ -15,7 +15,7 @@ from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_succ
 from rsir.cli import main
 from rsir.data import Sequences
 from rsir.config import build_config
-from rsir.experiment import Cell, Spec, aggregate, load_spec
+from rsir.experiment import Cell, Spec, aggregate, head_to_head, load_spec
 
 SPEC = """
 name = "tiny"
@@ -203,6 +203,17 @@ def test_a_variant_pairs_against_its_own_baseline():
     assert math.isclose(rows["hstu_rsir"]["gain"], 0.1)  # against its own, not against sasrec (0.32)
 
 
+def test_head_to_head_pairs_final_rounds_of_two_variants():
+    rounds = {"reordering": [0.10, 0.20], "rsir": [0.30, 0.12, 0.24]}  # rsir: rounds 0..2 of two seeds
+    cells = [Cell("d", v, s, "train" if v == "reordering" else "improve", {}) for v in rounds for s in (0, 1)]
+    results = {c.key: {"rounds": [{"round": r, "test": {"recall@10": rounds[c.variant][c.seed] * (1 + r / 10)}}
+                                  for r in range(3 if c.variant == "rsir" else 1)]} for c in cells}
+    spec = Spec("t", cells, "reordering", ["recall@10"], compare=[("rsir", "reordering")])
+    (row,) = head_to_head(spec, results)
+    assert row["against"] == "reordering" and row["seeds"] == [0, 1]
+    assert math.isclose(row["recall@10"]["gain"], ((0.30 * 1.2) / 0.10 - 1 + (0.12 * 1.2) / 0.20 - 1) / 2)
+
+
 def _t_cdf(t: float, dof: int) -> float:
     assert dof == 2  # closed form of Student's t with 2 degrees of freedom
     return 0.5 + t / (2 * math.sqrt(2 + t * t))
@@ -214,6 +225,7 @@ def _t_cdf(t: float, dof: int) -> float:
     ("[variants.x]\ntrain = { lr = -1 }", "lr must be > 0"),
     ('baseline = "other"', "baseline 'other' is not one of the variants"),
     ('[variants.x]\nbaseline = "nope"', "variant 'x': baseline 'nope' must be another variant"),
+    ('compare = [["plain", "nope"]]', "compare must list pairs of two different variants"),
 ])
 def test_bad_spec_is_refused_before_anything_runs(bad, message, tmp_path, capsys):
     spec = tmp_path / "spec.toml"
