@@ -36,7 +36,8 @@ A spec (TOML or YAML)::
     "generate.tau" = [5, 10, 20]
 
 The output directory holds one run directory per cell (``DATASET/VARIANT/sSEED/run``), the
-cell's config and result, and the report: ``report.md``, ``report.json``, ``report.png``.
+cell's config and result, and the report: ``report.md``, ``report.json`` (per-seed values included),
+``report.png``, and ``curves.png`` (metric against the swept value) when one numeric option is swept.
 
 Nothing is computed twice: before a cell runs, the finished phases (a training, a round's
 generation) that another cell of this spec or of any experiment beside it ran with the same
@@ -83,11 +84,16 @@ class Cell:
     seed: int
     command: str
     config: dict[str, Any]  # full config sections, checked
-    point: str = ""  # the sweep point's label suffix (``[generate.tau=5]``), empty outside a sweep
+    setting: tuple[tuple[str, Any], ...] = ()  # the sweep point (``(("generate.tau", 5),)``), empty outside a sweep
 
     @property
     def key(self) -> str:
         return f"{self.dataset}/{self.variant}/s{self.seed}"
+
+    @property
+    def point(self) -> str:
+        """The sweep point as the variant's label suffix (``[generate.tau=5]``)."""
+        return f"[{','.join(f'{k}={v}' for k, v in self.setting)}]" if self.setting else ""
 
 
 @dataclass
@@ -148,8 +154,7 @@ def load_spec(path: str | Path) -> Spec:
             points = [()] if variant not in swept or not sweep else itertools.product(*(
                 [(key, value) for value in values] for key, values in sweep.items()))
             for point in points:
-                suffix = f"[{','.join(f'{k}={v}' for k, v in point)}]" if point else ""
-                label = variant + suffix
+                label = variant + Cell("", "", 0, "", {}, tuple(point)).point
                 for seed in raw["seeds"]:
                     sections = _merge(raw.get("common", {}), options)
                     for key, value in point:
@@ -159,7 +164,7 @@ def load_spec(path: str | Path) -> Spec:
                     sections.setdefault("train", {})["seed"] = seed
                     config = build_config(copy.deepcopy(sections), source=f"{path} ({label})")
                     parts = ("data", "model", "train") + (("generate", "improve") if command == "improve" else ())
-                    cells.append(Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts), suffix))
+                    cells.append(Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts), tuple(point)))
     labels = {cell.variant for cell in cells}
     compare = raw.get("compare", [])
     if not isinstance(compare, list) or any(
@@ -440,7 +445,8 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
         paired = sorted(set(by_seed) & set(base))
         for metric in spec.metrics:
             sample = np.array([by_seed[s][metric] for s in sorted(by_seed)])
-            row[metric] = {"mean": float(sample.mean()), "std": float(sample.std(ddof=1)) if len(sample) > 1 else 0.0}
+            row[metric] = {"mean": float(sample.mean()), "std": float(sample.std(ddof=1)) if len(sample) > 1 else 0.0,
+                           "values": sample.tolist()}  # per seed, in the order of ``seeds``: the evidence travels with the report
             if paired and variant != baseline:
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
@@ -500,6 +506,7 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
         handle.write("\n".join(lines) + "\n")
     if rows:
         _plot(out / "report.png", rows, spec.metrics)
+        _plot_curves(out / "curves.png", spec, rows)
     return report
 
 
@@ -525,6 +532,49 @@ def _plot(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
             axis.set_yticks(range(len(mine)), labels, fontsize=7)
             axis.invert_yaxis()
             axis.set_title(f"{dataset}: test {metric}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _plot_curves(path: Path, spec: Spec, rows: list[dict[str, Any]]) -> None:
+    """For a spec that sweeps one numeric option: each swept variant's final round against the
+    swept value, one panel per dataset and metric, with the baseline as a dashed line."""
+    swept = [cell for cell in spec.cells if cell.setting]
+    keys = {key for cell in swept for key, _ in cell.setting}
+    if len(keys) != 1 or not all(isinstance(value, (int, float)) for cell in swept for _, value in cell.setting):
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, dict[str, float]] = {}  # variant name -> its labels and their swept values
+    for cell in swept:
+        curves.setdefault(cell.variant.removesuffix(cell.point), {})[cell.variant] = cell.setting[0][1]
+    finals = {(row["dataset"], row["variant"]): row for row in rows}  # rows ascend by round: the last is final
+    datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
+    values = [value for labels in curves.values() for value in labels.values()]
+    fig, axes = plt.subplots(len(datasets), len(spec.metrics), figsize=(4.5 * len(spec.metrics), 3.2 * len(datasets)),
+                             squeeze=False)
+    for i, dataset in enumerate(datasets):
+        for j, metric in enumerate(spec.metrics):
+            axis = axes[i][j]
+            for name, labels in curves.items():
+                points = sorted((value, finals[(dataset, label)][metric]) for label, value in labels.items()
+                                if (dataset, label) in finals)
+                if points:
+                    axis.errorbar([x for x, _ in points], [m["mean"] for _, m in points],
+                                  yerr=[m["std"] for _, m in points], marker="o", capsize=3, label=name)
+            if (dataset, spec.baseline) in finals:
+                axis.axhline(finals[(dataset, spec.baseline)][metric]["mean"], linestyle="--", color="grey",
+                             label=spec.baseline)
+            if min(values) > 0 and max(values) / min(values) >= 20:  # tau 1..100 reads best on a log axis
+                axis.set_xscale("log")
+            axis.set_xlabel(next(iter(keys)), fontsize=8)
+            axis.set_title(f"{dataset}: test {metric}", fontsize=9)
+            axis.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -69,7 +69,12 @@ def test_every_cell_runs_once_and_is_reported(experiment):
     assert not (round_zero / "last.pt").exists()  # no epoch of round 0 ran here
     assert "gain" not in rows[("plain", 0)]["recall@10"] and "gain" in rows[("reordering", 0)]["recall@10"]
     assert (experiment / "out" / "report.png").stat().st_size > 0
+    assert (experiment / "out" / "curves.png").stat().st_size > 0  # one numeric option swept: tau
     assert "| synthetic | reordering | 0 | 2 |" in (experiment / "out" / "report.md").read_text()
+    # Every seed's value is in the report, as the cell's own result recorded it.
+    for seed in (0, 1):
+        result = json.loads((experiment / "out" / "synthetic" / "reordering" / f"s{seed}" / "result.json").read_text())
+        assert rows[("reordering", 0)]["ndcg@10"]["values"][seed] == result["rounds"][0]["test"]["ndcg@10"]
 
 
 def test_rerun_skips_finished_cells_and_redoes_an_unrecorded_one(experiment, capsys):
@@ -174,6 +179,7 @@ def test_aggregation_on_known_inputs():
     rows = aggregate(Spec("t", cells, "base", ["recall@10"]), results)
     base, new = (r["recall@10"] for r in rows)
     assert math.isclose(base["mean"], 0.2) and math.isclose(base["std"], 0.1)
+    assert base["values"] == [0.10, 0.20, 0.30] and new["values"] == [0.11, 0.22, 0.36]
     assert math.isclose(new["gain"], (0.1 + 0.1 + 0.2) / 3)  # per-seed relative gains, averaged
     differences = np.array([0.01, 0.02, 0.06])
     t = differences.mean() / (differences.std(ddof=1) / math.sqrt(3))
@@ -182,11 +188,11 @@ def test_aggregation_on_known_inputs():
 
 
 def test_a_swept_baseline_pairs_each_point_with_its_own():
-    cells = [Cell("d", f"{v}[data.noise={n}]", s, "train", {}, f"[data.noise={n}]")
+    cells = [Cell("d", f"{v}[data.noise={n}]", s, "train", {}, (("data.noise", n),))
              for v in ("plain", "rsir") for n in (0.0, 0.2) for s in (0, 1)]
     recall = {("plain", 0.0): 0.10, ("plain", 0.2): 0.05, ("rsir", 0.0): 0.11, ("rsir", 0.2): 0.06}
-    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": recall[(c.variant.split("[")[0], float(
-        c.point[12:-1]))] * (1 + c.seed / 100)}}]} for c in cells}
+    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": recall[(
+        c.variant.removesuffix(c.point), c.setting[0][1])] * (1 + c.seed / 100)}}]} for c in cells}
     rows = {r["variant"]: r["recall@10"] for r in aggregate(Spec("t", cells, "plain", ["recall@10"]), results)}
     assert "gain" not in rows["plain[data.noise=0.2]"]
     assert math.isclose(rows["rsir[data.noise=0.0]"]["gain"], 0.1)
