@@ -553,7 +553,9 @@ def _plot_curves(path: Path, spec: Spec, rows: list[dict[str, Any]]) -> None:
     curves: dict[str, dict[str, float]] = {}  # variant name -> its labels and their swept values
     for cell in swept:
         curves.setdefault(cell.variant.removesuffix(cell.point), {})[cell.variant] = cell.setting[0][1]
-    finals = {(row["dataset"], row["variant"]): row for row in rows}  # rows ascend by round: the last is final
+    # Rows ascend by round, so the last is the final one; a point whose seeds are all unfinished
+    # loops is left out (its last finished round may be round 0, the baseline itself).
+    finals = {(row["dataset"], row["variant"]): row for row in rows if len(row["interim_seeds"]) < len(row["seeds"])}
     datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
     values = [value for labels in curves.values() for value in labels.values()]
     fig, axes = plt.subplots(len(datasets), len(spec.metrics), figsize=(4.5 * len(spec.metrics), 3.2 * len(datasets)),
