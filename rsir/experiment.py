@@ -53,6 +53,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,11 @@ class Cell:
     @property
     def point(self) -> str:
         """The sweep point as the variant's label suffix (``[generate.tau=5]``)."""
-        return f"[{','.join(f'{k}={v}' for k, v in self.setting)}]" if self.setting else ""
+        return _point_label(self.setting)
+
+
+def _point_label(setting: tuple[tuple[str, Any], ...]) -> str:
+    return f"[{','.join(f'{k}={v}' for k, v in setting)}]" if setting else ""
 
 
 @dataclass
@@ -154,7 +159,7 @@ def load_spec(path: str | Path) -> Spec:
             points = [()] if variant not in swept or not sweep else itertools.product(*(
                 [(key, value) for value in values] for key, values in sweep.items()))
             for point in points:
-                label = variant + Cell("", "", 0, "", {}, tuple(point)).point
+                label = variant + _point_label(tuple(point))
                 for seed in raw["seeds"]:
                     sections = _merge(raw.get("common", {}), options)
                     for key, value in point:
@@ -552,12 +557,15 @@ def _plot_curves(path: Path, spec: Spec, rows: list[dict[str, Any]]) -> None:
 
     curves: dict[str, dict[str, float]] = {}  # variant name -> its labels and their swept values
     for cell in swept:
-        curves.setdefault(cell.variant.removesuffix(cell.point), {})[cell.variant] = cell.setting[0][1]
+        if math.isfinite(cell.setting[0][1]):  # tau = inf (the ablation) has no place on the axis
+            curves.setdefault(cell.variant.removesuffix(cell.point), {})[cell.variant] = cell.setting[0][1]
     # Rows ascend by round, so the last is the final one; a point whose seeds are all unfinished
     # loops is left out (its last finished round may be round 0, the baseline itself).
     finals = {(row["dataset"], row["variant"]): row for row in rows if len(row["interim_seeds"]) < len(row["seeds"])}
     datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
     values = [value for labels in curves.values() for value in labels.values()]
+    if not values:
+        return
     fig, axes = plt.subplots(len(datasets), len(spec.metrics), figsize=(4.5 * len(spec.metrics), 3.2 * len(datasets)),
                              squeeze=False)
     for i, dataset in enumerate(datasets):

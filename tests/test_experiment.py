@@ -15,7 +15,7 @@ from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_succ
 from rsir.cli import main
 from rsir.data import Sequences
 from rsir.config import build_config
-from rsir.experiment import Cell, Spec, aggregate, head_to_head, load_spec
+from rsir.experiment import Cell, Spec, _plot_curves, aggregate, head_to_head, load_spec
 
 SPEC = """
 name = "tiny"
@@ -197,6 +197,18 @@ def test_a_swept_baseline_pairs_each_point_with_its_own():
     assert "gain" not in rows["plain[data.noise=0.2]"]
     assert math.isclose(rows["rsir[data.noise=0.0]"]["gain"], 0.1)
     assert math.isclose(rows["rsir[data.noise=0.2]"]["gain"], 0.2)  # against plain at noise 0.2, not 0.0
+
+
+@pytest.mark.parametrize("values, drawn", [((5, 10, float("inf")), True), (("first", "prefix"), False)])
+def test_curves_are_drawn_for_a_numeric_sweep_only(values, drawn, tmp_path):
+    cells = [Cell("d", "plain", 0, "train", {})] + [
+        Cell("d", f"rsir[generate.x={v}]", 0, "improve", {}, (("generate.x", v),)) for v in values]
+    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": 0.1}}]
+                       + ([{"round": 1, "test": {"recall@10": 0.1 + i / 100}}] if c.setting else [])}
+               for i, c in enumerate(cells)}
+    spec = Spec("t", cells, "plain", ["recall@10"])
+    _plot_curves(tmp_path / "curves.png", spec, aggregate(spec, results))
+    assert (tmp_path / "curves.png").exists() == drawn  # the infinite point is left off the axis, not an error
 
 
 def test_a_variant_pairs_against_its_own_baseline():
