@@ -71,7 +71,7 @@ import yaml
 from .config import build_config, read_config_file, read_saved_config
 from .errors import ConfigError
 from .evaluation import paired_gain
-from .io import atomic_open, atomic_path, write_json
+from .io import atomic_open, atomic_path, save_figure, write_json
 from .models import BACKBONES, backbone_class
 
 SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics", "compare"}
@@ -537,7 +537,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
             axis.set_yticks(range(len(mine)), labels, fontsize=7)
             axis.invert_yaxis()
             axis.set_title(f"{dataset}: test {metric}", fontsize=9)
-    _save_png(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_curves(path: Path, spec: Spec, rows: list[dict[str, Any]]) -> None:
@@ -582,14 +582,4 @@ def _plot_curves(path: Path, spec: Spec, rows: list[dict[str, Any]]) -> None:
             axis.set_xlabel(next(iter(keys)), fontsize=8)
             axis.set_title(f"{dataset}: test {metric}", fontsize=9)
             axis.legend(fontsize=7)
-    _save_png(fig, path)
-
-
-def _save_png(fig: Any, path: Path) -> None:
-    """Lay out, write atomically (a report never holds half a picture) and free the figure."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -57,6 +57,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Lay out a matplotlib figure, write it as PNG atomically (never half a picture), free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete temporary files a killed process left behind (they never replaced anything)."""
     for path in Path(directory).rglob(".*.tmp"):

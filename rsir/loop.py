@@ -41,7 +41,7 @@ from .data.split import LeaveOneOut, leave_one_out
 from .data.writers import write_sequences
 from .errors import ConfigError, DataFormatError
 from .generation import GenerationParams, generate
-from .io import atomic_open, atomic_path, write_json
+from .io import atomic_open, atomic_path, save_figure, write_json
 from .retention import RetainedScores
 from .models import BACKBONES, Backbone, build_backbone
 from .training import FitResult, TrainParams, fit
@@ -315,10 +315,7 @@ def _plot(path: Path, rounds: list[dict[str, Any]]) -> None:
     right.set(xlabel="round", ylabel="training interactions", title="Data growth")
     for axis in (left, right):
         axis.set_xticks(x)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _say(progress: bool, message: str) -> None:
