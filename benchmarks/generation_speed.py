@@ -23,6 +23,7 @@ import torch
 
 from rsir.checkpoint import load_checkpoint
 from rsir.data import leave_one_out, read_dataset
+from rsir.distributed import resolve_device
 from rsir.generation import GenerationParams, generate
 from rsir.io import write_json
 
@@ -35,11 +36,15 @@ def main() -> None:
     parser.add_argument("--exploit-prob", type=float, default=0.5)
     parser.add_argument("--tau", type=float, nargs="+", default=[10.0])
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--attempt-batch", type=int, default=GenerationParams.attempt_batch,
+                        help="attempts advanced together")
     parser.add_argument("--faiss-probe", type=int, nargs="*", default=[], help="also generate with faiss at these probes")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    model, _ = load_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.checkpoint)[0].to(device)
     split = leave_one_out(read_dataset(args.data))
     rows = []
     for tau in args.tau:
@@ -47,6 +52,7 @@ def main() -> None:
         modes = [("exact", True, 0), ("exact", False, 0)] + [("faiss", True, probe) for probe in args.faiss_probe]
         for retrieval, incremental, probe in modes:
             params = GenerationParams(attempts=args.attempts, exploit_prob=args.exploit_prob, tau=tau,
+                                      attempt_batch=args.attempt_batch,
                                       incremental=incremental, retrieval=retrieval, faiss_probe=probe or 16)
             started = time.perf_counter()
             result = generate(model, split.train, params, progress=False)
@@ -67,6 +73,7 @@ def main() -> None:
     summary = {
         "command": "python " + shlex.join(sys.argv),
         "checkpoint": args.checkpoint, "data": args.data, "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": f"{os.cpu_count()} cores, {platform.machine()}",
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         "runs": rows,

@@ -5,6 +5,7 @@ throughput measured in the same run. With ``--loss softmax`` the epoch is also t
 textbook full-softmax loss (the whole logit matrix materialised, ``F.cross_entropy``), the
 reference for rsir's blocked one. The epoch is timed again with ``train.precision = "bf16"``
 (products in bfloat16 under autocast), against the bfloat16 matrix-multiply throughput.
+``--device cuda`` measures the same on a GPU.
 
     python benchmarks/utilisation.py --data ../shared/data/Beauty/Beauty.txt --threads 1 \
         --out docs/results/utilisation_beauty.json
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from rsir.data import leave_one_out, read_dataset
+from rsir.distributed import resolve_device
 from rsir.data.batching import next_item_batches
 from rsir.evaluation import evaluate
 from rsir.generation import GenerationParams, generate
@@ -35,23 +37,34 @@ from rsir.models import build_backbone
 from rsir.training import LossStep
 
 
-def matmul_gflops(dtype: torch.dtype = torch.float32, seconds: float = 3.0) -> float:
-    """This machine's matrix-multiply throughput (GFLOP/s) in ``dtype`` at the current thread count."""
-    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 3.0) -> float:
+    """The device's matrix-multiply throughput (GFLOP/s) in ``dtype`` (on a CPU, at the current
+    thread count); a GPU gets products large enough to fill it."""
+    size = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     a @ b
+    synchronize(device)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         a @ b
         count += 1
-    return 2 * 2048**3 * count / (time.perf_counter() - started) / 1e9
+        synchronize(device)
+    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
 
 
-def measure(fn) -> tuple[float, float]:
+def measure(fn, device: torch.device) -> tuple[float, float]:
     """(GFLOP counted, seconds) of one call; counted and timed in separate calls."""
     with FlopCounterMode(display=False) as counter:
         fn()
+    synchronize(device)
     started = time.perf_counter()
     fn()
+    synchronize(device)
     return counter.get_total_flops() / 1e9, time.perf_counter() - started
 
 
@@ -60,12 +73,14 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--loss", default="sampled_softmax")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = resolve_device(args.device)
     dataset = read_dataset(args.data)
     split = leave_one_out(dataset)
-    model = build_backbone("sasrec", dataset.n_items, {}, seed=0)
+    model = build_backbone("sasrec", dataset.n_items, {}, seed=0).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = build_loss(args.loss)
 
@@ -73,7 +88,7 @@ def main() -> None:
         model.train()
         step = LossStep(model, loss_fn, precision)
         for inputs, targets, weights, total in next_item_batches(split.train, model.max_len, 256, np.random.default_rng(0)):
-            loss = step(inputs, targets, weights, total)
+            loss = step(inputs.to(device), targets.to(device), weights.to(device), total)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -83,7 +98,7 @@ def main() -> None:
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, targets[targets != 0], reduction="sum")
 
-    peak = {"fp32": matmul_gflops(), "bf16": matmul_gflops(torch.bfloat16)}
+    peak = {"fp32": matmul_gflops(device), "bf16": matmul_gflops(device, torch.bfloat16)}
     rows = {}
     paths = [
         ("train_epoch", train_epoch),
@@ -94,11 +109,12 @@ def main() -> None:
     if args.loss == "softmax":
         paths.insert(1, ("train_epoch_unfused_reference", lambda: train_epoch(unfused_softmax)))
     for name, fn in paths:
-        gflop, seconds = measure(fn)
+        gflop, seconds = measure(fn, device)
         rows[name] = {"gflop": round(gflop, 1), "seconds": round(seconds, 2), "gflops": round(gflop / seconds, 1),
                       "share_of_matmul_peak": round(gflop / seconds / peak["bf16" if "bf16" in name else "fp32"], 3)}
         print(name, json.dumps(rows[name]), flush=True)
     report = {"command": "python " + shlex.join(sys.argv), "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak["fp32"], 1),
               "matmul_peak_gflops_bf16": round(peak["bf16"], 1), "loss": args.loss, **rows}
     if args.out:
