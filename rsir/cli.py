@@ -131,9 +131,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     split = leave_one_out(dataset)
     result = evaluate(model, getattr(split, args.split), exclude_seen=args.exclude_seen)
     report = {"checkpoint": str(args.checkpoint), "split": args.split, "exclude_seen": args.exclude_seen, **result.metrics}
-    if args.output and distributed.is_main():
+    if not args.output:
+        _print(json.dumps(report, indent=2))
+    elif distributed.is_main():
         write_json(args.output, report)
-    _print(json.dumps(report, indent=2))
+        _say(args, f"wrote {args.split} metrics to {args.output}")
     return 0
 
 

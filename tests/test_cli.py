@@ -88,6 +88,15 @@ def test_evaluate_matches_training_metrics(trained, capsys):
     assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--no-exclude-seen"]) == 0
 
 
+def test_evaluate_output_goes_to_the_file_only(trained, capsys, tmp_path):
+    root, data, out = trained
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--output", str(tmp_path / "e.json"), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    expected = json.loads((out / "metrics.json").read_text())["test"]
+    assert json.loads((tmp_path / "e.json").read_text())["ndcg@10"] == pytest.approx(expected["ndcg@10"])
+
+
 def test_recommend_in_original_ids_csv_and_json(trained, capsys, tmp_path):
     root, data, out = trained
     frame = pd.read_csv(data)
