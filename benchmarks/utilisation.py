@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from rsir.data import leave_one_out, read_dataset
-from rsir.distributed import resolve_device
 from rsir.data.batching import next_item_batches
+from rsir.distributed import resolve_device
 from rsir.evaluation import evaluate
 from rsir.generation import GenerationParams, generate
 from rsir.io import write_json
