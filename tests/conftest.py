@@ -11,6 +11,7 @@ from rsir.checkpoint import read_checkpoint
 from rsir.cli import main
 from rsir.data import leave_one_out, make_synthetic
 from rsir.loop import load_synthetic
+from rsir.training import TrainParams
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -20,6 +21,11 @@ LOOP = ["--synthetic-users", "300", "--synthetic-items", "80", "--dim", "16", "-
         "--max-len", "20", "--max-epochs", "4", "--negatives", "16", "--batch-size", "64", "--lr", "0.003",
         "--rounds", "2", "--tau", "10", "--quiet"]
 LOOP_ROUNDS = 3
+
+
+def quick(**changes) -> TrainParams:
+    """Training options small enough for a test: 8 epochs on the small data."""
+    return TrainParams(**{"max_epochs": 8, "patience": 8, "batch_size": 64, "lr": 3e-3, "negatives": 64, **changes})
 
 
 @pytest.fixture(autouse=True)

@@ -13,30 +13,25 @@ from rsir.cli import main
 from rsir.evaluation import evaluate
 from rsir.generation import GenerationParams, generate
 from rsir.models import build_backbone
-from rsir.training import TrainParams, fit
+from rsir.training import fit
 
-from .conftest import LOOP, LOOP_ROUNDS
+from .conftest import LOOP, LOOP_ROUNDS, quick
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def quick(**changes) -> TrainParams:
-    return TrainParams(**{"max_epochs": 8, "patience": 8, "batch_size": 64, "lr": 3e-3, "negatives": 64,
-                          "device": "cuda", **changes})
 
 
 @pytest.fixture(scope="module")
 def gpu_model(small_dataset, small_split):
     model = build_backbone("sasrec", small_dataset.n_items, {"dim": 32, "max_len": 20}, seed=0)
-    fit(model, small_split, quick(), progress=False)
+    fit(model, small_split, quick(device="cuda"), progress=False)
     return model
 
 
 @pytest.mark.parametrize("loss, precision", [("sampled_softmax", "fp32"), ("softmax", "bf16"), ("bce", "fp32")])
 def test_gpu_training_beats_popularity(small_dataset, small_split, loss, precision):
-    popularity = fit(build_backbone("popularity", small_dataset.n_items), small_split, quick(), progress=False).test
+    popularity = fit(build_backbone("popularity", small_dataset.n_items), small_split, quick(device="cuda"), progress=False).test
     model = build_backbone("sasrec", small_dataset.n_items, {"dim": 32, "max_len": 20}, seed=0)
-    result = fit(model, small_split, quick(loss=loss, precision=precision), progress=False)
+    result = fit(model, small_split, quick(device="cuda", loss=loss, precision=precision), progress=False)
     assert model.device.type == "cuda"
     assert result.test["ndcg@10"] > popularity["ndcg@10"]
 

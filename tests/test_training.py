@@ -12,13 +12,11 @@ from rsir.data.batching import bucket_batches, count_targets, next_item_batches,
 from rsir.evaluation import evaluate
 from rsir.losses import CatalogueCrossEntropy, build_loss
 from rsir.models import build_backbone
-from rsir.training import TrainParams, fit
+from rsir.training import fit
+
+from .conftest import quick
 
 SMALL = {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20}
-
-
-def quick(**changes) -> TrainParams:
-    return TrainParams(**{"max_epochs": 8, "patience": 8, "batch_size": 64, "lr": 3e-3, "negatives": 64, **changes})
 
 
 def test_batches_pad_only_to_the_longest_in_batch(small_split):
