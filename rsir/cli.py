@@ -118,9 +118,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / "experiments" / spec.name)
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.report_only:
+    if args.report_only:  # reads results only, so a GPU run's report can be written anywhere
         write_report(spec, out, wall_seconds=0.0)
     else:
+        for device in {cell.config["train"]["device"] for cell in spec.cells}:
+            distributed.resolve_device(device)
         run_experiment(spec, out, jobs=args.jobs, progress=not args.quiet, only=args.only, reuse=not args.no_reuse)
     print((out / "report.md").read_text(), end="")
     return 0
@@ -235,7 +237,9 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         if "." in dest:
             section, key = dest.split(".", 1)
             overrides.setdefault(section, {})[key] = value
-    return build_config(file_sections, overrides, source=str(args.config or "options"))
+    config = build_config(file_sections, overrides, source=str(args.config or "options"))
+    distributed.resolve_device(config.train.device)  # a missing GPU fails here, before any output
+    return config
 
 
 def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> bool:

@@ -38,22 +38,32 @@ def init_from_env() -> None:
         raise ConfigError(f"cannot join the torchrun process group ({str(exc).splitlines()[0]})") from None
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device this process computes on: ``auto`` is a GPU when there is one, else the
-    CPU; under torchrun a GPU means this rank's own (``LOCAL_RANK``)."""
+def check_device(name: str) -> None:
+    """Raise a clear error for a device name rsir cannot use anywhere; whether this machine
+    has the device is :func:`resolve_device`'s question (a GPU run's config stays readable
+    on a CPU machine, for its report)."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        return
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device this process computes on: ``auto`` is a GPU when there is one, else the
+    CPU; under torchrun a GPU means this rank's own (``LOCAL_RANK``)."""
+    check_device(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} requested, but this machine has no usable CUDA GPU")
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    elif device.type != "cpu":
-        raise ConfigError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
     return device
 
 

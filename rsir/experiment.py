@@ -411,23 +411,29 @@ def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] =
     return values, finals, unfinished
 
 
-def head_to_head(spec: Spec, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each ``compare`` pair and dataset: the final round of one variant against the final
-    round of the other, paired by seed (relative gain and paired t-test per metric)."""
-    values, finals, _ = _by_seed(spec, results)
+def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """For each ``compare`` pair and dataset, paired by seed (relative gain and paired t-test
+    per metric): two loops round by round (round k against round k, for every k >= 1 both
+    reached), otherwise each variant's final round against the other's. Seeds of unfinished
+    loops take part with their finished rounds and are listed as interim."""
+    values, finals, unfinished = _by_seed(spec, results, interim)
     rows = []
     for dataset in dict.fromkeys(cell.dataset for cell in spec.cells):
         for variant, against in spec.compare:
-            mine = values.get((dataset, variant, finals.get((dataset, variant), 0)), {})
-            theirs = values.get((dataset, against, finals.get((dataset, against), 0)), {})
-            paired = sorted(set(mine) & set(theirs))
-            if not paired:
-                continue
-            row: dict[str, Any] = {"dataset": dataset, "variant": variant, "against": against, "seeds": paired}
-            for metric in spec.metrics:
-                row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
-                                          np.array([theirs[s][metric] for s in paired]))
-            rows.append(row)
+            last, their_last = finals.get((dataset, variant), 0), finals.get((dataset, against), 0)
+            rounds = [(k, k) for k in range(1, min(last, their_last) + 1)] if last and their_last else [(last, their_last)]
+            for mine_round, their_round in rounds:
+                mine, theirs = values.get((dataset, variant, mine_round), {}), values.get((dataset, against, their_round), {})
+                paired = sorted(set(mine) & set(theirs))
+                if not paired:
+                    continue
+                late = set(unfinished.get((dataset, variant, mine_round), [])) | set(unfinished.get((dataset, against, their_round), []))
+                row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": mine_round, "against": against,
+                                       "against_round": their_round, "seeds": paired, "interim_seeds": sorted(late & set(paired))}
+                for metric in spec.metrics:
+                    row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
+                                              np.array([theirs[s][metric] for s in paired]))
+                rows.append(row)
     return rows
 
 
@@ -477,7 +483,7 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
     reused = sorted(key for key, r in results.items() if r.get("reused"))
     report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
               "cells_done": len(results), "cells_interim": sorted(interim), "cells_reusing": reused,
-              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, results)}
+              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, {**interim, **results}, set(interim))}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
         f"{m} | gain {m} (p)" for m in spec.metrics) + " |"
@@ -502,10 +508,11 @@ def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
         seeds = f"{len(row['seeds'])}" + (f" ({len(row['interim_seeds'])} interim)" if row["interim_seeds"] else "")
         lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {seeds} | " + " | ".join(cells) + " |")
     if report["head_to_head"]:
-        lines += ["", "Head to head (finished cells; each variant's final round against the other's, paired by seed):", "",
-                  "| dataset | variant | against | seeds | " + " | ".join(f"gain {m} (p)" for m in spec.metrics) + " |",
-                  "|" + "---|" * (4 + len(spec.metrics))]
-        lines += [f"| {r['dataset']} | {r['variant']} | {r['against']} | {len(r['seeds'])} | "
+        lines += ["", "Head to head (paired by seed; two loops round by round, otherwise final round against final round):", "",
+                  "| dataset | variant | round | against | round | seeds | " + " | ".join(f"gain {m} (p)" for m in spec.metrics) + " |",
+                  "|" + "---|" * (6 + len(spec.metrics))]
+        lines += [f"| {r['dataset']} | {r['variant']} | {r['round']} | {r['against']} | {r['against_round']} | "
+                  + f"{len(r['seeds'])}" + (f" ({len(r['interim_seeds'])} interim)" if r["interim_seeds"] else "") + " | "
                   + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |" for r in report["head_to_head"]]
     with atomic_open(out / "report.md") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -74,7 +74,7 @@ class TrainParams:
             raise ConfigError(f"train option threads must be >= 0 (0 = all cores), got {self.threads}")
         if not 0 <= self.seed < 2**32:  # the range numpy's seeding accepts
             raise ConfigError(f"train option seed must be in [0, 2**32), got {self.seed}")
-        distributed.resolve_device(self.device)
+        distributed.check_device(self.device)
         check_augmentation(self.augment, self.augment_rate)
 
 

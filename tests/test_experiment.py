@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_successors
 from rsir.cli import main
@@ -104,6 +105,22 @@ def test_an_unfinished_loop_reports_its_finished_rounds_as_interim(experiment, t
     assert rows[("rsir[generate.tau=5]", 0)]["seeds"] == [0, 1] and rows[("rsir[generate.tau=5]", 0)]["interim_seeds"] == [1]
     assert rows[("rsir[generate.tau=5]", 1)]["seeds"] == [0] and rows[("rsir[generate.tau=5]", 1)]["interim_seeds"] == []
     assert "| synthetic | rsir[generate.tau=5] | 0 | 2 (1 interim) |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")
+def test_a_gpu_spec_reports_on_a_cpu_machine_but_does_not_run(experiment, tmp_path, capsys):
+    gpu_spec = tmp_path / "spec.toml"
+    gpu_spec.write_text(SPEC.replace("threads = 1 }", 'threads = 1, device = "cuda" }'))
+    out = tmp_path / "out"
+    shutil.copytree(experiment / "out", out)
+    (out / "report.json").unlink()
+    assert main(["experiment", str(gpu_spec), "--out", str(out), "--report-only"]) == 0
+    assert json.loads((out / "report.json").read_text())["cells_done"] == 8
+    capsys.readouterr()
+    (out / "synthetic" / "plain" / "s0" / "result.json").unlink()
+    assert main(["experiment", str(gpu_spec), "--out", str(out), "--quiet"]) == 2
+    assert "has no usable CUDA GPU" in capsys.readouterr().err
+    assert not (out / "synthetic" / "plain" / "s0" / "result.json").exists()
 
 
 def test_only_runs_the_matching_cells(experiment, tmp_path, capsys):
@@ -230,6 +247,22 @@ def test_head_to_head_pairs_final_rounds_of_two_variants():
     (row,) = head_to_head(spec, results)
     assert row["against"] == "reordering" and row["seeds"] == [0, 1]
     assert math.isclose(row["recall@10"]["gain"], ((0.30 * 1.2) / 0.10 - 1 + (0.12 * 1.2) / 0.20 - 1) / 2)
+
+
+def test_head_to_head_pairs_two_loops_round_by_round_with_interim_seeds():
+    final = {"with_check": 3, "without_check": 2}  # without_check seed 1 stopped after round 1
+    cells = [Cell("d", v, s, "improve", {}) for v in final for s in (0, 1)]
+    def test(variant: str, seed: int, r: int) -> dict[str, float]:
+        return {"recall@10": 0.1 + 0.01 * r * (2 if variant == "without_check" else 1) + 0.001 * seed}
+    results = {c.key: {"rounds": [{"round": r, "test": test(c.variant, c.seed, r)}
+                                  for r in range((1 if c.key == "d/without_check/s1" else final[c.variant]) + 1)]}
+               for c in cells}
+    spec = Spec("t", cells, "with_check", ["recall@10"], compare=[("without_check", "with_check")])
+    rows = head_to_head(spec, results, interim={"d/without_check/s1"})
+    assert [(r["round"], r["against_round"], r["seeds"], r["interim_seeds"]) for r in rows] == [
+        (1, 1, [0, 1], [1]), (2, 2, [0], [])]  # round 3 of with_check has no partner
+    assert math.isclose(rows[0]["recall@10"]["gain"], (0.12 / 0.11 - 1 + 0.121 / 0.111 - 1) / 2)
+    assert math.isclose(rows[1]["recall@10"]["gain"], 0.14 / 0.12 - 1)
 
 
 def _t_cdf(t: float, dof: int) -> float:
