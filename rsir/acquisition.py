@@ -1,6 +1,8 @@
 """Acquisition after verification: of the synthetic sequences that passed the fidelity check,
 keep a capped share, those the model is least sure about, so that the successor trains on
-verified data it can still learn from rather than on what it already predicts.
+verified data it can still learn from rather than on what it already predicts. A random
+share of the same size is the control: it caps how much synthetic data the successor sees
+without choosing which.
 
 Disagreement is estimated with Monte Carlo dropout: the model scores each sequence several
 times with dropout on; a sequence's disagreement is the spread (standard deviation over
@@ -44,10 +46,18 @@ def disagreement(model: Backbone, seqs: Sequences, samples: int = 8, seed: int =
     return out
 
 
-def acquire(model: Backbone, synthetic: Sequences, share: float, samples: int = 8, seed: int = 0) -> Sequences:
-    """The ``share`` of ``synthetic`` with the highest disagreement, in their original order."""
+ACQUIRE_BY = ("disagreement", "random")
+
+
+def acquire(model: Backbone, synthetic: Sequences, share: float, samples: int = 8, seed: int = 0,
+            by: str = "disagreement") -> Sequences:
+    """The ``share`` of ``synthetic`` with the highest disagreement (or, ``by="random"``, a
+    seeded uniform draw of the same size), in their original order."""
     if share >= 1.0 or len(synthetic) == 0:
         return synthetic
-    scores = disagreement(model, synthetic, samples, seed)
-    keep = np.argsort(-scores, kind="stable")[: math.ceil(share * len(synthetic))]
+    size = math.ceil(share * len(synthetic))
+    if by == "random":
+        keep = np.random.default_rng(seed).choice(len(synthetic), size=size, replace=False)
+    else:
+        keep = np.argsort(-disagreement(model, synthetic, samples, seed), kind="stable")[:size]
     return synthetic.select(np.sort(keep))

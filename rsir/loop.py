@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import distributed
-from .acquisition import acquire
+from .acquisition import ACQUIRE_BY, acquire
 from .analysis import analyse_round
 from .checkpoint import (
     check_same_data, check_same_model, checkpoint_meta, load_checkpoint, load_weights, read_checkpoint,
@@ -53,7 +53,8 @@ class ImproveParams:
     successor: str = "scratch"  # scratch: train f_k anew | finetune: continue from f_{k-1}
     sources: str = "real"  # real: grow from real training sequences | all: from all of D_k
     generator: str = ""  # empty: the round's own model | a backbone name (trained each round) | a checkpoint
-    acquire_share: float = 1.0  # keep this share of verified sequences, the most MC-dropout-uncertain (1 = all)
+    acquire_share: float = 1.0  # keep this share of verified sequences (1 = all)
+    acquire_by: str = "disagreement"  # disagreement: the most MC-dropout-uncertain | random: a uniform draw (the control)
     mc_samples: int = 8  # dropout samples that estimate the uncertainty
     retain: float = 0.0  # weight of the previous round's model in generation scores (state retention; 0 = off)
 
@@ -64,6 +65,8 @@ class ImproveParams:
             raise ConfigError(f"successor must be 'scratch' or 'finetune', got {self.successor!r}")
         if not 0.0 < self.acquire_share <= 1.0:
             raise ConfigError(f"acquire_share must be in (0, 1], got {self.acquire_share}")
+        if self.acquire_by not in ACQUIRE_BY:
+            raise ConfigError(f"acquire_by must be one of {', '.join(ACQUIRE_BY)}, got {self.acquire_by!r}")
         if not 0.0 <= self.retain < 1.0:
             raise ConfigError(f"retain must be in [0, 1), got {self.retain}")
         if self.mc_samples < 2:
@@ -225,7 +228,7 @@ def _generate_round(
     result = generate(generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1, progress=progress)
     tick = time.perf_counter()
     synthetic = acquire(generator, result.sequences, spec.improve.acquire_share, spec.improve.mc_samples,
-                        seed=spec.train.seed * 1000 + k)
+                        seed=spec.train.seed * 1000 + k, by=spec.improve.acquire_by)
     result.stats.update(acquired=len(synthetic), acquisition_seconds=round(time.perf_counter() - tick, 3))
     if spec.improve.sources == "all":
         # ``users`` of a synthetic sequence holds the real training row it descends from.

@@ -31,6 +31,11 @@ def test_disagreement_needs_dropout_and_is_seeded(small_dataset, small_split):
     scores = dict(zip(map(tuple, seqs.to_lists()), first))
     assert min(scores[s] for s in chosen) >= max(v for s, v in scores.items() if s not in chosen)
     assert acquire(noisy, seqs, share=1.0) is seqs
+    drawn = acquire(noisy, seqs, share=0.3, seed=1, by="random")
+    assert drawn.to_lists() == acquire(noisy, seqs, share=0.3, seed=1, by="random").to_lists()  # seeded
+    assert len(drawn) == 15 and drawn.to_lists() != acquire(noisy, seqs, share=0.3, seed=2, by="random").to_lists()
+    positions = {tuple(s): i for i, s in enumerate(seqs.to_lists())}
+    assert [positions[tuple(s)] for s in drawn.to_lists()] == sorted(positions[tuple(s)] for s in drawn.to_lists())
 
 
 def test_loop_keeps_the_acquired_share(tmp_path):
@@ -41,3 +46,7 @@ def test_loop_keeps_the_acquired_share(tmp_path):
     assert generation["acquired"] == -(-generation["kept"] // 2)  # ceil(kept / 2)
     report = json.loads((out / "metrics.json").read_text())
     assert report["rounds"][1]["synthetic_sequences"] == generation["acquired"]
+    control = tmp_path / "control"
+    assert main(["improve", "--out", str(control), *options, "--acquire-share", "0.5", "--acquire-by", "random"]) == 0
+    drawn = json.loads((control / "round-0" / "generation.json").read_text())
+    assert drawn["kept"] == generation["kept"] and drawn["acquired"] == generation["acquired"]  # same generation, same share kept

@@ -144,6 +144,7 @@ CORPUS = [
     config_case("attempts-0", "c.toml", "[generate]\nattempts = 0\n", "attempts must be >= 1"),
     config_case("min-above-max-length", "c.toml", "[generate]\nmin_length = 5\nmax_length = 3\n", "min_length <= max_length"),
     config_case("bad-successor", "c.toml", '[improve]\nsuccessor = "clone"\n', "successor must be 'scratch' or 'finetune'"),
+    config_case("bad-acquire-by", "c.toml", '[improve]\nacquire_by = "best"\n', "acquire_by must be one of disagreement, random"),
     config_case("bad-generator", "c.toml", '[improve]\ngenerator = "gpt"\n', "generator must be empty"),
     config_case("missing-generator", "c.toml", '[data]\nsynthetic_users = 100\nsynthetic_items = 40\n[improve]\n'
                 'generator = "{tmp}/none.pt"\n', "{tmp}/none.pt: no such checkpoint"),
