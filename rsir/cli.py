@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import json
 import shutil
+import signal
 import sys
+import threading
 import typing
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,9 +34,16 @@ from .training import fit
 _FLAG_NAMES = {("data", "path"): "data"}  # --data reads better than --path
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops a run as Ctrl-C does
     try:
         distributed.init_from_env()
         if distributed.world_size() > 1 and args.command not in DISTRIBUTED_COMMANDS:
@@ -54,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         distributed.shutdown()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 DISTRIBUTED_COMMANDS = ("train", "improve", "evaluate")  # the ones that work under torchrun

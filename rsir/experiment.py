@@ -55,6 +55,7 @@ import itertools
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -63,7 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 import yaml
@@ -218,29 +219,71 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
                 changed.wait()  # every pending loop waits for a training that is running
             return None
 
+    processes = _CellProcesses()
+
     def worker() -> list[str]:
         failures = []
-        while (cell := next_cell()) is not None:
+        while not processes.stopping and (cell := next_cell()) is not None:
             try:
                 if reuse:
                     _reuse_finished_phases(cell, out, spec.cells)
-                failure = _run_cell(cell, out, progress)
-                failures += [failure] if failure else []
+                failure = _run_cell(cell, out, progress, processes)
+                failures += [failure] if failure and not processes.stopping else []
             finally:
                 with changed:
                     training.pop(cell.key, None)
                     changed.notify_all()
         return failures
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        failures = [f for future in [pool.submit(worker) for _ in range(max(1, jobs))] for f in future.result()]
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = [pool.submit(worker) for _ in range(max(1, jobs))]
+    try:
+        failures = [f for future in futures for f in future.result()]
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each running cell saves its progress, then the report is written
+        processes.stop()
+        with changed:
+            pending.clear()
+            changed.notify_all()
+        pool.shutdown(wait=True)
+        write_report(spec, out, wall_seconds=time.perf_counter() - started)
+        raise
+    pool.shutdown()
     report = write_report(spec, out, wall_seconds=time.perf_counter() - started)
     if failures:
         raise ConfigError(f"{len(failures)} cell(s) failed, first: {failures[0]} (rerun to retry them)")
     return report
 
 
-def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
+class _CellProcesses:
+    """The running cells' processes. After :meth:`stop`, each one running, or starting later,
+    gets one SIGINT, on which rsir saves its progress and exits."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def run(self, command: list[str], log: IO[str]) -> int:
+        # Its own session: a terminal's Ctrl-C reaches the runner alone, which stops each cell once.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with self.lock:
+            self.running.add(process)
+            if self.stopping:
+                process.send_signal(signal.SIGINT)
+        try:
+            return process.wait()
+        finally:
+            with self.lock:
+                self.running.discard(process)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for process in self.running:
+                process.send_signal(signal.SIGINT)
+
+
+def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) -> str | None:
     cell_dir = out / cell.key
     cell_dir.mkdir(parents=True, exist_ok=True)
     config_path = cell_dir / "config.yaml"
@@ -250,10 +293,10 @@ def _run_cell(cell: Cell, out: Path, progress: bool) -> str | None:
                "--out", str(cell_dir / "run"), "--quiet"]
     tick = time.perf_counter()
     with open(cell_dir / "log.txt", "a") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-    if finished.returncode != 0:
+        returncode = processes.run(command, log)
+    if returncode != 0:
         lines = (cell_dir / "log.txt").read_text().strip().splitlines()
-        return f"{cell.key}: {lines[-1] if lines else 'exit ' + str(finished.returncode)}"
+        return f"{cell.key}: {lines[-1] if lines else 'exit ' + str(returncode)}"
     write_json(cell_dir / "result.json", {
         "cell": cell.key, "command": cell.command, "rounds": _rounds(cell_dir / "run" / "metrics.json"),
         "wall_seconds": round(time.perf_counter() - tick, 1),

@@ -13,6 +13,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,6 +322,40 @@ def test_hard_kills_in_training_generation_and_evaluation_resume_to_the_same_res
     done = subprocess.run([sys.executable, "-m", "rsir.cli", *command, "--resume"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_same_run(finished, out)
+
+
+ENDLESS_SPEC = """
+name = "endless"
+datasets = ["synthetic"]
+seeds = [0, 1, 2]
+[common]
+data = { synthetic_users = 200, synthetic_items = 60 }
+model = { dim = 16, blocks = 1, heads = 1, max_len = 20 }
+train = { max_epochs = 100000, patience = 100000, negatives = 8, batch_size = 64, threads = 1 }
+[variants.plain]
+command = "train"
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, tmp_path):
+    (tmp_path / "spec.toml").write_text(ENDLESS_SPEC)
+    out = tmp_path / "out"
+    runner = subprocess.Popen([sys.executable, "-m", "rsir.cli", "experiment", str(tmp_path / "spec.toml"), "--out",
+                               str(out), "--jobs", "2", "--quiet"], stderr=subprocess.PIPE, text=True)
+    logs = [out / "synthetic" / "plain" / f"s{seed}" / "run" / "log.jsonl" for seed in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(_lines(log) >= 1 for log in logs):  # both cells are training
+        assert runner.poll() is None and time.monotonic() < deadline, "the cells did not start training"
+        time.sleep(0.2)
+    runner.send_signal(signum)  # to the runner alone, as a scheduler or `kill` does
+    assert runner.wait(timeout=60) == 130
+    assert "rsir: interrupted" in runner.stderr.read()
+    epochs = [_lines(log) for log in logs]
+    time.sleep(3)
+    assert [_lines(log) for log in logs] == epochs  # no cell process outlives the runner
+    assert not (out / "synthetic" / "plain" / "s2").exists()  # and the third never started
+    assert json.loads((out / "report.json").read_text())["cells_done"] == 0
 
 
 # ------------------------------------------------------------ (d) write failures
