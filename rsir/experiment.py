@@ -256,7 +256,8 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
 
 class _CellProcesses:
     """The running cells' processes. After :meth:`stop`, each one running, or starting later,
-    gets one SIGINT, on which rsir saves its progress and exits."""
+    gets one SIGTERM, on which rsir saves its progress and exits (SIGTERM because a runner
+    started in the background by a script passes on an ignored SIGINT)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -269,7 +270,7 @@ class _CellProcesses:
         with self.lock:
             self.running.add(process)
             if self.stopping:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
         try:
             return process.wait()
         finally:
@@ -280,7 +281,7 @@ class _CellProcesses:
         with self.lock:
             self.stopping = True
             for process in self.running:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
 
 
 def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) -> str | None:

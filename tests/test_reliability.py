@@ -337,12 +337,14 @@ command = "train"
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, tmp_path):
+@pytest.mark.parametrize("signum, sigint", [(signal.SIGINT, signal.SIG_DFL), (signal.SIGTERM, signal.SIG_IGN)],
+                         ids=["Ctrl-C from a terminal", "SIGTERM to a runner a script started in the background"])
+def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, sigint, tmp_path):
     (tmp_path / "spec.toml").write_text(ENDLESS_SPEC)
     out = tmp_path / "out"
     runner = subprocess.Popen([sys.executable, "-m", "rsir.cli", "experiment", str(tmp_path / "spec.toml"), "--out",
-                               str(out), "--jobs", "2", "--quiet"], stderr=subprocess.PIPE, text=True)
+                               str(out), "--jobs", "2", "--quiet"], stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))  # SIG_IGN: cells inherit it
     logs = [out / "synthetic" / "plain" / f"s{seed}" / "run" / "log.jsonl" for seed in (0, 1)]
     deadline = time.monotonic() + 120
     while not all(_lines(log) >= 1 for log in logs):  # both cells are training
