@@ -632,5 +632,6 @@ def _plot_curves(path: Path, spec: Spec, rows: list[dict[str, Any]]) -> None:
                 axis.set_xscale("log")
             axis.set_xlabel(next(iter(keys)), fontsize=8)
             axis.set_title(f"{dataset}: test {metric}", fontsize=9)
-            axis.legend(fontsize=7)
+            if axis.get_legend_handles_labels()[0]:  # a dataset with no finished point yet has an empty panel
+                axis.legend(fontsize=7)
     save_figure(fig, path)
