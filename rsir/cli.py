@@ -125,7 +125,7 @@ def cmd_improve(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)  # every cell checked before anything runs
+    spec = load_spec(args.spec, args.set)  # every cell checked before anything runs
     out = Path(args.out or Path("runs") / "experiments" / spec.name)
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
@@ -402,6 +402,9 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument("--jobs", type=int, default=1, help="cells run in parallel (give each --threads cores)")
     experiment.add_argument("--only", nargs="+", metavar="PATTERN",
                             help="run only the cells whose key DATASET/VARIANT/sSEED matches a glob, e.g. 'Beauty/*/s0'")
+    experiment.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="edit the spec: a dotted key and a TOML value, e.g. 'seeds=[0,1,2,3,4]', "
+                                 "data_root=DIR, common.train.device=cuda (repeatable)")
     experiment.add_argument("--report-only", action="store_true", help="rewrite the report from finished cells")
     experiment.add_argument("--no-reuse", action="store_true",
                             help="run every phase, even those another finished cell ran with the same inputs")

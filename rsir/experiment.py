@@ -60,6 +60,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
@@ -115,9 +116,10 @@ class Spec:
         return self.baselines.get(variant, self.baseline)
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and check a spec; every cell's config is built and validated before any runs."""
-    raw = read_config_file(path)
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Read and check a spec; every cell's config is built and validated before any runs.
+    ``overrides`` are ``KEY=VALUE`` edits applied first (see :func:`apply_overrides`)."""
+    raw = apply_overrides(read_config_file(path), overrides or [])
     unknown = sorted(set(raw) - SPEC_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown spec key {unknown[0]!r} (known: {', '.join(sorted(SPEC_KEYS))})")
@@ -178,6 +180,34 @@ def load_spec(path: str | Path) -> Spec:
         raise ConfigError(f"{path}: compare must list pairs of two different variants, like [[\"rsir\", \"reordering\"]]")
     return Spec(str(raw.get("name", Path(path).stem)), cells, baseline,
                 list(raw.get("metrics", ["recall@10", "ndcg@10"])), baselines, [tuple(pair) for pair in compare])
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Edit a spec from the command line: ``KEY=VALUE`` with a dotted key into the spec
+    (``seeds``, ``data_root``, ``common.train.device``, ``variants.rsir.generate.tau``) and a
+    TOML value (``[0, 1, 2, 3, 4]``, ``20``, ``inf``, ``"cuda"``; a bare word is a string), so one
+    spec serves another machine, data location or seed list without a copy."""
+    raw = copy.deepcopy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, like seeds=[0,1,2] or common.train.device=cuda")
+        try:
+            value = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError as exc:
+            if text.strip()[:1] in ("[", "{", '"', "'"):
+                raise ConfigError(f"--set {key}: {text!r} is not a TOML value ({exc})") from None
+            value = text.strip()
+        if parts[0] == "variants" and len(parts) > 1 and parts[1] not in raw.get("variants", {}):
+            raise ConfigError(f"--set {key}: no variant {parts[1]!r} (variants: {', '.join(raw.get('variants', {}))})")
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+        node[parts[-1]] = value
+    return raw
 
 
 def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:

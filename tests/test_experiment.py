@@ -288,6 +288,34 @@ def test_bad_spec_is_refused_before_anything_runs(bad, message, tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_set_edits_the_spec_before_its_cells_are_built(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.replace('datasets = ["synthetic"]', 'datasets = ["synthetic", "Beauty"]\ndata_root = "../shared/data"'))
+    cells = load_spec(spec, ["seeds=[0, 1, 2]", "data_root=/elsewhere", "variants.rsir.generate.attempts=7",
+                             "common.generate.tau=inf", "sweep.variants=[]"]).cells
+    assert sorted({cell.seed for cell in cells}) == [0, 1, 2]
+    assert {cell.config["data"]["path"] for cell in cells} == {"", "/elsewhere/Beauty/Beauty.txt"}
+    rsir = [cell for cell in cells if cell.command == "improve"]
+    assert {cell.variant for cell in rsir} == {"rsir"}  # the sweep no longer applies to it
+    assert all(cell.config["generate"]["attempts"] == 7 and cell.config["generate"]["tau"] == math.inf for cell in rsir)
+    assert {cell.config["data"]["path"] for cell in load_spec(spec).cells} == {"", "../shared/data/Beauty/Beauty.txt"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seeds", "expected KEY=VALUE"),
+    ("variants.nope.train.lr=1", "no variant 'nope' (variants: plain, reordering, rsir)"),
+    ("seeds.first=1", "seeds is a value, not a section"),
+    ("colour=red", "unknown spec key 'colour'"),
+    ("common.train.lr=fast", "option train.lr must be float, got 'fast'"),
+    ("seeds=[0", "seeds: '[0' is not a TOML value"),
+])
+def test_a_bad_set_is_refused_before_anything_runs(override, message, experiment, tmp_path, capsys):
+    assert main(["experiment", str(experiment / "spec.toml"), "--out", str(tmp_path / "out"), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def sequences() -> Sequences:
     rng = np.random.default_rng(0)
     return Sequences.from_lists([rng.permutation(np.arange(1, 41))[:n] for n in rng.integers(1, 25, 300)])
