@@ -343,6 +343,10 @@ _SYNTHETIC_ONLY = ("synthetic_weight",)
 # The files of a finished phase; the last one is written last and marks the phase done.
 _TRAINING_FILES = ("model.pt", "log.jsonl", "metrics.json")
 _GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "generation.json")
+# Loop options that act after generation, on the pool it verified.
+_ACQUISITION = ("acquire_share", "acquire_by", "mc_samples")
+# What the generation stats add after acquisition; the rest describes the pool.
+_AFTER_ACQUISITION = ("acquired", "acquisition_seconds", "analysis", "analysis_seconds")
 
 
 def _same_training(train: Cell, improve: Cell) -> bool:
@@ -411,6 +415,7 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
     sources = list(_candidate_sources(cell, out, cells))
     if cell.command == "improve":
         copied = _copy_shared_phases(sources, cell.config, run, True, 2 * cell.config["improve"]["rounds"] + 1)
+        copied.update(_copy_first_pool(sources, cell.config, run))
         generator = _generator_training(cell)
         if generator is not None:
             copied.update({f"{name} generator": key for name, key in _copy_shared_phases(
@@ -424,6 +429,34 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
             yaml.safe_dump(cell.config, handle, sort_keys=False)
     record = run / "reused.json"
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
+
+
+def _copy_first_pool(sources: list[tuple[str, Path, dict[str, Any]]], config: dict[str, Any], run: Path) -> dict[str, str]:
+    """When the loop ``run`` has its round 0 but not its first generation, copy the pool of
+    verified sequences (before acquisition) of a finished loop that generated the same one and
+    only acquired differently: a capped round acquires from the uncapped round's generation."""
+    round_dir = run / "round-0"
+    if _finished_phases(run, True) != 1 or (round_dir / "generated.json").exists():
+        return {}
+    ignored = (_SYNTHETIC_ONLY, ("rounds", "successor") + _ACQUISITION)
+    for key, source, source_config in sources:
+        if ("improve" not in source_config or _without(source_config, *ignored) != _without(config, *ignored)
+                or _finished_phases(source, True) < 2):
+            continue
+        source_dir = source / "round-0"
+        if (source_dir / "generated.json").exists():
+            pool, stats = source_dir / "generated.npz", json.loads((source_dir / "generated.json").read_text())
+        elif source_config["improve"]["acquire_share"] == 1:  # nothing was cut: its synthetic data is the pool
+            pool = source_dir / "synthetic.npz"
+            stats = {k: v for k, v in json.loads((source_dir / "generation.json").read_text()).items()
+                     if k not in _AFTER_ACQUISITION}
+        else:
+            continue
+        with atomic_path(round_dir / "generated.npz") as tmp:
+            shutil.copyfile(pool, tmp)
+        write_json(round_dir / "generated.json", stats)  # written last: it marks the pool complete
+        return {"generate round 0 (before acquisition)": key}
+    return {}
 
 
 def _generator_training(cell: Cell) -> dict[str, Any] | None:

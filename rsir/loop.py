@@ -224,18 +224,30 @@ def _generate_round(
     stats_path = round_dir / "generation.json"
     if distributed.broadcast_flag(store.exists() and stats_path.exists()):
         return load_synthetic(store), json.loads(stats_path.read_text())
-    _say(progress, f"round {k}: generating from {len(sources)} source sequences")
-    result = generate(generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1, progress=progress)
+    # The pool before acquisition is kept when acquisition cuts it, so that another share or
+    # order of the same pool (the volume controls) acquires without generating again.
+    pool_store, pool_stats_path = round_dir / "generated.npz", round_dir / "generated.json"
+    if distributed.broadcast_flag(pool_store.exists() and pool_stats_path.exists()):
+        pool, generation = load_synthetic(pool_store), json.loads(pool_stats_path.read_text())
+        _say(progress, f"round {k}: acquiring from {len(pool)} sequences generated earlier")
+    else:
+        _say(progress, f"round {k}: generating from {len(sources)} source sequences")
+        result = generate(generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1,
+                          progress=progress)
+        pool, generation = result.sequences, result.stats
+        if spec.improve.acquire_share < 1 and distributed.is_main():
+            save_synthetic(pool_store, pool)
+            write_json(pool_stats_path, generation)
     tick = time.perf_counter()
-    synthetic = acquire(generator, result.sequences, spec.improve.acquire_share, spec.improve.mc_samples,
+    synthetic = acquire(generator, pool, spec.improve.acquire_share, spec.improve.mc_samples,
                         seed=spec.train.seed * 1000 + k, by=spec.improve.acquire_by)
-    result.stats.update(acquired=len(synthetic), acquisition_seconds=round(time.perf_counter() - tick, 3))
+    generation = {**generation, "acquired": len(synthetic), "acquisition_seconds": round(time.perf_counter() - tick, 3)}
     if spec.improve.sources == "all":
         # ``users`` of a synthetic sequence holds the real training row it descends from.
         rows = synthetic.users
         synthetic = dataclasses.replace(synthetic, users=np.where(sources.origin[rows] == 0, rows, sources.users[rows]))
     tick = time.perf_counter()
-    stats = {**result.stats, "analysis": analyse_round(real, train, synthetic, dataset.n_items)}
+    stats = {**generation, "analysis": analyse_round(real, train, synthetic, dataset.n_items)}
     stats["analysis_seconds"] = round(time.perf_counter() - tick, 3)
     if distributed.is_main():
         save_synthetic(store, synthetic)

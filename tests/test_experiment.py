@@ -17,6 +17,7 @@ from rsir.cli import main
 from rsir.data import Sequences
 from rsir.config import build_config
 from rsir.experiment import Cell, Spec, _plot_curves, aggregate, head_to_head, load_spec
+from rsir.loop import load_synthetic
 
 SPEC = """
 name = "tiny"
@@ -187,6 +188,26 @@ def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
     assert report["cells_reusing"] == ["synthetic/plain/s0", "synthetic/rsir/s0", "synthetic/rsir_finetune/s0",
                                        "synthetic/weak_to_strong/s0"]
     assert "not counting the phases 4 of them reused" in (tmp_path / "main_table" / "report.md").read_text()
+
+
+def test_a_capped_round_acquires_from_the_pool_of_the_uncapped_round(tmp_path):
+    loop = '[variants.NAME]\ncommand = "improve"\nimprove = { rounds = 1OPTIONS }\ngenerate = { tau = 5 }\n'
+    uncapped = _run(tmp_path, "uncapped", loop.replace("NAME", "rsir").replace("OPTIONS", ""))
+    capped_loop = loop.replace("NAME", "capped").replace("OPTIONS", ', acquire_share = 0.5, acquire_by = "random"')
+    capped = _run(tmp_path, "capped", capped_loop)
+    cell = capped / "capped" / "s0"
+    assert json.loads((cell / "result.json").read_text())["reused"] == {
+        "train round 0": "uncapped/synthetic/rsir/s0", "generate round 0 (before acquisition)": "uncapped/synthetic/rsir/s0"}
+    pool = load_synthetic(uncapped / "rsir" / "s0" / "run" / "round-0" / "synthetic.npz")
+    kept = load_synthetic(cell / "run" / "round-0" / "synthetic.npz")
+    assert len(kept) == math.ceil(len(pool) / 2)
+    # What acquiring from the copied pool gives is what generating and acquiring gives.
+    fresh = _run(tmp_path / "apart", "fresh", capped_loop, "--no-reuse") / "capped" / "s0"
+    assert (fresh / "run" / "round-0" / "generated.npz").exists()  # a capped run keeps its pool
+    regenerated = load_synthetic(fresh / "run" / "round-0" / "synthetic.npz")
+    assert np.array_equal(regenerated.items, kept.items) and np.array_equal(regenerated.users, kept.users)
+    assert (json.loads((fresh / "result.json").read_text())["rounds"]
+            == json.loads((cell / "result.json").read_text())["rounds"])
 
 
 def test_aggregation_on_known_inputs():
