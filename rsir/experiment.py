@@ -524,10 +524,13 @@ def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[st
     reached), otherwise each variant's final round against the other's. Seeds of unfinished
     loops take part with their finished rounds and are listed as interim."""
     values, finals, unfinished = _by_seed(spec, results, interim)
+    loops = {cell.variant for cell in spec.cells if cell.command == "improve"}
     rows = []
     for dataset in dict.fromkeys(cell.dataset for cell in spec.cells):
         for variant, against in spec.compare:
             last, their_last = finals.get((dataset, variant), 0), finals.get((dataset, against), 0)
+            if (variant in loops and not last) or (against in loops and not their_last):
+                continue  # a loop's round 0 is the plain training: nothing of the loop to compare yet
             rounds = [(k, k) for k in range(1, min(last, their_last) + 1)] if last and their_last else [(last, their_last)]
             for mine_round, their_round in rounds:
                 mine, theirs = values.get((dataset, variant, mine_round), {}), values.get((dataset, against, their_round), {})

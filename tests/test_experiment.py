@@ -268,6 +268,9 @@ def test_head_to_head_pairs_final_rounds_of_two_variants():
     (row,) = head_to_head(spec, results)
     assert row["against"] == "reordering" and row["seeds"] == [0, 1]
     assert math.isclose(row["recall@10"]["gain"], ((0.30 * 1.2) / 0.10 - 1 + (0.12 * 1.2) / 0.20 - 1) / 2)
+    # A loop that has only its round 0 (the plain training) so far has nothing to compare.
+    started = {key: {"rounds": result["rounds"][:1]} for key, result in results.items()}
+    assert head_to_head(spec, started, interim={c.key for c in cells if c.variant == "rsir"}) == []
 
 
 def test_head_to_head_pairs_two_loops_round_by_round_with_interim_seeds():
