@@ -343,6 +343,8 @@ _SYNTHETIC_ONLY = ("synthetic_weight",)
 # The files of a finished phase; the last one is written last and marks the phase done.
 _TRAINING_FILES = ("model.pt", "log.jsonl", "metrics.json")
 _GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "generation.json")
+# Loop options that act only after the first generation (from round 1 on).
+_AFTER_FIRST_GENERATION = ("rounds", "successor")
 # Loop options that act after generation, on the pool it verified.
 _ACQUISITION = ("acquire_share", "acquire_by", "mc_samples")
 # What the generation stats add after acquisition; the rest describes the pool.
@@ -374,7 +376,7 @@ def _shared_phases(source: dict[str, Any], target: dict[str, Any]) -> int:
     if _without(source, improve=("rounds",)) == _without(target, improve=("rounds",)):
         return 2 * target["improve"]["rounds"] + 1
     # The successor's options act from round 1 on; the first generation comes from round 0.
-    first_generation = (_SYNTHETIC_ONLY, ("rounds", "successor"))
+    first_generation = (_SYNTHETIC_ONLY, _AFTER_FIRST_GENERATION)
     return 2 if _without(source, *first_generation) == _without(target, *first_generation) else 1
 
 
@@ -438,7 +440,7 @@ def _copy_first_pool(sources: list[tuple[str, Path, dict[str, Any]]], config: di
     round_dir = run / "round-0"
     if _finished_phases(run, True) != 1 or (round_dir / "generated.json").exists():
         return {}
-    ignored = (_SYNTHETIC_ONLY, ("rounds", "successor") + _ACQUISITION)
+    ignored = (_SYNTHETIC_ONLY, _AFTER_FIRST_GENERATION + _ACQUISITION)
     for key, source, source_config in sources:
         if ("improve" not in source_config or _without(source_config, *ignored) != _without(config, *ignored)
                 or _finished_phases(source, True) < 2):
