@@ -25,9 +25,10 @@ from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
 from .evaluation import KS, evaluate, metrics_from_ranks, recommend_top_k
 from .io import atomic_open, remove_stale_temporaries, write_json
-from .experiment import load_spec, run_experiment, write_report
+from .experiment import load_spec, run_experiment
 from .loop import LoopSpec, improve, prepare
 from .models import BACKBONES, build_backbone
+from .report import write_report
 from .segments import segment_gains, segment_markdown, user_segments
 from .training import fit
 

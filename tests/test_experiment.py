@@ -16,7 +16,8 @@ from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_succ
 from rsir.cli import main
 from rsir.data import Sequences
 from rsir.config import build_config
-from rsir.experiment import Cell, Spec, _plot_curves, aggregate, head_to_head, load_spec
+from rsir.experiment import Cell, Spec, load_spec
+from rsir.report import _plot_curves, aggregate, head_to_head
 from rsir.loop import load_synthetic
 
 SPEC = """

@@ -1,0 +1,231 @@
+"""The report of an experiment: the finished cells' test metrics aggregated over seeds (mean,
+standard deviation, the per-seed values), paired relative gains against each variant's
+baseline with a paired t-test, head-to-head comparisons, and the Markdown, JSON and PNG
+files that hold them. Unfinished loop cells contribute their finished rounds, marked
+interim, so that long studies report as they go.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .evaluation import paired_gain
+from .io import atomic_open, save_figure, write_json
+
+if TYPE_CHECKING:
+    from .experiment import Spec
+
+
+def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:
+    """Test metrics per round: a training is round 0, an improve run lists its rounds."""
+    metrics = json.loads(metrics_path.read_text())
+    if "rounds" in metrics:
+        return [{"round": r["round"], "test": r["test"]} for r in metrics["rounds"]]
+    return [{"round": 0, "test": metrics["test"]}]
+
+
+def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> tuple[
+        dict[tuple[str, str, int], dict[int, dict[str, float]]], dict[tuple[str, str], int], dict[tuple[str, str, int], list[int]]]:
+    """Test metrics by (dataset, variant, round) and seed; each variant's final round; the
+    seeds of each row that come from unfinished loops."""
+    values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
+    unfinished: dict[tuple[str, str, int], list[int]] = {}
+    for cell in spec.cells:
+        for record in results.get(cell.key, {}).get("rounds", []):
+            values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = record["test"]
+            if cell.key in interim:
+                unfinished.setdefault((cell.dataset, cell.variant, record["round"]), []).append(cell.seed)
+    finals: dict[tuple[str, str], int] = {}
+    for dataset, variant, round_ in values:
+        finals[(dataset, variant)] = max(round_, finals.get((dataset, variant), 0))
+    return values, finals, unfinished
+
+
+def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """For each ``compare`` pair and dataset, paired by seed (relative gain and paired t-test
+    per metric): two loops round by round (round k against round k, for every k >= 1 both
+    reached), otherwise each variant's final round against the other's. Seeds of unfinished
+    loops take part with their finished rounds and are listed as interim."""
+    values, finals, unfinished = _by_seed(spec, results, interim)
+    loops = {cell.variant for cell in spec.cells if cell.command == "improve"}
+    rows = []
+    for dataset in dict.fromkeys(cell.dataset for cell in spec.cells):
+        for variant, against in spec.compare:
+            last, their_last = finals.get((dataset, variant), 0), finals.get((dataset, against), 0)
+            if (variant in loops and not last) or (against in loops and not their_last):
+                continue  # a loop's round 0 is the plain training: nothing of the loop to compare yet
+            rounds = [(k, k) for k in range(1, min(last, their_last) + 1)] if last and their_last else [(last, their_last)]
+            for mine_round, their_round in rounds:
+                mine, theirs = values.get((dataset, variant, mine_round), {}), values.get((dataset, against, their_round), {})
+                paired = sorted(set(mine) & set(theirs))
+                if not paired:
+                    continue
+                late = set(unfinished.get((dataset, variant, mine_round), [])) | set(unfinished.get((dataset, against, their_round), []))
+                row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": mine_round, "against": against,
+                                       "against_round": their_round, "seeds": paired, "interim_seeds": sorted(late & set(paired))}
+                for metric in spec.metrics:
+                    row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
+                                              np.array([theirs[s][metric] for s in paired]))
+                rows.append(row)
+    return rows
+
+
+def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """One row per (dataset, variant, round): mean and std over seeds, and for every row
+    the relative gain over the baseline variant's final round, paired seed by seed, with a
+    paired t-test when at least two seeds pair up. When the baseline itself is swept, each
+    sweep point is paired with the baseline at the same point (noise 0.2 against noise 0.2)."""
+    values, finals, unfinished = _by_seed(spec, results, interim)
+    points = {cell.variant: cell.point for cell in spec.cells}
+    names = {cell.variant: cell.variant.removesuffix(cell.point) for cell in spec.cells}
+    rows = []
+    for (dataset, variant, round_), by_seed in values.items():
+        row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": round_, "seeds": sorted(by_seed),
+                               "interim_seeds": sorted(unfinished.get((dataset, variant, round_), []))}
+        baseline = spec.baseline_of(names[variant]) + points.get(variant, "")
+        if baseline not in points:
+            baseline = spec.baseline_of(names[variant])
+        base = values.get((dataset, baseline, finals.get((dataset, baseline), 0)), {})
+        paired = sorted(set(by_seed) & set(base))
+        for metric in spec.metrics:
+            sample = np.array([by_seed[s][metric] for s in sorted(by_seed)])
+            row[metric] = {"mean": float(sample.mean()), "std": float(sample.std(ddof=1)) if len(sample) > 1 else 0.0,
+                           "values": sample.tolist()}  # per seed, in the order of ``seeds``: the evidence travels with the report
+            if paired and variant != baseline:
+                mine = np.array([by_seed[s][metric] for s in paired])
+                theirs = np.array([base[s][metric] for s in paired])
+                row[metric].update(paired_gain(mine, theirs))
+        rows.append(row)
+    order = {cell.variant: i for i, cell in reversed(list(enumerate(spec.cells)))}
+    datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
+    return sorted(rows, key=lambda r: (datasets.index(r["dataset"]), order[r["variant"]], r["round"]))
+
+
+def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
+    """Aggregate the finished cells, plus the finished rounds of loop cells still running
+    (or interrupted), which are counted as interim so that long studies report as they go."""
+    results, interim = {}, {}
+    for cell in spec.cells:
+        path, partial = out / cell.key / "result.json", out / cell.key / "run" / "metrics.json"
+        if path.exists():
+            results[cell.key] = json.loads(path.read_text())
+        elif cell.command == "improve" and partial.exists():
+            interim[cell.key] = {"rounds": round_metrics(partial)}
+    rows = aggregate(spec, {**interim, **results}, interim=set(interim))
+    cell_seconds = sum(r["wall_seconds"] for r in results.values())
+    reused = sorted(key for key, r in results.items() if r.get("reused"))
+    report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
+              "cells_done": len(results), "cells_interim": sorted(interim), "cells_reusing": reused,
+              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, {**interim, **results}, set(interim))}
+    write_json(out / "report.json", report)
+    header = "| dataset | variant | round | seeds | " + " | ".join(
+        f"{m} | gain {m} (p)" for m in spec.metrics) + " |"
+    lines = [
+        f"# {spec.name}", "",
+        f"{len(results)} of {len(spec.cells)} cells done; their total run time {cell_seconds / 3600:.2f} h"
+        + (f", not counting the phases {len(reused)} of them reused from other runs (`reused` in their "
+           "result.json)" if reused else "") + ". "
+        + (f"{len(interim)} unfinished loop cell(s) contribute their finished rounds (the seeds marked "
+           "interim). " if interim else "")
+        + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`"
+        + "".join(f", for `{v}` to `{b}`" for v, b in spec.baselines.items())
+        + ", paired by seed, with the p-value of a paired t-test.", "",
+        header, "|" + "---|" * (4 + 2 * len(spec.metrics)),
+    ]
+    for row in rows:
+        cells = []
+        for metric in spec.metrics:
+            m = row[metric]
+            cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}")
+            cells.append(_gain_text(m) if "gain" in m else "")
+        seeds = f"{len(row['seeds'])}" + (f" ({len(row['interim_seeds'])} interim)" if row["interim_seeds"] else "")
+        lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {seeds} | " + " | ".join(cells) + " |")
+    if report["head_to_head"]:
+        lines += ["", "Head to head (paired by seed; two loops round by round, otherwise final round against final round):", "",
+                  "| dataset | variant | round | against | round | seeds | " + " | ".join(f"gain {m} (p)" for m in spec.metrics) + " |",
+                  "|" + "---|" * (6 + len(spec.metrics))]
+        lines += [f"| {r['dataset']} | {r['variant']} | {r['round']} | {r['against']} | {r['against_round']} | "
+                  + f"{len(r['seeds'])}" + (f" ({len(r['interim_seeds'])} interim)" if r["interim_seeds"] else "") + " | "
+                  + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |" for r in report["head_to_head"]]
+    with atomic_open(out / "report.md") as handle:
+        handle.write("\n".join(lines) + "\n")
+    if rows:
+        _plot(out / "report.png", rows, spec.metrics)
+        _plot_curves(out / "curves.png", spec, rows)
+    return report
+
+
+def _gain_text(gain: dict[str, Any]) -> str:
+    p = f" (p={gain['p']:.3f})" if gain.get("p") is not None else ""
+    return ("n/a" if gain["gain"] is None else f"{100 * gain['gain']:+.1f}%") + p
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(4.5 * len(metrics), 0.5 + 0.35 * len(rows)), squeeze=False)
+    for i, dataset in enumerate(datasets):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        labels = [f"{r['variant']} r{r['round']}" for r in mine]
+        for j, metric in enumerate(metrics):
+            axis = axes[i][j]
+            axis.barh(range(len(mine)), [r[metric]["mean"] for r in mine], xerr=[r[metric]["std"] for r in mine])
+            axis.set_yticks(range(len(mine)), labels, fontsize=7)
+            axis.invert_yaxis()
+            axis.set_title(f"{dataset}: test {metric}", fontsize=9)
+    save_figure(fig, path)
+
+
+def _plot_curves(path: Path, spec: Spec, rows: list[dict[str, Any]]) -> None:
+    """For a spec that sweeps one numeric option: each swept variant's final round against the
+    swept value, one panel per dataset and metric, with the baseline as a dashed line."""
+    swept = [cell for cell in spec.cells if cell.setting]
+    keys = {key for cell in swept for key, _ in cell.setting}
+    if len(keys) != 1 or not all(isinstance(value, (int, float)) for cell in swept for _, value in cell.setting):
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, dict[str, float]] = {}  # variant name -> its labels and their swept values
+    for cell in swept:
+        if math.isfinite(cell.setting[0][1]):  # tau = inf (the ablation) has no place on the axis
+            curves.setdefault(cell.variant.removesuffix(cell.point), {})[cell.variant] = cell.setting[0][1]
+    # Rows ascend by round, so the last is the final one; a point whose seeds are all unfinished
+    # loops is left out (its last finished round may be round 0, the baseline itself).
+    finals = {(row["dataset"], row["variant"]): row for row in rows if len(row["interim_seeds"]) < len(row["seeds"])}
+    datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
+    values = [value for labels in curves.values() for value in labels.values()]
+    if not values:
+        return
+    fig, axes = plt.subplots(len(datasets), len(spec.metrics), figsize=(4.5 * len(spec.metrics), 3.2 * len(datasets)),
+                             squeeze=False)
+    for i, dataset in enumerate(datasets):
+        for j, metric in enumerate(spec.metrics):
+            axis = axes[i][j]
+            for name, labels in curves.items():
+                points = sorted((value, finals[(dataset, label)][metric]) for label, value in labels.items()
+                                if (dataset, label) in finals)
+                if points:
+                    axis.errorbar([x for x, _ in points], [m["mean"] for _, m in points],
+                                  yerr=[m["std"] for _, m in points], marker="o", capsize=3, label=name)
+            if (dataset, spec.baseline) in finals:
+                axis.axhline(finals[(dataset, spec.baseline)][metric]["mean"], linestyle="--", color="grey",
+                             label=spec.baseline)
+            if min(values) > 0 and max(values) / min(values) >= 20:  # tau 1..100 reads best on a log axis
+                axis.set_xscale("log")
+            axis.set_xlabel(next(iter(keys)), fontsize=8)
+            axis.set_title(f"{dataset}: test {metric}", fontsize=9)
+            if axis.get_legend_handles_labels()[0]:  # a dataset with no finished point yet has an empty panel
+                axis.legend(fontsize=7)
+    save_figure(fig, path)
