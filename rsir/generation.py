@@ -8,7 +8,8 @@ operations. For an attempt grown from source sequence ``s`` with synthetic prefi
 * Fidelity check: continue only if some item of R ranks within the top ``tau`` of the
   model's scores given ``g`` (items already in ``g`` are excluded from the ranking). On
   failure the last generated item, which produced this context, is dropped and the
-  attempt stops. ``tau = inf`` disables the check (the paper's ablation, and rsir's default).
+  attempt stops. ``tau = inf`` disables the check (the paper's ablation, and rsir's default);
+  the pool is then drawn first and only the attempts that explore score the catalogue.
 * Pool: with probability ``exploit_prob`` the items of R (exploitation), otherwise the
   whole catalogue minus ``g`` (exploration); the highest scoring pool item is appended
   (or one of the top ``top_k``, sampled by softmax, with ``choice="topk"``).
@@ -202,6 +203,9 @@ def _grow(
     # R starts as the source's items that are not in the seed (compared by value: repeats).
     remaining = (source != 0) & ~(source.unsqueeze(2) == seq.unsqueeze(1)).any(-1)
     alive = length < params.max_length
+    # Without a check (tau = inf, or at least the catalogue) every step passes, so the pool can be
+    # drawn before the step and only the rows that explore need the catalogue scored.
+    unchecked = not (torch.isfinite(tau) & (tau < model.n_items)).any()
     step = 0
     while alive.any():
         idx = alive.nonzero().squeeze(1)
@@ -211,10 +215,12 @@ def _grow(
         idx = idx[has_remaining]
         if len(idx) == 0:
             break
-        step_result = fidelity_step(
-            model, retriever, decoder.hidden[idx], seq[idx, : int(length[idx].max())], source[idx], remaining[idx],
-            tau[idx], params,
-        )
+        hidden, context = decoder.hidden[idx], seq[idx, : int(length[idx].max())]
+        if unchecked:
+            exploit = torch.rand(len(idx), generator=torch_gen, device=device) < params.exploit_prob
+            step_result = pool_step(model, retriever, hidden, context, source[idx], remaining[idx], ~exploit, params)
+        else:
+            step_result = fidelity_step(model, retriever, hidden, context, source[idx], remaining[idx], tau[idx], params)
         ok = step_result.ok
         checked[step] += len(idx)
         passed[step] += int(ok.sum())
@@ -225,7 +231,8 @@ def _grow(
         idx, top, source_scores = idx[ok], step_result.top_items[ok], step_result.source_scores[ok]
         if len(idx) == 0:
             break
-        exploit = torch.rand(len(idx), generator=torch_gen, device=device) < params.exploit_prob
+        if not unchecked:  # drawn after the check, for the rows that passed it
+            exploit = torch.rand(len(idx), generator=torch_gen, device=device) < params.exploit_prob
         chosen = torch.where(
             exploit,
             source[idx].gather(1, _pick(source_scores, params, torch_gen).unsqueeze(1)).squeeze(1),
@@ -273,6 +280,32 @@ def fidelity_step(
     threshold = top_scores.gather(1, (tau - 1).clamp(min=0).unsqueeze(1))
     ok = ~check | (listed | ((source_scores >= threshold) & remaining)).any(1)
     return StepResult(ok, top_scores, top_items, source_scores)
+
+
+def pool_step(
+    model: Backbone,
+    retriever: Retriever,
+    hidden: torch.Tensor,
+    context: torch.Tensor,
+    source: torch.Tensor,
+    remaining: torch.Tensor,
+    explore: torch.Tensor,
+    params: GenerationParams,
+) -> StepResult:
+    """One step without the fidelity check: every row passes, the scores of R's items for
+    all rows, and the best items outside g only for the rows that ``explore`` (the others
+    get an empty pool, -inf): a row that exploits never scores the catalogue."""
+    rows = len(hidden)
+    source_scores = model.score_items(hidden, source).masked_fill(~remaining, float("-inf"))
+    top_scores = hidden.new_full((rows, 1), float("-inf"))
+    top_items = torch.zeros((rows, 1), dtype=torch.long, device=hidden.device)
+    if explore.any():
+        scores, items, _ = retriever.search(hidden[explore], params.top_k if params.choice == "topk" else 1,
+                                            exclude=context[explore], score=source[explore, :1])
+        top_scores = top_scores.new_full((rows, scores.shape[1]), float("-inf"))
+        top_items = top_items.new_zeros((rows, items.shape[1]))
+        top_scores[explore], top_items[explore] = scores, items
+    return StepResult(torch.ones(rows, dtype=torch.bool, device=hidden.device), top_scores, top_items, source_scores)
 
 
 @torch.no_grad()

@@ -144,6 +144,16 @@ def test_generation_is_seeded_and_batch_size_invariant(trained, small_split):
     assert lengths.min() >= 3 and len({tuple(s) for s in c.to_lists()}) == len(c)
 
 
+def test_without_the_check_only_exploring_rows_score_the_catalogue_and_nothing_changes(trained, small_split):
+    """tau = inf skips the catalogue for the rows that exploit (pool_step); a threshold that
+    admits the whole catalogue runs the full check on every row. The same sequences come out."""
+    unchecked = generate(trained, small_split.train, GenerationParams(tau=math.inf), seed=5, progress=False)
+    checked = generate(trained, small_split.train, GenerationParams(tau=trained.n_items - 1), seed=5, progress=False)
+    assert checked.stats["acceptance_by_step"] == [1.0] * len(checked.stats["acceptance_by_step"])
+    assert unchecked.sequences.to_lists() == checked.sequences.to_lists()
+    assert unchecked.stats["generated_items"] > 2 * len(small_split.train)  # both pools were used over many steps
+
+
 def test_faiss_index_scanning_every_list_decides_as_the_exact_scan(trained, small_split):
     """An IVF index that probes all its lists is an exact search: the same generation."""
     params = dict(attempts=2, tau=5, exploit_prob=0.5)
