@@ -203,9 +203,9 @@ def _grow(
     # R starts as the source's items that are not in the seed (compared by value: repeats).
     remaining = (source != 0) & ~(source.unsqueeze(2) == seq.unsqueeze(1)).any(-1)
     alive = length < params.max_length
-    # Without a check (tau = inf, or at least the catalogue) every step passes, so the pool can be
-    # drawn before the step and only the rows that explore need the catalogue scored.
-    unchecked = not (torch.isfinite(tau) & (tau < model.n_items)).any()
+    # Without a check every step passes, so the pool can be drawn before the step and only the
+    # rows that explore need the catalogue scored.
+    unchecked = not _checked_rows(tau, model.n_items).any()
     step = 0
     while alive.any():
         idx = alive.nonzero().squeeze(1)
@@ -268,7 +268,7 @@ def fidelity_step(
     """One step's questions for a batch: does some item of R rank within the top ``tau``
     (per row; inf = no check) of the catalogue outside g, and which are the best items
     outside g (the exploration pool)?"""
-    check = torch.isfinite(tau) & (tau < model.n_items)  # else every item ranks within tau
+    check = _checked_rows(tau, model.n_items)
     tau = torch.where(check, tau, 0).long()
     needed = max(int(tau.max()) if len(tau) else 0, params.top_k if params.choice == "topk" else 1)
     top_scores, top_items, source_scores = retriever.search(hidden, needed, exclude=context, score=source)
@@ -280,6 +280,11 @@ def fidelity_step(
     threshold = top_scores.gather(1, (tau - 1).clamp(min=0).unsqueeze(1))
     ok = ~check | (listed | ((source_scores >= threshold) & remaining)).any(1)
     return StepResult(ok, top_scores, top_items, source_scores)
+
+
+def _checked_rows(tau: torch.Tensor, n_items: int) -> torch.Tensor:
+    """The rows whose threshold can fail: tau = inf, or tau at least the catalogue, admits every item."""
+    return torch.isfinite(tau) & (tau < n_items)
 
 
 def pool_step(
