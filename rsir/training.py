@@ -40,6 +40,9 @@ class TrainParams:
     batch_size: int = 256
     max_epochs: int = 200
     patience: int = 20  # epochs without a better validation NDCG@20 before stopping
+    # Validate every N epochs (and at the last one): the best model and early stopping see
+    # only validated epochs, so a run costs less where validation takes as long as an epoch.
+    eval_every: int = 1
     eval_batch_size: int = 1024
     exclude_seen: bool = True  # drop the user's own history from the ranking
     seed: int = 0
@@ -70,6 +73,8 @@ class TrainParams:
             raise ConfigError(f"train option precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.patience < 1:
             raise ConfigError(f"train option patience must be >= 1, got {self.patience}")
+        if self.eval_every < 1:
+            raise ConfigError(f"train option eval_every must be >= 1, got {self.eval_every}")
         if self.threads < 0:
             raise ConfigError(f"train option threads must be >= 0 (0 = all cores), got {self.threads}")
         if not 0 <= self.seed < 2**32:  # the range numpy's seeding accepts
@@ -205,11 +210,15 @@ def fit(
         total, count = distributed.sum_over_ranks(np.array([total, count], dtype=np.float64))
         train_seconds = time.perf_counter() - tick
         tick = time.perf_counter()
-        valid = evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
+        # The last epoch is validated too: the one the epoch cap or the time budget ends on.
+        last = epoch == params.max_epochs or (time_budget is not None and tick - started >= time_budget)
+        validated = epoch % params.eval_every == 0 or distributed.broadcast_flag(last)
+        valid = evaluate(model, split.valid, batch_size=params.eval_batch_size,
+                         exclude_seen=params.exclude_seen).metrics if validated else {}
         eval_seconds = time.perf_counter() - tick
         state.train_seconds += train_seconds
         state.eval_seconds += eval_seconds
-        improved = valid[SELECT_METRIC] > state.best_value
+        improved = validated and valid[SELECT_METRIC] > state.best_value
         if improved:
             state.best_epoch, state.best_value, state.best_valid = epoch, valid[SELECT_METRIC], valid
             state.best_state = copy.deepcopy(model.state_dict())
@@ -224,9 +233,10 @@ def fit(
         }
         state.history.append(record)
         if progress:
+            scores = (f"valid ndcg@20 {valid[SELECT_METRIC]:.4f}  recall@10 {valid['recall@10']:.4f}"
+                      if validated else "not validated")
             tqdm.write(
-                f"epoch {epoch:3d}  loss {record['loss']:.4f}  valid ndcg@20 {valid[SELECT_METRIC]:.4f}  "
-                f"recall@10 {valid['recall@10']:.4f}  best {state.best_epoch}  "
+                f"epoch {epoch:3d}  loss {record['loss']:.4f}  {scores}  best {state.best_epoch}  "
                 f"({train_seconds:.1f}s train, {eval_seconds:.1f}s eval)"
             )
         state.epoch = epoch
@@ -238,7 +248,8 @@ def fit(
                     save_checkpoint(run_dir / "model.pt", model, full_meta)
                 _save_state(run_dir / "last.pt", model, optimizer, rng, state, full_meta, torch_rng)
                 append_jsonl(run_dir / "log.jsonl", record)
-        out_of_time = time_budget is not None and time.perf_counter() - started >= time_budget
+        # A budget ends on a validated epoch (the next one, when this one was not).
+        out_of_time = validated and time_budget is not None and time.perf_counter() - started >= time_budget
         if distributed.broadcast_flag(out_of_time):  # rank 0's clock decides for all
             break
 

@@ -102,6 +102,25 @@ def test_early_stopping_and_best_checkpoint(tmp_path, small_dataset, small_split
     assert evaluate(saved, small_split.test).metrics == result.test
 
 
+def test_eval_every_validates_only_every_nth_and_the_last_epoch(tmp_path, small_dataset, small_split):
+    def run(eval_every: int, run_dir=None):
+        model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+        return fit(model, small_split, quick(max_epochs=7, patience=20, eval_every=eval_every), run_dir=run_dir,
+                   progress=False)
+
+    every, sparse = run(1), run(3, tmp_path)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "valid_ndcg@20" in r] == [3, 6, 7]  # every 3rd, and the last
+    # Skipping validation changes nothing in training; the choice is among validated epochs.
+    assert [r["loss"] for r in sparse.history] == [r["loss"] for r in every.history]
+    validated = {r["epoch"]: r["valid_ndcg@20"] for r in every.history if r["epoch"] in (3, 6, 7)}
+    assert sparse.best_epoch == max(validated, key=validated.get)
+    assert sparse.best_valid["ndcg@20"] == validated[sparse.best_epoch]
+    saved, meta = load_checkpoint(tmp_path / "model.pt")
+    assert meta["epoch"] == sparse.best_epoch
+    assert evaluate(saved, small_split.test).metrics == sparse.test
+
+
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, small_dataset, small_split):
     params = quick(max_epochs=6, patience=6)
     straight = fit(build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0), small_split, params, progress=False)
