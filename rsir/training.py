@@ -210,8 +210,9 @@ def fit(
         total, count = distributed.sum_over_ranks(np.array([total, count], dtype=np.float64))
         train_seconds = time.perf_counter() - tick
         tick = time.perf_counter()
-        # The last epoch is validated too: the one the epoch cap or the time budget ends on.
-        last = epoch == params.max_epochs or (time_budget is not None and tick - started >= time_budget)
+        # The last epoch is validated too: the one the epoch cap, patience or the time budget ends on.
+        last = (epoch == params.max_epochs or epoch - state.best_epoch >= params.patience
+                or (time_budget is not None and tick - started >= time_budget))
         validated = epoch % params.eval_every == 0 or distributed.broadcast_flag(last)
         valid = evaluate(model, split.valid, batch_size=params.eval_batch_size,
                          exclude_seen=params.exclude_seen).metrics if validated else {}

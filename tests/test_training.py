@@ -119,6 +119,11 @@ def test_eval_every_validates_only_every_nth_and_the_last_epoch(tmp_path, small_
     saved, meta = load_checkpoint(tmp_path / "model.pt")
     assert meta["epoch"] == sparse.best_epoch
     assert evaluate(saved, small_split.test).metrics == sparse.test
+    # Patience shorter than eval_every: the epoch it would stop on is validated, so a model is chosen.
+    model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+    short = fit(model, small_split, quick(max_epochs=7, patience=2, eval_every=10), progress=False)
+    validated_epochs = [r["epoch"] for r in short.history if "valid_ndcg@20" in r]
+    assert validated_epochs[0] == 2 and short.best_epoch in validated_epochs and short.best_valid
 
 
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, small_dataset, small_split):
