@@ -187,8 +187,15 @@ def fit(
     targets_per_epoch = count_targets(rows, model.max_len, last_target_only)
     n_batches = int(np.ceil((rows.lengths >= 2).sum() / params.batch_size))
 
+    def stops_after(epoch: int) -> bool:
+        """Whether the epoch cap or patience ends training after ``epoch``."""
+        return epoch >= params.max_epochs or epoch - state.best_epoch >= params.patience
+
+    def budget_spent() -> bool:
+        return time_budget is not None and time.perf_counter() - started >= time_budget
+
     epoch = state.epoch
-    while epoch < params.max_epochs and epoch - state.best_epoch < params.patience:
+    while not stops_after(epoch):
         epoch += 1
         tick = time.perf_counter()
         model.train()
@@ -211,9 +218,7 @@ def fit(
         train_seconds = time.perf_counter() - tick
         tick = time.perf_counter()
         # The last epoch is validated too: the one the epoch cap, patience or the time budget ends on.
-        last = (epoch == params.max_epochs or epoch - state.best_epoch >= params.patience
-                or (time_budget is not None and tick - started >= time_budget))
-        validated = epoch % params.eval_every == 0 or distributed.broadcast_flag(last)
+        validated = epoch % params.eval_every == 0 or distributed.broadcast_flag(stops_after(epoch) or budget_spent())
         valid = evaluate(model, split.valid, batch_size=params.eval_batch_size,
                          exclude_seen=params.exclude_seen).metrics if validated else {}
         eval_seconds = time.perf_counter() - tick
@@ -250,8 +255,7 @@ def fit(
                 _save_state(run_dir / "last.pt", model, optimizer, rng, state, full_meta, torch_rng)
                 append_jsonl(run_dir / "log.jsonl", record)
         # A budget ends on a validated epoch (the next one, when this one was not).
-        out_of_time = validated and time_budget is not None and time.perf_counter() - started >= time_budget
-        if distributed.broadcast_flag(out_of_time):  # rank 0's clock decides for all
+        if distributed.broadcast_flag(validated and budget_spent()):  # rank 0's clock decides for all
             break
 
     if state.best_state is not None:
