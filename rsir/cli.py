@@ -11,7 +11,7 @@ import sys
 import threading
 import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ import yaml
 from . import distributed
 from .checkpoint import check_same_data, load_checkpoint
 from .config import SECTIONS, RunConfig, build_config, model_option_types, read_config_file, read_saved_config
-from .data import FORMATS, Dataset, leave_one_out, make_synthetic, read_dataset, write_dataset
+from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
 from .evaluation import KS, evaluate, metrics_from_ranks, recommend_top_k
@@ -90,9 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     split = leave_one_out(dataset)
     model = build_backbone(config.backbone, dataset.n_items, config.model, seed=config.train.seed)
     _start_run_dir(out, config, TRAIN_SECTIONS, args.overwrite)
-    _say(args, f"data {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
-               f"{dataset.sequences.n_interactions} interactions"
-               + (f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else ""))
+    _say_data(args, dataset, split)
     meta = {"data": dataclasses.asdict(config.data), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
     result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet)
     summary = {"dataset": dataset.name, "backbone": config.backbone, **result.summary()}
@@ -115,6 +113,7 @@ def cmd_improve(args: argparse.Namespace) -> int:
     spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
     prepared = prepare(dataset, spec)  # before anything is written, so bad input leaves no run dir
     _start_run_dir(out, config, IMPROVE_SECTIONS, args.overwrite)
+    _say_data(args, dataset, prepared.split)
     if exists:
         _say(args, f"resuming the run in {out}")
     meta = {"data": dataclasses.asdict(config.data)}
@@ -332,6 +331,12 @@ def _say(args: argparse.Namespace, message: str) -> None:
         print(f"rsir: {message}", file=sys.stderr)
 
 
+def _say_data(args: argparse.Namespace, dataset: Dataset, split: LeaveOneOut) -> None:
+    _say(args, f"data {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
+               f"{dataset.sequences.n_interactions} interactions"
+               + (f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else ""))
+
+
 def _print(text: str, end: str = "\n") -> None:
     """Results go to standard output once, from rank 0."""
     if distributed.is_main():
@@ -376,8 +381,15 @@ def _add_reader_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kcore", type=int, default=0)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with rsir's one-line errors: a wrong flag or value ends like any other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"rsir: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rsir", description=__doc__)
+    parser = _Parser(prog="rsir", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model (default: SASRec on built-in synthetic data)")

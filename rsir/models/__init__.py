@@ -1,4 +1,4 @@
-"""Backbones by name. Adding a model means one file and one line here."""
+"""Backbones by name. Adding a model means one file and its class in ``BACKBONES``."""
 
 from __future__ import annotations
 
