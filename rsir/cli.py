@@ -41,7 +41,10 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would point at the top-level help; the command's own help lists its flags
+        command = " ".join(filter(None, ["rsir", args.command, getattr(args, "data_command", None)]))
+        parser.fail(f"unrecognized arguments: {' '.join(unknown)}", command)
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
         previous = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops a run as Ctrl-C does
@@ -385,10 +388,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse with rsir's one-line errors: a wrong flag or value ends like any other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"rsir: error: {message} (see '{self.prog} --help')\n")
+        self.fail(message, self.prog)
+
+    def fail(self, message: str, prog: str) -> NoReturn:
+        self.exit(2, f"rsir: error: {message} (see '{prog} --help')\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     parser = _Parser(prog="rsir", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
