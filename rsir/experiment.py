@@ -64,7 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import yaml
 
@@ -292,7 +292,8 @@ class _CellProcesses:
         self.running: set[subprocess.Popen] = set()
         self.stopping = False
 
-    def run(self, command: list[str], log: IO[str]) -> int:
+    def run(self, command: list[str], log: IO[str], heartbeat: Callable[[], object]) -> int:
+        """Run ``command`` to its end, calling ``heartbeat`` every minute and once at the end."""
         # Its own session: a terminal's Ctrl-C reaches the runner alone, which stops each cell once.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         with self.lock:
@@ -300,8 +301,13 @@ class _CellProcesses:
             if self.stopping:
                 process.send_signal(signal.SIGTERM)
         try:
-            return process.wait()
+            while True:
+                try:
+                    return process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    heartbeat()
         finally:
+            heartbeat()
             with self.lock:
                 self.running.discard(process)
 
@@ -320,15 +326,23 @@ def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) 
         yaml.safe_dump(cell.config, handle, sort_keys=False)
     command = [sys.executable, "-m", "rsir.cli", cell.command, "--config", str(config_path),
                "--out", str(cell_dir / "run"), "--quiet"]
+    # Run time of the cell's earlier attempts, so that a resumed cell reports all of it; kept
+    # up to date every minute because a runner can die without a chance to write it.
+    elapsed_path = cell_dir / "elapsed.json"
+    earlier = json.loads(elapsed_path.read_text())["seconds"] if elapsed_path.exists() else 0.0
     tick = time.perf_counter()
+
+    def record_elapsed() -> None:
+        write_json(elapsed_path, {"seconds": round(earlier + time.perf_counter() - tick, 1)})
+
     with open(cell_dir / "log.txt", "a") as log:
-        returncode = processes.run(command, log)
+        returncode = processes.run(command, log, record_elapsed)
     if returncode != 0:
         lines = (cell_dir / "log.txt").read_text().strip().splitlines()
         return f"{cell.key}: {lines[-1] if lines else 'exit ' + str(returncode)}"
     write_json(cell_dir / "result.json", {
         "cell": cell.key, "command": cell.command, "rounds": round_metrics(cell_dir / "run" / "metrics.json"),
-        "wall_seconds": round(time.perf_counter() - tick, 1),
+        "wall_seconds": json.loads(elapsed_path.read_text())["seconds"],  # every attempt's
         **({"reused": json.loads(reused.read_text())} if (reused := cell_dir / "run" / "reused.json").exists() else {}),
     })
     if progress:

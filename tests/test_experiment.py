@@ -85,12 +85,16 @@ def test_rerun_skips_finished_cells_and_redoes_an_unrecorded_one(experiment, cap
     before = {p: p.read_text() for p in out.rglob("result.json")}
     lost = out / "synthetic" / "reordering" / "s1" / "result.json"
     lost.unlink()  # as if the runner was killed after that cell's run finished
+    first_attempt = json.loads((lost.parent / "elapsed.json").read_text())["seconds"]
+    assert 0 < first_attempt == json.loads(before[lost])["wall_seconds"]
+    (lost.parent / "elapsed.json").write_text(json.dumps({"seconds": 1000.0}))  # as if it had run longer
     assert main(["experiment", str(experiment / "spec.toml"), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "7 of 8 cells done; running 1" in err and "synthetic/reordering/s1 done" in err
     after = {p: p.read_text() for p in out.rglob("result.json")}
     assert {p: t for p, t in after.items() if p != lost} == {p: t for p, t in before.items() if p != lost}
     assert json.loads(after[lost])["rounds"] == json.loads(before[lost])["rounds"]
+    assert 1000 < json.loads(after[lost])["wall_seconds"] < 1000 + first_attempt + 60  # both attempts count
 
 
 def test_an_unfinished_loop_reports_its_finished_rounds_as_interim(experiment, tmp_path, capsys):
