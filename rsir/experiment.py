@@ -292,7 +292,7 @@ class _CellProcesses:
         self.running: set[subprocess.Popen] = set()
         self.stopping = False
 
-    def run(self, command: list[str], log: IO[str], heartbeat: Callable[[], object]) -> int:
+    def run(self, command: list[str], log: IO[str], heartbeat: Callable[[], float]) -> int:
         """Run ``command`` to its end, calling ``heartbeat`` every minute and once at the end."""
         # Its own session: a terminal's Ctrl-C reaches the runner alone, which stops each cell once.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -332,8 +332,10 @@ def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) 
     earlier = json.loads(elapsed_path.read_text())["seconds"] if elapsed_path.exists() else 0.0
     tick = time.perf_counter()
 
-    def record_elapsed() -> None:
-        write_json(elapsed_path, {"seconds": round(earlier + time.perf_counter() - tick, 1)})
+    def record_elapsed() -> float:
+        seconds = round(earlier + time.perf_counter() - tick, 1)
+        write_json(elapsed_path, {"seconds": seconds})
+        return seconds
 
     with open(cell_dir / "log.txt", "a") as log:
         returncode = processes.run(command, log, record_elapsed)
@@ -342,7 +344,7 @@ def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) 
         return f"{cell.key}: {lines[-1] if lines else 'exit ' + str(returncode)}"
     write_json(cell_dir / "result.json", {
         "cell": cell.key, "command": cell.command, "rounds": round_metrics(cell_dir / "run" / "metrics.json"),
-        "wall_seconds": json.loads(elapsed_path.read_text())["seconds"],  # every attempt's
+        "wall_seconds": record_elapsed(),  # every attempt's
         **({"reused": json.loads(reused.read_text())} if (reused := cell_dir / "run" / "reused.json").exists() else {}),
     })
     if progress:
