@@ -174,6 +174,7 @@ def generate(
             "generated_items": generated_items,
             "seconds": round(seconds, 3),
             "items_per_second": round(generated_items / max(seconds, 1e-9), 1),
+            "threads": torch.get_num_threads(),  # the rate above depends on it
         },
     )
 

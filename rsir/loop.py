@@ -44,7 +44,7 @@ from .generation import GenerationParams, generate
 from .io import atomic_open, atomic_path, save_figure, write_json
 from .retention import RetainedScores
 from .models import BACKBONES, Backbone, build_backbone
-from .training import FitResult, TrainParams, fit
+from .training import FitResult, TrainParams, fit, use_threads
 
 
 @dataclass
@@ -120,6 +120,7 @@ def improve(
 ) -> dict[str, Any]:
     """Run (or resume) the loop in ``run_dir``; returns the per-round report."""
     prepared = prepared or prepare(dataset, spec)
+    use_threads(spec.train.threads)
     split, fixed_generator = prepared.split, prepared.fixed_generator
     device = distributed.resolve_device(spec.train.device)
     if fixed_generator is not None:

@@ -107,6 +107,12 @@ class FitResult:
         return out
 
 
+def use_threads(threads: int) -> None:
+    """Give torch ``threads`` CPU threads (0: one per core). Every entry point that computes
+    calls it, not only training: a resumed loop may generate before it trains anything."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -160,7 +166,7 @@ def fit(
     shared exactly, and only rank 0 writes files or progress.
     """
     params.validate()
-    torch.set_num_threads(params.threads or os.cpu_count() or 1)
+    use_threads(params.threads)
     seed_everything(params.seed)
     meta = dict(meta or {})
     run_dir = Path(run_dir) if run_dir else None

@@ -7,6 +7,7 @@ import shutil
 import time
 
 import numpy as np
+import torch
 
 from rsir.cli import main
 from rsir.data import read_dataset
@@ -67,6 +68,16 @@ def test_more_rounds_extend_a_finished_run_and_fewer_are_refused(finished, tmp_p
     fewer = [a if a != "2" or LOOP[i - 1] != "--rounds" else "1" for i, a in enumerate(LOOP)]
     assert main(["improve", "--out", str(out), *fewer]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_a_resumed_loop_generates_with_the_threads_asked_for(tmp_path):
+    # Round 0 is finished, so the resumed run generates before it trains anything.
+    out, options = tmp_path / "run", [*LOOP, "--threads", "1"]
+    assert main(["improve", "--out", str(out), *options[:options.index("--rounds")], "--rounds", "0",
+                 *options[options.index("--rounds") + 2:]]) == 0
+    torch.set_num_threads(2)
+    assert main(["improve", "--out", str(out), *options]) == 0
+    assert json.loads((out / "round-0" / "generation.json").read_text())["threads"] == 1
 
 
 # Hard kills at many points of a run, and their resume, are tested in test_reliability.py.
