@@ -19,6 +19,7 @@ import shlex
 import sys
 import time
 
+import numpy as np
 import torch
 
 from rsir.checkpoint import load_checkpoint
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--exploit-prob", type=float, default=0.5)
     parser.add_argument("--tau", type=float, nargs="+", default=[10.0])
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--sources", type=int, default=0, help="generate from the first N training sequences only (0 = all)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--attempt-batch", type=int, default=GenerationParams.attempt_batch,
                         help="attempts advanced together")
@@ -46,6 +48,7 @@ def main() -> None:
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint)[0].to(device)
     split = leave_one_out(read_dataset(args.data))
+    sources = split.train.select(np.arange(min(args.sources, len(split.train)))) if args.sources else split.train
     rows = []
     for tau in args.tau:
         kept = {}
@@ -55,7 +58,7 @@ def main() -> None:
                                       attempt_batch=args.attempt_batch,
                                       incremental=incremental, retrieval=retrieval, faiss_probe=probe or 16)
             started = time.perf_counter()
-            result = generate(model, split.train, params, progress=False)
+            result = generate(model, sources, params, progress=False)
             seconds = time.perf_counter() - started
             kept[(retrieval, incremental, probe)] = {tuple(s) for s in result.sequences.to_lists()}
             stats = {k: v for k, v in result.stats.items() if k != "checks_by_step"}
