@@ -33,6 +33,7 @@ from rsir.generation import GenerationParams, fidelity_step
 from rsir.io import atomic_open, write_json
 from rsir.models import build_backbone
 from rsir.retrieval import build_retriever
+from rsir.training import use_threads
 from utilisation import matmul_gflops  # benchmarks/ is on the path when run as a script
 
 DIM = 64
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, nargs="+", default=[16], help="probes to compare on a trained model")
     parser.add_argument("--out", help="output prefix: writes OUT.md and OUT.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    use_threads(args.threads)
     import faiss
 
     faiss.omp_set_num_threads(torch.get_num_threads())

@@ -27,6 +27,7 @@ from rsir.data import leave_one_out, read_dataset
 from rsir.distributed import resolve_device
 from rsir.generation import GenerationParams, generate
 from rsir.io import write_json
+from rsir.training import use_threads
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--faiss-probe", type=int, nargs="*", default=[], help="also generate with faiss at these probes")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    use_threads(args.threads)
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint)[0].to(device)
     split = leave_one_out(read_dataset(args.data))

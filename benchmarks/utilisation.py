@@ -35,6 +35,7 @@ from rsir.io import write_json
 from rsir.losses import build_loss
 from rsir.models import build_backbone
 from rsir.training import LossStep
+from rsir.training import use_threads
 
 
 def synchronize(device: torch.device) -> None:
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--out")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    use_threads(args.threads)
     device = resolve_device(args.device)
     dataset = read_dataset(args.data)
     split = leave_one_out(dataset)

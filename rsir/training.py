@@ -108,8 +108,8 @@ class FitResult:
 
 
 def use_threads(threads: int) -> None:
-    """Give torch ``threads`` CPU threads (0: one per core). Every entry point that computes
-    calls it, not only training: a resumed loop may generate before it trains anything."""
+    """Give torch ``threads`` CPU threads (0: one per core). The loop calls it too, not only
+    training: a resumed loop may generate before it trains anything."""
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 

@@ -16,6 +16,11 @@ from rsir.loop import load_synthetic
 from .conftest import LOOP, without_timings
 
 
+def with_rounds(options: list[str], rounds: int) -> list[str]:
+    at = options.index("--rounds") + 1
+    return [*options[:at], str(rounds), *options[at + 1:]]
+
+
 def test_two_rounds_write_a_complete_run_dir(finished):
     report = json.loads((finished / "metrics.json").read_text())
     rounds = report["rounds"]
@@ -57,24 +62,21 @@ def test_a_rerun_of_a_finished_run_does_no_work(finished, capsys):
 def test_more_rounds_extend_a_finished_run_and_fewer_are_refused(finished, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
-    more = [a if a != "2" or LOOP[i - 1] != "--rounds" else "3" for i, a in enumerate(LOOP)]
-    assert main(["improve", "--out", str(out), *more]) == 0
+    assert main(["improve", "--out", str(out), *with_rounds(LOOP, 3)]) == 0
     before = json.loads((finished / "metrics.json").read_text())["rounds"]
     after = json.loads((out / "metrics.json").read_text())["rounds"]
     assert [r["round"] for r in after] == [0, 1, 2, 3]
     assert without_timings(after[:2]) == without_timings(before[:2])  # finished rounds kept, not redone
     assert after[2]["generation"]["kept"] > 0 and (out / "round-2" / "synthetic.npz").exists()
     assert after[3]["train_interactions"] > after[2]["train_interactions"]
-    fewer = [a if a != "2" or LOOP[i - 1] != "--rounds" else "1" for i, a in enumerate(LOOP)]
-    assert main(["improve", "--out", str(out), *fewer]) == 2
+    assert main(["improve", "--out", str(out), *with_rounds(LOOP, 1)]) == 2
     assert "different config" in capsys.readouterr().err
 
 
 def test_a_resumed_loop_generates_with_the_threads_asked_for(tmp_path):
     # Round 0 is finished, so the resumed run generates before it trains anything.
     out, options = tmp_path / "run", [*LOOP, "--threads", "1"]
-    assert main(["improve", "--out", str(out), *options[:options.index("--rounds")], "--rounds", "0",
-                 *options[options.index("--rounds") + 2:]]) == 0
+    assert main(["improve", "--out", str(out), *with_rounds(options, 0)]) == 0
     torch.set_num_threads(2)
     assert main(["improve", "--out", str(out), *options]) == 0
     assert json.loads((out / "round-0" / "generation.json").read_text())["threads"] == 1
