@@ -45,12 +45,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    # torch.save writes a zip archive; anything else (a data file given by mistake, random
+    # bytes) would reach torch's legacy unpickler, which fails with arbitrary exceptions.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a checkpoint (not a PyTorch zip archive)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0][:160]
         raise CheckpointError(f"{path}: refused, it holds objects other than tensors ({reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # a damaged archive can fail anywhere in the reader (IndexError, KeyError, struct.error, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an rsir checkpoint (expected format {FORMAT})")

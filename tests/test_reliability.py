@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import resource
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rsir.checkpoint import check_same_model, read_checkpoint, save_checkpoint
+from rsir.checkpoint import check_same_model, load_checkpoint, read_checkpoint, save_checkpoint
 from rsir.cli import main
 from rsir.data import leave_one_out, read_dataset
 from rsir.errors import CheckpointError, DataFormatError, RsirError
@@ -83,6 +85,19 @@ def config_case(id: str, name: str, content: str, expect: str) -> Bad:
 
 def option_case(id: str, expect: str, *argv: str) -> Bad:
     return Bad(id, list(argv), expect)
+
+
+def damaged_checkpoint() -> bytes:
+    """A real checkpoint archive whose pickled payload is replaced by text: torch's reader
+    fails on it with an IndexError, not an error of its own."""
+    buffer = io.BytesIO()
+    torch.save({"format": 1}, buffer)
+    source = zipfile.ZipFile(buffer)
+    damaged = io.BytesIO()
+    with zipfile.ZipFile(damaged, "w") as archive:
+        for name in source.namelist():
+            archive.writestr(name, b"u1 1 2" if name.endswith("data.pkl") else source.read(name))
+    return damaged.getvalue()
 
 
 HEADER = "user_id,item_id,timestamp\n"
@@ -175,6 +190,10 @@ CORPUS = [
     option_case("resume-nothing", "holds no run to resume", "improve", "--resume", "--out", "{tmp}/out"),
     option_case("missing-checkpoint", "{tmp}/m.pt: no such checkpoint", "evaluate", "--checkpoint", "{tmp}/m.pt",
                 "--output", "{tmp}/out"),
+    Bad("checkpoint-is-a-data-file", ["evaluate", "--checkpoint", "{tmp}/m.pt", "--output", "{tmp}/out"],
+        "{tmp}/m.pt: not a checkpoint (not a PyTorch zip archive)", {"m.pt": "u1 1 2 3\nu2 4 5\n"}),
+    Bad("checkpoint-damaged", ["recommend", "--checkpoint", "{tmp}/m.pt", "--users", "1", "--output", "{tmp}/out"],
+        "{tmp}/m.pt: not a readable checkpoint (IndexError)", {"m.pt": damaged_checkpoint()}),
     option_case("synth-no-users", "at least 1 user", "data", "synth", "{tmp}/out.csv", "--users", "0"),
     option_case("synth-negative-seed", "synthetic seed must be >= 0", "data", "synth", "{tmp}/out.csv", "--seed", "-1"),
     option_case("synth-unknown-suffix", "{tmp}/out.xyz: cannot tell the format", "data", "synth", "{tmp}/out.xyz",
@@ -283,6 +302,28 @@ def test_readers_load_or_raise_data_format_error(tmp_path, fmt, suffix):
         seqs = data.sequences
         assert len(seqs) == data.n_users >= 1 and seqs.lengths.min() >= 1
         assert 1 <= seqs.items.min() and seqs.items.max() == data.n_items
+
+    check()
+
+
+def test_a_damaged_checkpoint_loads_or_raises_checkpoint_error(tmp_path):
+    """Truncated, overwritten or foreign bytes: one CheckpointError, whatever torch's reader
+    raises inside."""
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, build_backbone("sasrec", 30, {"dim": 8, "blocks": 1, "heads": 1, "max_len": 10}), {})
+    intact = path.read_bytes()
+
+    data_file = st.text(alphabet="0123456789 u\n", min_size=1).map(str.encode)  # e.g. an S3-Rec file given by mistake
+
+    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(cut=st.integers(0, len(intact)), at=st.integers(0, len(intact) - 1), patch=st.binary(min_size=1, max_size=64),
+           foreign=st.none() | data_file | st.binary(min_size=1))
+    def check(cut: int, at: int, patch: bytes, foreign: bytes | None) -> None:
+        path.write_bytes(foreign or (intact[:at] + patch + intact[at + len(patch):])[:cut or None])
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc)
 
     check()
 
