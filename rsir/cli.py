@@ -193,6 +193,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         rows = dataset.user_index(users)
     k = min(args.k, dataset.n_items)
     items, scores = recommend_top_k(model, dataset.sequences, rows, k, exclude_seen=args.exclude_seen)
+    # Near the catalogue's size the top k reach the excluded items (seen ones, padding),
+    # scored -inf: a user gets fewer than k then, never an item ruled out.
+    kept = np.isfinite(scores)
     frame = pd.DataFrame(
         {
             "user_id": np.repeat(dataset.user_ids[rows], k),
@@ -200,12 +203,16 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             "item_id": dataset.item_ids[items.ravel() - 1],
             "score": scores.ravel(),
         }
-    )
+    )[kept.ravel()]
     if args.format == "json":
         text = json.dumps(
             [
-                {"user_id": _plain(u), "items": [_plain(i) for i in dataset.item_ids[row - 1]], "scores": s.round(6).tolist()}
-                for u, row, s in zip(dataset.user_ids[rows], items, scores)
+                {
+                    "user_id": _plain(u),
+                    "items": [_plain(i) for i in dataset.item_ids[row[keep] - 1]],
+                    "scores": s[keep].round(6).tolist(),
+                }
+                for u, row, s, keep in zip(dataset.user_ids[rows], items, scores, kept)
             ],
             indent=1,
         ) + "\n"
@@ -214,7 +221,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.output:
         with atomic_open(args.output) as handle:
             handle.write(text)
-        _say(args, f"wrote {len(rows)} users x {k} recommendations to {args.output}")
+        _say(args, f"wrote {len(frame)} recommendations for {len(rows)} users to {args.output}")
     else:
         sys.stdout.write(text)
     return 0
@@ -437,7 +444,8 @@ def _parser() -> _Parser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--checkpoint", required=True)
         sub.add_argument("--data", default=None, help="data file (default: the one the checkpoint was trained on)")
-        sub.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True)
+        sub.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True,
+                         help="rank only items outside the user's own history (default: on)")
         sub.add_argument("--output", help="write here instead of standard output")
         sub.add_argument("--quiet", action="store_true")
         sub.set_defaults(handler=handler)
@@ -455,7 +463,8 @@ def _parser() -> _Parser:
     segments.add_argument("--candidate", nargs="+", required=True, metavar="CHECKPOINT", help="paired with --baseline in order")
     segments.add_argument("--data", default=None, help="data file (default: the one the checkpoints were trained on)")
     segments.add_argument("--metrics", nargs="+", default=["recall@10", "ndcg@10"])
-    segments.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True)
+    segments.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True,
+                          help="rank only items outside each user's own history (default: on)")
     segments.add_argument("--output", help="also write the rows as JSON here")
     segments.set_defaults(handler=cmd_segments)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -115,6 +117,20 @@ def test_recommend_in_original_ids_csv_and_json(trained, capsys, tmp_path):
                  "--k", "3", "--format", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload[0]["user_id"] == users[0] and len(payload[0]["items"]) == 3
+
+
+def test_recommend_beyond_the_unseen_items_lists_each_unseen_item_once(trained, capsys):
+    root, data, out = trained
+    frame = pd.read_csv(data)
+    user = int(frame.user_id.iloc[0])
+    capsys.readouterr()
+    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--users", str(user), "--k", "100000"]) == 0
+    recs = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    unseen = set(frame.item_id) - set(frame[frame.user_id == user].item_id)
+    assert sorted(recs.item_id) == sorted(unseen) and np.isfinite(recs.score).all()
+    assert recs["rank"].tolist() == list(range(1, len(unseen) + 1))
+    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--users", str(user), "--k", "100000", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["items"] == recs.item_id.tolist()
 
 
 def test_recommend_unknown_user(trained, capsys):
