@@ -101,7 +101,8 @@ def evaluate(
 def recommend_top_k(
     model: Backbone, history: Sequences, rows: np.ndarray, k: int, *, batch_size: int = 1024, exclude_seen: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k item indices and scores for the chosen rows, best first."""
+    """Top-k item indices and scores for the chosen rows, best first. A row with fewer than
+    k candidates ends in excluded entries (seen items, padding) scored -inf."""
     model.eval()
     items = np.empty((len(rows), k), dtype=np.int64)
     scores = np.empty((len(rows), k), dtype=np.float32)
