@@ -11,6 +11,8 @@ import dataclasses
 import io
 import json
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -50,10 +52,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a checkpoint (not a PyTorch zip archive)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged pickle header makes torch warn before it fails
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0][:160]
-        raise CheckpointError(f"{path}: refused, it holds objects other than tensors ({reason})") from None
+        # torch explains at length; the line after "WeightsUnpickler error:" names the cause.
+        cause = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(exc))
+        reason = cause.group(1)[:160] if cause else _one_line(exc)
+        raise CheckpointError(f"{path}: refused, it holds objects other than tensors or is damaged ({reason})") from None
     except Exception as exc:  # a damaged archive can fail anywhere in the reader (IndexError, KeyError, struct.error, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,16 +88,16 @@ def option_case(id: str, expect: str, *argv: str) -> Bad:
     return Bad(id, list(argv), expect)
 
 
-def damaged_checkpoint() -> bytes:
-    """A real checkpoint archive whose pickled payload is replaced by text: torch's reader
-    fails on it with an IndexError, not an error of its own."""
+def damaged_checkpoint(pickled: bytes = b"u1 1 2") -> bytes:
+    """A real checkpoint archive whose pickled payload is replaced by ``pickled``: by default
+    text, on which torch's reader fails with an IndexError, not an error of its own."""
     buffer = io.BytesIO()
     torch.save({"format": 1}, buffer)
     source = zipfile.ZipFile(buffer)
     damaged = io.BytesIO()
     with zipfile.ZipFile(damaged, "w") as archive:
         for name in source.namelist():
-            archive.writestr(name, b"u1 1 2" if name.endswith("data.pkl") else source.read(name))
+            archive.writestr(name, pickled if name.endswith("data.pkl") else source.read(name))
     return damaged.getvalue()
 
 
@@ -326,6 +327,16 @@ def test_a_damaged_checkpoint_loads_or_raises_checkpoint_error(tmp_path):
             assert "\n" not in str(exc) and str(path) in str(exc)
 
     check()
+
+
+def test_a_damaged_pickle_header_fails_in_one_line_without_torchs_warning(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(damaged_checkpoint(b"\x80\x4b@"))  # "protocol 75", then an opcode torch refuses
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match=r"or is damaged \(Unsupported operand 64\)$"):
+            read_checkpoint(path)
+    assert not caught
 
 
 # ------------------------------------------------------------ (c) hard kills at every phase
