@@ -48,11 +48,12 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str,
 def paired_gain(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float | None]:
     """Mean relative gain of paired metric values (one pair per seed) and the two-sided
     paired t-test p-value; no gain when a baseline is 0, no test with one pair or when every
-    pair is identical (a reused round 0)."""
+    pair differs by the same amount (a reused round 0: by none), where the test is undefined."""
     from scipy import stats
 
     candidate, baseline = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
-    tested = len(candidate) > 1 and bool(np.any(candidate != baseline))
+    difference = candidate - baseline
+    tested = len(candidate) > 1 and not np.allclose(difference, difference[0], rtol=1e-9, atol=1e-12)
     return {
         "gain": float((candidate / baseline - 1).mean()) if np.all(baseline > 0) else None,
         "p": float(stats.ttest_rel(candidate, baseline).pvalue) if tested else None,

@@ -9,7 +9,7 @@ import torch
 from rsir.data import Sequences, leave_one_out
 from rsir.data.dataset import from_interactions
 from rsir.data.split import EvalSet
-from rsir.evaluation import evaluate, metrics_from_ranks, pessimistic_ranks
+from rsir.evaluation import evaluate, metrics_from_ranks, paired_gain, pessimistic_ranks
 from rsir.models.popularity import Popularity, PopularityParams
 
 
@@ -73,3 +73,14 @@ def test_evaluation_is_batch_size_invariant(small_dataset, small_split):
     a = evaluate(model, small_split.test, batch_size=7)
     b = evaluate(model, small_split.test, batch_size=10_000)
     assert np.array_equal(a.ranks, b.ranks)
+
+
+def test_paired_gain_tests_only_differences_that_vary():
+    from scipy import stats
+
+    baseline = np.array([0.1, 0.2, 0.3])
+    assert paired_gain(baseline, baseline)["p"] is None  # a reused round 0
+    shifted = paired_gain(baseline + 0.01, baseline)  # the same difference on every seed: t undefined
+    assert shifted["p"] is None and math.isclose(shifted["gain"], np.mean(0.01 / baseline))
+    candidate = np.array([0.11, 0.23, 0.31])
+    assert math.isclose(paired_gain(candidate, baseline)["p"], stats.ttest_rel(candidate, baseline).pvalue)
