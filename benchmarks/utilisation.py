@@ -34,8 +34,7 @@ from rsir.generation import GenerationParams, generate
 from rsir.io import write_json
 from rsir.losses import build_loss
 from rsir.models import build_backbone
-from rsir.training import LossStep
-from rsir.training import use_threads
+from rsir.training import LossStep, use_threads
 
 
 def synchronize(device: torch.device) -> None:
