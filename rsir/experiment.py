@@ -124,6 +124,12 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     for key in ("datasets", "seeds", "variants"):
         if not raw.get(key):
             raise ConfigError(f"{path}: the spec needs a non-empty {key!r}")
+    for key, kind in (("datasets", str), ("seeds", int)):
+        values = raw[key]
+        if not isinstance(values, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{path}: {key!r} must be a list of {'names' if kind is str else 'integers'}, got {values!r}")
+        if len(set(values)) < len(values):
+            raise ConfigError(f"{path}: {key!r} lists {next(v for v in values if values.count(v) > 1)!r} twice")
     variants: dict[str, dict[str, Any]] = raw["variants"]
     baseline = raw.get("baseline", next(iter(variants)))
     if baseline not in variants:
@@ -229,6 +235,9 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
     if not chosen:
         raise ConfigError(f"--only {' '.join(only or [])} matches no cell (keys look like {spec.cells[0].key})")
     todo = [cell for cell in chosen if not (out / cell.key / "result.json").exists()]
+    missing = sorted({path for cell in todo if (path := cell.config["data"]["path"]) and not Path(path).is_file()})
+    if missing:  # refused before any cell starts, rather than as one failed cell per seed and variant
+        raise ConfigError(f"{missing[0]}: no such data file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     todo.sort(key=lambda cell: cell.command != "train")  # trainings first: improve runs reuse them as round 0
     if progress:
         print(f"rsir: {len(chosen) - len(todo)} of {len(chosen)} cells done; running {len(todo)}", file=sys.stderr)

@@ -306,12 +306,16 @@ def _t_cdf(t: float, dof: int) -> float:
     ('baseline = "other"', "baseline 'other' is not one of the variants"),
     ('[variants.x]\nbaseline = "nope"', "variant 'x': baseline 'nope' must be another variant"),
     ('compare = [["plain", "nope"]]', "compare must list pairs of two different variants"),
+    ('seeds = "0"', "'seeds' must be a list of integers, got '0'"),
+    ("seeds = [0, 1, 0]", "'seeds' lists 0 twice"),
+    ('datasets = "Beauty"', "'datasets' must be a list of names, got 'Beauty'"),
+    ('datasets = ["Nope"]\ndata_root = "."', "Nope/Nope.txt: no such data file"),
 ])
 def test_bad_spec_is_refused_before_anything_runs(bad, message, tmp_path, capsys):
     spec = tmp_path / "spec.toml"
-    spec.write_text(f'{bad}\ndatasets = ["synthetic"]\nseeds = [0]\n[variants.plain]\ncommand = "train"\n'
-                    if not bad.startswith("[") else f'datasets = ["synthetic"]\nseeds = [0]\n[variants.plain]\n'
-                    f'command = "train"\n{bad}\n')
+    defaults = "".join(f"{line}\n" for line in ('datasets = ["synthetic"]', "seeds = [0]") if line.split()[0] not in bad)
+    spec.write_text(f'{bad}\n{defaults}[variants.plain]\ncommand = "train"\n'
+                    if not bad.startswith("[") else f'{defaults}[variants.plain]\ncommand = "train"\n{bad}\n')
     assert main(["experiment", str(spec), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
