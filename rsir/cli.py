@@ -234,6 +234,9 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
+    if Path(args.output).exists() and Path(args.input).exists() and Path(args.output).samefile(args.input):
+        # rsir keeps user, item and time only, so converting in place would drop the other columns
+        raise ConfigError(f"{args.output}: the output is the input file; write the conversion to another path")
     dataset = _read_cli_dataset(args.input, args)
     write_dataset(dataset, args.output, args.to, renumber=args.renumber)
     print(f"wrote {dataset.n_users} users, {dataset.n_items} items, "

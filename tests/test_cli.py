@@ -221,3 +221,14 @@ def test_data_stats_convert_and_synth(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "stats", str(target)]) == 0
     assert json.loads(capsys.readouterr().out)["interactions"] == stats["interactions"]
+
+
+def test_data_convert_refuses_to_write_over_its_input(tmp_path, capsys):
+    source = tmp_path / "log.inter"
+    source.write_text("user_id:token\titem_id:token\trating:float\n1\t7\t5\n1\t8\t4\n1\t9\t3\n")
+    before = source.read_bytes()
+    for output in (source, tmp_path / "." / "log.inter"):
+        assert main(["data", "convert", str(source), str(output)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("the output is the input file; write the conversion to another path") and "\n" not in err
+    assert source.read_bytes() == before  # the rating column is still there
