@@ -133,7 +133,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if args.report_only:  # reads results only, so a GPU run's report can be written anywhere
-        write_report(spec, out, wall_seconds=0.0)
+        write_report(spec, out)
     else:
         for device in {cell.config["train"]["device"] for cell in spec.cells}:
             distributed.resolve_device(device)

@@ -230,7 +230,6 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
     patterns; the report still covers every finished cell of the spec. ``reuse=False`` runs
     every phase even where another cell already ran it (for timing)."""
     out = Path(out)
-    started = time.perf_counter()
     chosen = [cell for cell in spec.cells if not only or any(fnmatchcase(cell.key, p) for p in only)]
     if not chosen:
         raise ConfigError(f"--only {' '.join(only or [])} matches no cell (keys look like {spec.cells[0].key})")
@@ -282,10 +281,10 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
             pending.clear()
             changed.notify_all()
         pool.shutdown(wait=True)
-        write_report(spec, out, wall_seconds=time.perf_counter() - started)
+        write_report(spec, out)
         raise
     pool.shutdown()
-    report = write_report(spec, out, wall_seconds=time.perf_counter() - started)
+    report = write_report(spec, out)
     if failures:
         raise ConfigError(f"{len(failures)} cell(s) failed, first: {failures[0]} (rerun to retry them)")
     return report

@@ -106,7 +106,7 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
     return sorted(rows, key=lambda r: (datasets.index(r["dataset"]), order[r["variant"]], r["round"]))
 
 
-def write_report(spec: Spec, out: Path, wall_seconds: float) -> dict[str, Any]:
+def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     """Aggregate the finished cells, plus the finished rounds of loop cells still running
     (or interrupted), which are counted as interim so that long studies report as they go."""
     results, interim = {}, {}
