@@ -60,7 +60,7 @@ import sys
 import threading
 import time
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +274,10 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     futures = [pool.submit(worker) for _ in range(max(1, jobs))]
     try:
+        # Short waits: a signal the kernel hands to a worker thread runs its Python handler only
+        # when the main thread next runs, and a blocking wait would hold that off until a cell ends.
+        while wait(futures, timeout=1.0).not_done:
+            pass
         failures = [f for future in futures for f in future.result()]
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each running cell saves its progress, then the report is written
         processes.stop()

@@ -4,6 +4,7 @@ keep the previous state, and checkpoints never run code or load into the wrong m
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import io
@@ -397,9 +398,18 @@ command = "train"
 """
 
 
-@pytest.mark.parametrize("signum, sigint", [(signal.SIGINT, signal.SIG_DFL), (signal.SIGTERM, signal.SIG_IGN)],
-                         ids=["Ctrl-C from a terminal", "SIGTERM to a runner a script started in the background"])
-def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, sigint, tmp_path):
+def _signal_a_worker_thread(process: subprocess.Popen, signum: int) -> None:
+    """Deliver ``signum`` to one of the process's non-main threads, as the kernel may do with
+    a signal sent to the process (it did, after a SIGSTOP / SIGCONT, on a real study)."""
+    workers = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task") if int(tid) != process.pid]
+    assert workers and ctypes.CDLL(None, use_errno=True).tgkill(process.pid, workers[0], signum) == 0
+
+
+@pytest.mark.parametrize("signum, sigint, to_worker", [
+    (signal.SIGINT, signal.SIG_DFL, False), (signal.SIGTERM, signal.SIG_IGN, False), (signal.SIGTERM, signal.SIG_IGN, True)],
+    ids=["Ctrl-C from a terminal", "SIGTERM to a runner a script started in the background",
+         "SIGTERM that the kernel hands to a worker thread"])
+def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, sigint, to_worker, tmp_path):
     (tmp_path / "spec.toml").write_text(ENDLESS_SPEC)
     out = tmp_path / "out"
     runner = subprocess.Popen([sys.executable, "-m", "rsir.cli", "experiment", str(tmp_path / "spec.toml"), "--out",
@@ -410,8 +420,16 @@ def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, si
     while not all(_lines(log) >= 1 for log in logs):  # both cells are training
         assert runner.poll() is None and time.monotonic() < deadline, "the cells did not start training"
         time.sleep(0.2)
-    runner.send_signal(signum)  # to the runner alone, as a scheduler or `kill` does
-    assert runner.wait(timeout=60) == 130
+    if to_worker:
+        _signal_a_worker_thread(runner, signum)
+    else:
+        runner.send_signal(signum)  # to the runner alone, as a scheduler or `kill` does
+    try:
+        assert runner.wait(timeout=60) == 130
+    finally:
+        if runner.poll() is None:  # it missed the signal: stop it and its endless cells for good
+            runner.terminate()
+            runner.wait(timeout=60)
     assert "rsir: interrupted" in runner.stderr.read()
     epochs = [_lines(log) for log in logs]
     time.sleep(3)
