@@ -455,9 +455,10 @@ def _parser() -> _Parser:
         if name == "evaluate":
             sub.add_argument("--split", choices=("valid", "test"), default="test")
         else:
-            sub.add_argument("--users", help="comma-separated original user ids")
-            sub.add_argument("--users-file", help="file with one original user id per line")
-            sub.add_argument("--all-users", action="store_true")
+            who = sub.add_mutually_exclusive_group()
+            who.add_argument("--users", help="comma-separated original user ids")
+            who.add_argument("--users-file", help="file with one original user id per line")
+            who.add_argument("--all-users", action="store_true", help="every user of the data")
             sub.add_argument("--k", type=int, default=10)
             sub.add_argument("--format", choices=("csv", "json"), default="csv")
 

@@ -170,6 +170,8 @@ CORPUS = [
     # Command-line options.
     option_case("k-0", "--k must be >= 1", "recommend", "--checkpoint", "{tmp}/m.pt", "--k", "0", "--users", "1",
                 "--output", "{tmp}/out"),
+    option_case("users-and-all-users", "argument --users: not allowed with argument --all-users", "recommend",
+                "--checkpoint", "{tmp}/m.pt", "--all-users", "--users", "1", "--output", "{tmp}/out"),
     option_case("unknown-format", "argument --format: invalid choice", "recommend", "--checkpoint", "{tmp}/m.pt",
                 "--format", "xml", "--output", "{tmp}/out"),
     option_case("lr-not-a-number", "argument --lr: invalid float value: 'abc'", "train", "--lr", "abc", "--out", "{tmp}/out"),
