@@ -23,7 +23,7 @@ import dataclasses
 import json
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +82,13 @@ class ImproveParams:
 
 @dataclass
 class LoopSpec:
-    backbone: str
-    model: dict[str, Any]
-    train: TrainParams
-    generation: GenerationParams
-    improve: ImproveParams
+    """Everything a loop needs; each part defaults to what ``rsir improve`` uses without options."""
+
+    backbone: str = "sasrec"
+    model: dict[str, Any] = field(default_factory=dict)  # the backbone's Params fields; missing ones default
+    train: TrainParams = field(default_factory=TrainParams)
+    generation: GenerationParams = field(default_factory=GenerationParams)
+    improve: ImproveParams = field(default_factory=ImproveParams)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ import torch
 
 from rsir.cli import main
 from rsir.data import read_dataset
-from rsir.loop import load_synthetic
+from rsir.generation import GenerationParams
+from rsir.loop import LoopSpec, improve, load_synthetic
 
-from .conftest import LOOP, without_timings
+from .conftest import LOOP, quick, without_timings
 
 
 def with_rounds(options: list[str], rounds: int) -> list[str]:
@@ -88,3 +89,15 @@ def test_a_resumed_loop_generates_with_the_threads_asked_for(tmp_path):
 def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     assert main(["improve", "--out", str(tmp_path / "none"), "--resume", *LOOP]) == 2
     assert "holds no run to resume" in capsys.readouterr().err
+
+
+def test_the_loop_from_python_needs_only_the_options_it_changes(small_dataset, tmp_path):
+    spec = LoopSpec(model={"dim": 16, "blocks": 1, "heads": 1, "max_len": 20}, train=quick(max_epochs=2),
+                    generation=GenerationParams(attempts=2, tau=10))
+    assert (spec.backbone, spec.improve.rounds) == ("sasrec", 1)  # the command line's defaults
+    report = improve(small_dataset, spec, tmp_path / "loop", progress=False)
+    first, second = report["rounds"]
+    assert (first["round"], second["round"]) == (0, 1)
+    assert second["synthetic_sequences"] == first["generation"]["kept"] > 0
+    assert second["train_sequences"] == first["train_sequences"] + first["generation"]["kept"]
+    assert json.loads((tmp_path / "loop" / "metrics.json").read_text())["rounds"][1]["test"] == second["test"]
