@@ -18,7 +18,7 @@ import yaml
 
 from .data.source import DataParams
 from .errors import ConfigError
-from .models import BACKBONES, backbone_class
+from .models import BACKBONES, DEFAULT_BACKBONE, backbone_class
 from .generation import GenerationParams
 from .loop import ImproveParams
 from .training import TrainParams
@@ -27,7 +27,7 @@ from .training import TrainParams
 @dataclass
 class RunConfig:
     data: DataParams = field(default_factory=DataParams)
-    backbone: str = "sasrec"
+    backbone: str = DEFAULT_BACKBONE
     model: dict[str, Any] = field(default_factory=dict)  # options of the chosen backbone
     train: TrainParams = field(default_factory=TrainParams)
     generate: GenerationParams = field(default_factory=GenerationParams)
@@ -92,7 +92,7 @@ def build_config(
     for name, values in (overrides or {}).items():
         merged.setdefault(name, {}).update(values)
     model = merged.get("model", {})
-    backbone = model.pop("backbone", "sasrec")
+    backbone = model.pop("backbone", DEFAULT_BACKBONE)
     cls = backbone_class(str(backbone))
     return RunConfig(
         data=_make(DataParams, merged.get("data", {}), "data", source),

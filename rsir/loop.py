@@ -43,7 +43,7 @@ from .errors import ConfigError, DataFormatError
 from .generation import GenerationParams, generate
 from .io import atomic_open, atomic_path, save_figure, write_json
 from .retention import RetainedScores
-from .models import BACKBONES, Backbone, build_backbone
+from .models import BACKBONES, DEFAULT_BACKBONE, Backbone, build_backbone
 from .training import FitResult, TrainParams, fit, use_threads
 
 
@@ -84,7 +84,7 @@ class ImproveParams:
 class LoopSpec:
     """Everything a loop needs; each part defaults to what ``rsir improve`` uses without options."""
 
-    backbone: str = "sasrec"
+    backbone: str = DEFAULT_BACKBONE
     model: dict[str, Any] = field(default_factory=dict)  # the backbone's Params fields; missing ones default
     train: TrainParams = field(default_factory=TrainParams)
     generation: GenerationParams = field(default_factory=GenerationParams)

@@ -17,6 +17,7 @@ from .popularity import Popularity
 from .sasrec import SASRec
 
 BACKBONES: dict[str, type[Backbone]] = {cls.name: cls for cls in (SASRec, CL4SRec, HSTU, GRU4Rec, Popularity)}
+DEFAULT_BACKBONE = SASRec.name  # what train, improve and the Python API use unless told otherwise
 
 
 def backbone_class(name: str) -> type[Backbone]:
