@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import sys
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RsirError as exc:
         print(f"rsir: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output left (`rsir ... | head`): stop quietly, as Unix tools do
+        _silence_stdout()
+        return 1
     except OSError as exc:  # a file error no writer or reader turned into an RsirError
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"rsir: error: {where}{exc.strerror or exc}", file=sys.stderr)
@@ -69,6 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.shutdown()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (a test's capture): nothing would be flushed to a pipe
+        pass
 
 
 DISTRIBUTED_COMMANDS = ("train", "improve", "evaluate")  # the ones that work under torchrun
