@@ -407,7 +407,14 @@ def _add_reader_flags(parser: argparse.ArgumentParser) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with rsir's one-line errors: a wrong flag or value ends like any other bad input."""
+    """argparse with rsir's one-line errors: a wrong flag or value ends like any other bad input.
+
+    Flags must be spelled out: an abbreviation such as ``--min-len`` (of generation's
+    ``--min-length``) would read as the model's ``--max-len``'s sibling, and it would break
+    the day another flag shares its prefix."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.fail(message, self.prog)

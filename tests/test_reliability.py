@@ -191,6 +191,8 @@ CORPUS = [
     option_case("unknown-flag", "unrecognized arguments: --learning-rate 0.1 (see 'rsir train --help')", "train", "--learning-rate", "0.1", "--out", "{tmp}/out"),
     option_case("data-unknown-flag", "unrecognized arguments: --foo (see 'rsir data synth --help')", "data", "synth",
                 "{tmp}/out.txt", "--foo"),
+    option_case("abbreviated-flag", "unrecognized arguments: --min-len 10 (see 'rsir improve --help')", "improve",
+                "--min-len", "10", "--out", "{tmp}/out"),  # --min-length spelled short next to the model's --max-len
     option_case("resume-nothing", "holds no run to resume", "improve", "--resume", "--out", "{tmp}/out"),
     option_case("missing-checkpoint", "{tmp}/m.pt: no such checkpoint", "evaluate", "--checkpoint", "{tmp}/m.pt",
                 "--output", "{tmp}/out"),
