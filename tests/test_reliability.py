@@ -530,7 +530,6 @@ def test_a_real_failing_write_reports_the_reason_and_keeps_the_old_file(tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
 
 
-
 def test_output_to_a_closed_pipe_stops_quietly(tmp_path):
     """`rsir data stats FILE | head -1`: the reader leaves early; rsir stops without an error line."""
     data = tmp_path / "synthetic.csv"
@@ -540,6 +539,7 @@ def test_output_to_a_closed_pipe_stops_quietly(tmp_path):
     stats.stdout.close()  # before the child has started Python, so its first write meets a closed pipe
     err = stats.stderr.read()
     assert stats.wait() == 1 and err == b""
+
 
 # ------------------------------------------------------------ (e) checkpoints: no code, no wrong model
 
