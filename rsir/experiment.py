@@ -239,7 +239,8 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
         raise ConfigError(f"{missing[0]}: no such data file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     todo.sort(key=lambda cell: cell.command != "train")  # trainings first: improve runs reuse them as round 0
     if progress:
-        print(f"rsir: {len(chosen) - len(todo)} of {len(chosen)} cells done; running {len(todo)}", file=sys.stderr)
+        print(f"rsir: {len(chosen) - len(todo)} of {len(chosen)} cells done; {len(todo)} to run, {jobs} at a time",
+              file=sys.stderr)
     pending, training = list(todo), {cell.key: cell for cell in todo if cell.command == "train"}
     changed = threading.Condition()
 

@@ -90,7 +90,7 @@ def test_rerun_skips_finished_cells_and_redoes_an_unrecorded_one(experiment, cap
     (lost.parent / "elapsed.json").write_text(json.dumps({"seconds": 1000.0}))  # as if it had run longer
     assert main(["experiment", str(experiment / "spec.toml"), "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "7 of 8 cells done; running 1" in err and "synthetic/reordering/s1 done" in err
+    assert "7 of 8 cells done; 1 to run, 1 at a time" in err and "synthetic/reordering/s1 done" in err
     after = {p: p.read_text() for p in out.rglob("result.json")}
     assert {p: t for p, t in after.items() if p != lost} == {p: t for p, t in before.items() if p != lost}
     assert json.loads(after[lost])["rounds"] == json.loads(before[lost])["rounds"]
