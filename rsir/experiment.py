@@ -233,7 +233,7 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
     chosen = [cell for cell in spec.cells if not only or any(fnmatchcase(cell.key, p) for p in only)]
     if not chosen:
         raise ConfigError(f"--only {' '.join(only or [])} matches no cell (keys look like {spec.cells[0].key})")
-    todo = [cell for cell in chosen if not (out / cell.key / "result.json").exists()]
+    todo = [cell for cell in chosen if not _finished(cell, out)]
     missing = sorted({path for cell in todo if (path := cell.config["data"]["path"]) and not Path(path).is_file()})
     if missing:  # refused before any cell starts, rather than as one failed cell per seed and variant
         raise ConfigError(f"{missing[0]}: no such data file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
@@ -295,6 +295,28 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
     return report
 
 
+def _finished(cell: Cell, out: Path) -> bool:
+    """Whether ``cell`` has finished with the config the spec gives it now. A loop is finished
+    once it has run at least the rounds asked for (its first rounds do not depend on how many
+    follow); given more, its run continues after its last round. Any other change is an
+    error, so that a report never mixes a cell's old config with the spec's new one."""
+    cell_dir = out / cell.key
+    if not (cell_dir / "result.json").exists():
+        return False
+    # Read with today's defaults: options added to rsir since the cell ran keep the old behaviour.
+    saved = read_saved_config(cell_dir / "config.yaml", tuple(cell.config))
+    if saved is None:
+        raise ConfigError(f"{cell_dir}: finished, but its config.yaml cannot be read; delete the folder to run the cell again")
+    wanted = cell.config
+    changed = next(((section, key) for section in wanted for key in wanted[section]
+                    if saved[section].get(key) != wanted[section][key] and (section, key) != ("improve", "rounds")), None)
+    if changed is not None:
+        section, key = changed
+        raise ConfigError(f"{cell.key} finished with {section}.{key} = {saved[section].get(key)!r} and the spec now gives "
+                          f"{wanted[section][key]!r}; choose another --out, or delete {cell_dir} to run it again")
+    return cell.command != "improve" or saved["improve"]["rounds"] >= wanted["improve"]["rounds"]
+
+
 class _CellProcesses:
     """The running cells' processes. After :meth:`stop`, each one running, or starting later,
     gets one SIGTERM, on which rsir saves its progress and exits (SIGTERM because a runner
@@ -334,6 +356,8 @@ class _CellProcesses:
 def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) -> str | None:
     cell_dir = out / cell.key
     cell_dir.mkdir(parents=True, exist_ok=True)
+    # Gone before the config changes: a finished loop given more rounds is unfinished until it ends again.
+    (cell_dir / "result.json").unlink(missing_ok=True)
     config_path = cell_dir / "config.yaml"
     with atomic_open(config_path) as handle:
         yaml.safe_dump(cell.config, handle, sort_keys=False)

@@ -139,6 +139,36 @@ def test_only_runs_the_matching_cells(experiment, tmp_path, capsys):
     assert "matches no cell (keys look like synthetic/plain/s0)" in capsys.readouterr().err
 
 
+def test_a_finished_loop_given_more_rounds_continues_after_its_last_round(experiment, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(experiment / "out", out)
+    cell, spec = out / "synthetic" / "rsir[generate.tau=5]" / "s0", str(experiment / "spec.toml")
+    before = json.loads((cell / "result.json").read_text())["rounds"]
+    round_one = (cell / "run" / "round-1" / "model.pt").read_bytes()
+    only = ["--only", "synthetic/rsir[[]generate.tau=5]/s0"]
+    assert main(["experiment", spec, "--out", str(out), "--set", "variants.rsir.improve.rounds=2", *only]) == 0
+    assert "0 of 1 cells done; 1 to run" in capsys.readouterr().err
+    after = json.loads((cell / "result.json").read_text())["rounds"]
+    assert [r["round"] for r in after] == [0, 1, 2] and after[:2] == before  # rounds 0-1 kept, round 2 added
+    assert (cell / "run" / "round-1" / "model.pt").read_bytes() == round_one
+    loop = json.loads((cell / "run" / "metrics.json").read_text())["rounds"]
+    assert loop[2]["train_interactions"] > loop[1]["train_interactions"]  # round 1's synthetic data added
+    # The spec's own single round is part of the longer loop: the cell counts as done.
+    assert main(["experiment", spec, "--out", str(out), *only]) == 0
+    assert "1 of 1 cells done; 0 to run" in capsys.readouterr().err
+
+
+def test_a_finished_cell_whose_config_changed_is_refused(experiment, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(experiment / "out", out)
+    results = {p: p.read_text() for p in out.rglob("result.json")}
+    assert main(["experiment", str(experiment / "spec.toml"), "--out", str(out), "--set", "common.train.lr=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "synthetic/plain/s0 finished with train.lr = 0.003 and the spec now gives 0.01" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert {p: p.read_text() for p in out.rglob("result.json")} == results  # nothing ran or was rewritten
+
+
 TINY = SPEC.split("[variants.plain]")[0].replace("seeds = [0, 1]", "seeds = [0]").replace('baseline = "plain"\n', "")
 
 
