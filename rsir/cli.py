@@ -20,7 +20,8 @@ import yaml
 
 from . import distributed
 from .checkpoint import check_same_data, load_checkpoint
-from .config import SECTIONS, RunConfig, build_config, model_option_types, read_config_file, read_saved_config
+from .config import (SECTIONS, RunConfig, build_config, changed_option, model_option_types, read_config_file,
+                     read_saved_config)
 from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
@@ -290,9 +291,8 @@ def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], ov
     wanted = config.to_dict(sections)
     written = yaml.safe_load(saved_path.read_text())
     saved = read_saved_config(saved_path, sections)
-    if saved is not None and "improve" in sections and saved["improve"]["rounds"] <= wanted["improve"]["rounds"]:
-        saved["improve"]["rounds"] = wanted["improve"]["rounds"]
-    if saved != wanted:
+    if saved is None or changed_option(saved, wanted) or (
+            "improve" in sections and saved["improve"]["rounds"] > wanted["improve"]["rounds"]):
         raise ConfigError(f"{out} holds a run with a different config; pass --overwrite or choose another --out")
     if written != wanted and distributed.is_main():
         with atomic_open(saved_path) as handle:  # record what the resumed run now does

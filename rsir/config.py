@@ -116,6 +116,13 @@ def read_saved_config(path: str | Path, sections: tuple[str, ...] | None = None)
     return full.to_dict(sections or tuple(name for name in (*SECTIONS, "model") if name in written))
 
 
+def changed_option(saved: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, str] | None:
+    """The first option (section, key) of ``wanted`` that ``saved`` sets otherwise, leaving out
+    ``improve.rounds``: a loop's first rounds do not depend on how many follow them."""
+    return next(((section, key) for section, options in wanted.items() for key, value in options.items()
+                 if saved.get(section, {}).get(key) != value and (section, key) != ("improve", "rounds")), None)
+
+
 def _make(cls: type, values: dict[str, Any], section: str, source: str):
     hints = typing.get_type_hints(cls)
     for key, value in values.items():

@@ -68,7 +68,7 @@ from typing import IO, Any, Callable, Iterator
 
 import yaml
 
-from .config import build_config, read_config_file, read_saved_config
+from .config import build_config, changed_option, read_config_file, read_saved_config
 from .errors import ConfigError
 from .io import atomic_open, atomic_path, write_json
 from .models import BACKBONES, backbone_class
@@ -308,8 +308,7 @@ def _finished(cell: Cell, out: Path) -> bool:
     if saved is None:
         raise ConfigError(f"{cell_dir}: finished, but its config.yaml cannot be read; delete the folder to run the cell again")
     wanted = cell.config
-    changed = next(((section, key) for section in wanted for key in wanted[section]
-                    if saved[section].get(key) != wanted[section][key] and (section, key) != ("improve", "rounds")), None)
+    changed = changed_option(saved, wanted)
     if changed is not None:
         section, key = changed
         raise ConfigError(f"{cell.key} finished with {section}.{key} = {saved[section].get(key)!r} and the spec now gives "
