@@ -1,8 +1,10 @@
 """The augmentation baselines RSIR is compared with, as data transforms.
 
 Each transform returns one augmented copy of every training sequence (origin
-``AUGMENTED``); training then sees the real sequences and the copies, with the same model,
-loss and protocol as every other variant. Vectorised over the flat item array.
+``AUGMENTED``); training then sees the real sequences and ``copies`` such copies, each drawn
+independently, with the same model, loss and protocol as every other variant, their targets
+weighted ``augment_weight`` in the loss (so a baseline can match a round's volume and weight).
+Vectorised over the flat item array.
 
 * ``reorder``: shuffle a random contiguous block of ``rate * n`` items (at least 2).
 * ``insert``: after ``rate * n`` random items (at least 1), insert the item most often seen
@@ -72,20 +74,25 @@ def insert(seqs: Sequences, rate: float, rng: np.random.Generator, n_items: int)
 AUGMENTATIONS = ("none", "reorder", "insert")
 
 
-def check_augmentation(name: str, rate: float) -> None:
+def check_augmentation(name: str, rate: float, copies: int = 1) -> None:
     if name not in AUGMENTATIONS:
         close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown augmentation {name!r} (known: {', '.join(AUGMENTATIONS)}){hint}")
     if not 0.0 < rate <= 1.0:
         raise ConfigError(f"augment_rate must be in (0, 1], got {rate}")
+    if copies < 1:
+        raise ConfigError(f"augment_copies must be >= 1, got {copies}")
 
 
-def augmented(seqs: Sequences, name: str, rate: float, seed: int, n_items: int) -> Sequences:
-    """``seqs`` followed by one augmented copy of each sequence (``name`` = none: unchanged)."""
-    check_augmentation(name, rate)
+def augmented(seqs: Sequences, name: str, rate: float, seed: int, n_items: int, copies: int = 1) -> Sequences:
+    """``seqs`` followed by ``copies`` augmented copies of each sequence, each from its own
+    random stream (``name`` = none: unchanged)."""
+    check_augmentation(name, rate, copies)
     if name == "none":
         return seqs
-    rng = np.random.default_rng([seed, AUGMENTATIONS.index(name)])
-    copy = reorder(seqs, rate, rng) if name == "reorder" else insert(seqs, rate, rng, n_items)
-    return seqs.concat(copy)
+    out = seqs
+    for copy in range(copies):  # the first copy's stream is the one a single copy always had
+        rng = np.random.default_rng([seed, AUGMENTATIONS.index(name)] + ([copy] if copy else []))
+        out = out.concat(reorder(seqs, rate, rng) if name == "reorder" else insert(seqs, rate, rng, n_items))
+    return out

@@ -20,7 +20,7 @@ import yaml
 
 from . import distributed
 from .checkpoint import check_same_data, load_checkpoint
-from .config import (SECTIONS, RunConfig, build_config, changed_option, model_option_types, read_config_file,
+from .config import (PRESETS, SECTIONS, RunConfig, build_config, changed_option, model_option_types, read_config_file,
                      read_saved_config)
 from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
@@ -274,6 +274,8 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         if "." in dest:
             section, key = dest.split(".", 1)
             overrides.setdefault(section, {})[key] = value
+    if getattr(args, "preset", None):
+        overrides["preset"] = args.preset
     config = build_config(file_sections, overrides, source=str(args.config or "options"))
     distributed.resolve_device(config.train.device)  # a missing GPU fails here, before any output
     return config
@@ -380,6 +382,9 @@ def _add_option_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         for key, kind in hints.items():
             _add_flag(group, section, key, kind, defaults[key])
+    parser.add_argument("--preset", choices=list(PRESETS),
+                        help="a named set of model and train options under the config file's and the flags' own "
+                             "(paper: the RSIR paper's SASRec and rsir's training before the parity study)")
     group = parser.add_argument_group("model options (see `backbone`)")
     group.add_argument("--backbone", dest="model.backbone", default=argparse.SUPPRESS,
                        help=f"one of {', '.join(BACKBONES)} (default sasrec)")

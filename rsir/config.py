@@ -46,6 +46,21 @@ class RunConfig:
 
 SECTIONS: dict[str, type] = {"data": DataParams, "train": TrainParams, "generate": GenerationParams, "improve": ImproveParams}
 
+# Named sets of options, applied under a config file's and the flags' own values
+# (``--preset NAME``, or ``preset = "NAME"`` at the top of a config file or a spec's [common]).
+# "paper" is the RSIR paper's SASRec (d 64, 2 blocks, 2 heads, dropout 0.5, batch 256) with
+# rsir's training before the SASRec parity study: the defaults until then, so the studies made
+# with them reproduce by name, and a saved config that lacks an option was written when that
+# option had its "paper" value (see ``read_saved_config``).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        "model": {"dim": 64, "blocks": 2, "heads": 2, "dropout": 0.5, "item_dropout": 0.0, "block": "pre_ln",
+                  "init": "normal"},
+        "train": {"batch_size": 256, "beta2": 0.999, "target_weighting": "batch", "batching": "length",
+                  "negatives_per": "sequence"},
+    },
+}
+
 
 def model_option_types() -> dict[str, type]:
     """Every option any backbone accepts, with its type (for flags)."""
@@ -81,7 +96,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def build_config(
     sections: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None, source: str = "config"
 ) -> RunConfig:
-    """Merge file sections with flag overrides and check every key and value."""
+    """Merge file sections with flag overrides and check every key and value. A ``preset``
+    key (in ``sections`` or, winning, in ``overrides``) names a set of :data:`PRESETS` values
+    that both override."""
+    sections, overrides = dict(sections), dict(overrides or {})
+    preset = overrides.pop("preset", sections.pop("preset", None))
     merged: dict[str, dict[str, Any]] = {}
     for name, values in sections.items():
         if name not in (*SECTIONS, "model"):
@@ -89,11 +108,18 @@ def build_config(
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping of options")
         merged[name] = dict(values)
-    for name, values in (overrides or {}).items():
+    for name, values in overrides.items():
         merged.setdefault(name, {}).update(values)
     model = merged.get("model", {})
     backbone = model.pop("backbone", DEFAULT_BACKBONE)
     cls = backbone_class(str(backbone))
+    if preset is not None:
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise ConfigError(f"{source}: unknown preset {preset!r}{_suggest(str(preset), list(PRESETS))}")
+        own = {"model": typing.get_type_hints(cls.Params), **{name: typing.get_type_hints(c) for name, c in SECTIONS.items()}}
+        for name, values in PRESETS[preset].items():  # a backbone takes the preset's options it has
+            merged[name] = {**{k: v for k, v in values.items() if k in own[name]}, **merged.get(name, {})}
+        model = merged["model"]
     return RunConfig(
         data=_make(DataParams, merged.get("data", {}), "data", source),
         backbone=cls.name,
@@ -105,12 +131,13 @@ def build_config(
 
 
 def read_saved_config(path: str | Path, sections: tuple[str, ...] | None = None) -> dict[str, Any] | None:
-    """A run's saved ``config.yaml`` as full ``sections`` (by default the ones it names), read
-    with today's defaults (options added since the run was written keep the old behaviour),
-    or None if it no longer parses."""
+    """A run's saved ``config.yaml`` as full ``sections`` (by default the ones it names), or
+    None if it no longer parses. An option the file lacks was added to rsir after the run was
+    written: it takes the "paper" preset's value, which was the default then, or else today's
+    default, which keeps the old behaviour."""
     try:
         written = yaml.safe_load(Path(path).read_text())
-        full = build_config(dict(written), source=str(path))
+        full = build_config({**dict(written), "preset": "paper"}, source=str(path))
     except (ConfigError, yaml.YAMLError, TypeError, ValueError):
         return None
     return full.to_dict(sections or tuple(name for name in (*SECTIONS, "model") if name in written))

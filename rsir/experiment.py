@@ -74,7 +74,8 @@ from .io import atomic_open, atomic_path, write_json
 from .models import BACKBONES, backbone_class
 from .report import round_metrics, write_report
 
-SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics", "compare"}
+SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics", "compare",
+             "reference", "select"}
 COMMANDS = ("train", "improve")
 
 
@@ -109,6 +110,10 @@ class Spec:
     metrics: list[str] = field(default_factory=lambda: ["recall@10", "ndcg@10"])
     baselines: dict[str, str] = field(default_factory=dict)  # variant -> its own baseline, where it names one
     compare: list[tuple[str, str]] = field(default_factory=list)  # extra head-to-head pairs (variant, against)
+    # Published numbers to set beside the variants: {"source": str, DATASET: {metric: value}}
+    reference: dict[str, Any] = field(default_factory=dict)
+    # Variants among which the report picks, per data set, the best on validation NDCG@20
+    select: list[str] = field(default_factory=list)
 
     def baseline_of(self, variant: str) -> str:
         return self.baselines.get(variant, self.baseline)
@@ -183,7 +188,26 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
             not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= labels for pair in compare):
         raise ConfigError(f"{path}: compare must list pairs of two different variants, like [[\"rsir\", \"reordering\"]]")
     return Spec(str(raw.get("name", Path(path).stem)), cells, baseline,
-                list(raw.get("metrics", ["recall@10", "ndcg@10"])), baselines, [tuple(pair) for pair in compare])
+                list(raw.get("metrics", ["recall@10", "ndcg@10"])), baselines, [tuple(pair) for pair in compare],
+                _check_reference(raw.get("reference", {}), path), _check_select(raw.get("select", []), variants, path))
+
+
+def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> list[str]:
+    if not isinstance(select, list) or not all(name in variants for name in select):
+        raise ConfigError(f"{path}: select must list variants to choose among on validation, like select = [\"a\", \"b\"]")
+    return list(select)
+
+
+def _check_reference(reference: Any, path: str | Path) -> dict[str, Any]:
+    """A spec's ``reference``: a ``source`` naming where the numbers come from, and per data
+    set a table of metric values."""
+    tables = {k: v for k, v in reference.items() if k != "source"} if isinstance(reference, dict) else None
+    if reference and (tables is None or not isinstance(reference.get("source"), str) or not all(
+            isinstance(t, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t.values())
+            for t in tables.values())):
+        raise ConfigError(f"{path}: reference must name a source and give each data set a table of metric values, "
+                          'like reference = {{ source = "...", Beauty = {{ "recall@10" = 0.09 }} }}')
+    return dict(reference)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -217,6 +241,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(common)
     for section, values in options.items():
+        if section == "preset":  # a name, not a section (see rsir.config.PRESETS)
+            merged[section] = values
+            continue
         if not isinstance(values, dict):
             raise ConfigError(f"variant option {section!r} must be a section (for example train = {{ lr = 0.001 }})")
         merged.setdefault(section, {}).update(values)

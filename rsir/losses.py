@@ -11,22 +11,31 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .models.base import Backbone
-from .sampling import uniform_negatives_excluding_own
+from .sampling import uniform_items, uniform_negatives_excluding_own
+
+
+NEGATIVES_PER = ("sequence", "target")
 
 
 class SampledSoftmax:
-    """Softmax over the target and N uniform negatives shared by the positions of a
-    sequence; negatives that are items of that sequence are excluded."""
+    """Softmax over the target and N uniform negatives: shared by the positions of a
+    sequence, excluding that sequence's items (``per="sequence"``), or drawn afresh for
+    every target with nothing excluded (``per="target"``, as RecTools does)."""
 
-    def __init__(self, negatives: int = 256) -> None:
+    def __init__(self, negatives: int = 256, per: str = "sequence") -> None:
         if negatives < 1:
             raise ConfigError(f"negatives must be >= 1, got {negatives}")
+        if per not in NEGATIVES_PER:
+            raise ConfigError(f"negatives_per must be one of {', '.join(NEGATIVES_PER)}, got {per!r}")
         self.negatives = negatives
+        self.per = per
 
     def __call__(
         self, model: Backbone, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
     ) -> torch.Tensor:
         valid = targets != 0
+        if self.per == "target":
+            return self._per_target(model, hidden[valid], targets[valid], weights[valid])
         own = torch.cat([inputs, targets], dim=1)
         negatives, collide = uniform_negatives_excluding_own(model.n_items, own, (len(targets), self.negatives))
         embeddings = model.item_weights()
@@ -37,6 +46,19 @@ class SampledSoftmax:
         negative = negative.masked_fill(collide.unsqueeze(1), float("-inf"))
         logits = torch.cat([positive.unsqueeze(-1), negative], dim=-1)[valid]
         return ((torch.logsumexp(logits, dim=-1) - logits[:, 0]) * weights[valid]).sum()
+
+    def _per_target(
+        self, model: Backbone, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        embeddings = model.item_weights()
+        negatives = uniform_items(model.n_items, (len(targets), self.negatives), hidden.device)
+        positive = (hidden * F.embedding(targets, embeddings)).sum(-1, keepdim=True)
+        # Scores against each distinct drawn item once, then picked per target: gathering every
+        # target's own (negatives x dim) embeddings moves far more memory than this product.
+        drawn, where = torch.unique(negatives, return_inverse=True)
+        negative = (hidden @ F.embedding(drawn, embeddings).T).gather(1, where)
+        logits = torch.cat([positive, negative], dim=-1)
+        return ((torch.logsumexp(logits, dim=-1) - logits[:, 0]) * weights).sum()
 
 
 class FullSoftmax:
@@ -120,9 +142,9 @@ class BinaryCrossEntropy:
 LOSSES = {"sampled_softmax": SampledSoftmax, "softmax": FullSoftmax, "bce": BinaryCrossEntropy}
 
 
-def build_loss(name: str, negatives: int = 256):
+def build_loss(name: str, negatives: int = 256, negatives_per: str = "sequence"):
     if name not in LOSSES:
         close = difflib.get_close_matches(name, LOSSES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown loss {name!r} (known: {', '.join(LOSSES)}){hint}")
-    return SampledSoftmax(negatives) if name == "sampled_softmax" else LOSSES[name]()
+    return SampledSoftmax(negatives, negatives_per) if name == "sampled_softmax" else LOSSES[name]()

@@ -21,12 +21,16 @@ if TYPE_CHECKING:
     from .experiment import Spec
 
 
+SELECT_METRIC = "ndcg@20"  # what training's early stopping and a spec's ``select`` choose by, on validation
+
+
 def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:
-    """Test metrics per round: a training is round 0, an improve run lists its rounds."""
+    """Test metrics and the best epoch's validation metrics per round: a training is round 0,
+    an improve run lists its rounds."""
     metrics = json.loads(metrics_path.read_text())
     if "rounds" in metrics:
-        return [{"round": r["round"], "test": r["test"]} for r in metrics["rounds"]]
-    return [{"round": 0, "test": metrics["test"]}]
+        return [{"round": r["round"], "test": r["test"], "valid": r.get("valid", {})} for r in metrics["rounds"]]
+    return [{"round": 0, "test": metrics["test"], "valid": metrics.get("best_valid", {})}]
 
 
 def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> tuple[
@@ -37,7 +41,8 @@ def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] =
     unfinished: dict[tuple[str, str, int], list[int]] = {}
     for cell in spec.cells:
         for record in results.get(cell.key, {}).get("rounds", []):
-            values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = record["test"]
+            metrics = {**{f"valid_{k}": v for k, v in record.get("valid", {}).items()}, **record["test"]}
+            values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = metrics
             if cell.key in interim:
                 unfinished.setdefault((cell.dataset, cell.variant, record["round"]), []).append(cell.seed)
     finals: dict[tuple[str, str], int] = {}
@@ -100,6 +105,10 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
                 row[metric].update(paired_gain(mine, theirs))
+        chosen_by = f"valid_{SELECT_METRIC}"
+        if all(chosen_by in by_seed[s] for s in by_seed):  # runs made before validation was recorded lack it
+            row[chosen_by] = {"mean": float(np.mean([by_seed[s][chosen_by] for s in by_seed])),
+                              "values": [by_seed[s][chosen_by] for s in sorted(by_seed)]}
         rows.append(row)
     order = {cell.variant: i for i, cell in reversed(list(enumerate(spec.cells)))}
     datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
@@ -114,6 +123,8 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         path, partial = out / cell.key / "result.json", out / cell.key / "run" / "metrics.json"
         if path.exists():
             results[cell.key] = json.loads(path.read_text())
+            if partial.exists():  # the run's own file also has the validation metrics older results lack
+                results[cell.key]["rounds"] = round_metrics(partial)
         elif cell.command == "improve" and partial.exists():
             interim[cell.key] = {"rounds": round_metrics(partial)}
     rows = aggregate(spec, {**interim, **results}, interim=set(interim))
@@ -121,7 +132,8 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     reused = sorted(key for key, r in results.items() if r.get("reused"))
     report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
               "cells_done": len(results), "cells_interim": sorted(interim), "cells_reusing": reused,
-              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, {**interim, **results}, set(interim))}
+              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, {**interim, **results}, set(interim)),
+              "reference": against_reference(spec, rows), "selection": select_on_validation(spec, rows)}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
         f"{m} | gain {m} (p)" for m in spec.metrics) + " |"
@@ -152,12 +164,70 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         lines += [f"| {r['dataset']} | {r['variant']} | {r['round']} | {r['against']} | {r['against_round']} | "
                   + f"{len(r['seeds'])}" + (f" ({len(r['interim_seeds'])} interim)" if r["interim_seeds"] else "") + " | "
                   + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |" for r in report["head_to_head"]]
+    if report["selection"]:
+        lines += ["", f"Chosen on validation {SELECT_METRIC} (mean over seeds) among {', '.join(spec.select)}; "
+                  "test metrics of the pick only:", "",
+                  "| dataset | candidates (validation " + SELECT_METRIC + ", seeds) | pick | "
+                  + " | ".join(f"test {m}" for m in spec.metrics) + " |", "|" + "---|" * (3 + len(spec.metrics))]
+        for r in report["selection"]:
+            candidates = ", ".join(f"{c['variant']} {c['valid']:.4f} ({len(c['seeds'])})" for c in r["candidates"])
+            lines.append(f"| {r['dataset']} | {candidates} | {r['pick']} | "
+                         + " | ".join(f"{r['test'][m]['mean']:.4f} ± {r['test'][m]['std']:.4f}" for m in spec.metrics) + " |")
+    if report["reference"]:
+        metrics = [m for m in spec.metrics if any(m in r["published"] for r in report["reference"])]
+        lines += ["", f"Against published numbers ({spec.reference['source']}): each variant's final round, "
+                  "its mean over seeds and its gap to the published value, in standard deviations over seeds:", "",
+                  "| dataset | variant | seeds | " + " | ".join(f"{m} | published | gap (sd)" for m in metrics) + " |",
+                  "|" + "---|" * (3 + 3 * len(metrics))]
+        for r in report["reference"]:
+            cells = [f"{r[m]['mean']:.4f} | {r['published'][m]:.4f} | {100 * r[m]['gap']:+.1f}% ("
+                     + ("n/a" if r[m]["gap_sd"] is None else f"{r[m]['gap_sd']:+.1f}") + ")"
+                     if m in r["published"] else " | | " for m in metrics]
+            lines.append(f"| {r['dataset']} | {r['variant']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
     with atomic_open(out / "report.md") as handle:
         handle.write("\n".join(lines) + "\n")
     if rows:
         _plot(out / "report.png", rows, spec.metrics)
         _plot_curves(out / "curves.png", spec, rows)
     return report
+
+
+def select_on_validation(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per data set, the variant of ``spec.select`` whose final round has the best mean
+    validation NDCG@20, with every candidate's validation value and the pick's test metrics.
+    Only variants whose seeds are all finished and have validation values take part."""
+    chosen_by = f"valid_{SELECT_METRIC}"
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        finals = {r["variant"]: r for r in rows if r["dataset"] == dataset}  # rows ascend by round: the last wins
+        candidates = [finals[v] for v in spec.select if v in finals and chosen_by in finals[v] and not finals[v]["interim_seeds"]]
+        if not candidates:
+            continue
+        pick = max(candidates, key=lambda r: r[chosen_by]["mean"])
+        out.append({"dataset": dataset, "pick": pick["variant"], "round": pick["round"], "seeds": pick["seeds"],
+                    "candidates": [{"variant": r["variant"], "valid": r[chosen_by]["mean"], "seeds": r["seeds"]}
+                                   for r in candidates],
+                    "test": {m: pick[m] for m in spec.metrics}})
+    return out
+
+
+def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each variant's final round beside the spec's published numbers for its data set: the
+    relative gap of the mean, and the gap in standard deviations over seeds (None for one seed)."""
+    finals = {(r["dataset"], r["variant"]): r for r in rows if len(r["interim_seeds"]) < len(r["seeds"])}
+    out = []
+    for (dataset, variant), row in finals.items():
+        published = spec.reference.get(dataset, {}) if isinstance(spec.reference.get(dataset), dict) else {}
+        shown = {m: v for m, v in published.items() if m in spec.metrics}
+        if not shown:
+            continue
+        entry: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": row["round"], "seeds": row["seeds"],
+                                 "published": shown}
+        for metric, value in shown.items():
+            mean, std = row[metric]["mean"], row[metric]["std"]
+            entry[metric] = {"mean": mean, "gap": mean / value - 1, "gap_sd": (mean - value) / std if std > 0 else None}
+        out.append(entry)
+    return out
 
 
 def _gain_text(gain: dict[str, Any]) -> str:

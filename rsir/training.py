@@ -22,12 +22,12 @@ from .baselines import augmented, check_augmentation
 from .checkpoint import (
     check_same_data, check_same_model, checkpoint_meta, load_weights, read_checkpoint, save_checkpoint,
 )
-from .data.batching import TARGETS, count_targets, next_item_batches, prefix_rows
+from .data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
 from .data.split import LeaveOneOut
 from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
 from .io import append_jsonl, write_jsonl
-from .losses import LOSSES, build_loss
+from .losses import LOSSES, NEGATIVES_PER, build_loss
 from .models.base import Backbone
 
 
@@ -35,9 +35,19 @@ from .models.base import Backbone
 class TrainParams:
     loss: str = "sampled_softmax"  # sampled_softmax | softmax | bce
     negatives: int = 256  # uniform negatives of the sampled softmax
+    # sequence: one set of negatives per sequence, shared by its positions, its own items
+    # excluded; target: an independent set per target, nothing excluded (RecTools)
+    negatives_per: str = "sequence"
     lr: float = 1e-3
+    beta2: float = 0.999  # Adam's second-moment decay (RecTools' SASRec: 0.98)
     weight_decay: float = 0.0
     batch_size: int = 256
+    # length: batches of sequences of similar length (least padding); random: any sequences
+    batching: str = "length"
+    # batch: each batch's loss is its targets' weighted mean, so a target's weight depends on
+    # its batch; equal: every target of an epoch weighs the same (each batch's weighted sum
+    # divided by the epoch's mean weight per batch)
+    target_weighting: str = "batch"
     max_epochs: int = 200
     patience: int = 20  # epochs without a better validation NDCG@20 before stopping
     # Validate every N epochs (and at the last one): the best model and early stopping see
@@ -50,6 +60,8 @@ class TrainParams:
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU if there is one)
     augment: str = "none"  # none | reorder | insert: train also on one augmented copy of each sequence (a baseline)
     augment_rate: float = 0.2  # share of each sequence the augmentation reorders or inserts
+    augment_copies: int = 1  # augmented copies of each sequence, each drawn independently
+    augment_weight: float = 1.0  # loss weight of targets in augmented copies (real ones weigh 1)
     # loss weight of targets in synthetic sequences (real ones weigh 1); 0.25 measured best
     # for the default unchecked round on Beauty, Sports and Toys (docs/RESULTS.md)
     synthetic_weight: float = 0.25
@@ -65,10 +77,17 @@ class TrainParams:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):  # also refuses nan
                 raise ConfigError(f"train option {name} must be > 0, got {value}")
-        if not (self.synthetic_weight > 0 and math.isfinite(self.synthetic_weight)):
-            raise ConfigError(f"train option synthetic_weight must be > 0, got {self.synthetic_weight}")
+        for name in ("synthetic_weight", "augment_weight"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ConfigError(f"train option {name} must be > 0, got {getattr(self, name)}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"train option weight_decay must be >= 0, got {self.weight_decay}")
+        for name, allowed in (("negatives_per", NEGATIVES_PER), ("batching", BATCHING),
+                              ("target_weighting", TARGET_WEIGHTING)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"train option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0 <= self.beta2 < 1:
+            raise ConfigError(f"train option beta2 must be in [0, 1), got {self.beta2}")
         if self.targets not in TARGETS:
             raise ConfigError(f"train option targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if self.precision not in PRECISIONS:
@@ -82,7 +101,7 @@ class TrainParams:
         if not 0 <= self.seed < 2**32:  # the range numpy's seeding accepts
             raise ConfigError(f"train option seed must be in [0, 2**32), got {self.seed}")
         distributed.check_device(self.device)
-        check_augmentation(self.augment, self.augment_rate)
+        check_augmentation(self.augment, self.augment_rate, self.augment_copies)
 
 
 SELECT_METRIC = "ndcg@20"
@@ -136,7 +155,8 @@ class LossStep(torch.nn.Module):
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float) -> torch.Tensor:
         # Mixed precision: autocast runs the products in bfloat16; weights, optimiser and loss sums stay fp32.
-        with torch.autocast(inputs.device.type, dtype=self.low_precision, enabled=self.low_precision is not None):
+        with (torch.autocast(inputs.device.type, dtype=self.low_precision, enabled=self.low_precision is not None),
+              self.model.training_step()):
             # This rank's weighted sum over the whole batch's weight, times the number of ranks:
             # averaging the ranks' gradients then gives the gradient of the batch's weighted mean.
             loss = self.loss_fn(self.model, self.model.encode(inputs), inputs, targets, weights)
@@ -171,7 +191,8 @@ def fit(
     meta = dict(meta or {})
     run_dir = Path(run_dir) if run_dir else None
     started = time.perf_counter()
-    split = split.with_train(augmented(split.train, params.augment, params.augment_rate, params.seed, model.n_items))
+    split = split.with_train(augmented(split.train, params.augment, params.augment_rate, params.seed, model.n_items,
+                                       params.augment_copies))
     model.prepare(split.train)
     device = distributed.resolve_device(params.device)
     model.to(device)
@@ -180,8 +201,8 @@ def fit(
 
     main = distributed.is_main()
     progress = progress and main
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    step: torch.nn.Module = LossStep(model, build_loss(params.loss, params.negatives), params.precision)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2), weight_decay=params.weight_decay)
+    step: torch.nn.Module = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per), params.precision)
     if distributed.active():
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     rng = np.random.default_rng(params.seed)  # batch order: the same on every rank
@@ -210,7 +231,10 @@ def fit(
         total, count = 0.0, 0
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
         batches = next_item_batches(rows, model.max_len, params.batch_size, rng, distributed.rank(),
-                                    distributed.world_size(), params.synthetic_weight, last_target_only)
+                                    distributed.world_size(), params.synthetic_weight, last_target_only,
+                                    augment_weight=params.augment_weight,
+                                    by_length=params.batching == "length",
+                                    equal_weight=params.target_weighting == "equal")
         for inputs, targets, weights, batch_weight in batches:
             loss = step(inputs.to(device), targets.to(device), weights.to(device), batch_weight)
             optimizer.zero_grad(set_to_none=True)

@@ -232,3 +232,26 @@ def test_data_convert_refuses_to_write_over_its_input(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.endswith("the output is the input file; write the conversion to another path") and "\n" not in err
     assert source.read_bytes() == before  # the rating column is still there
+
+
+def test_paper_preset_names_the_earlier_defaults_and_yields_to_explicit_options(tmp_path, capsys):
+    from rsir.config import PRESETS, build_config, read_saved_config
+
+    paper = build_config({"preset": "paper", "model": {"dropout": 0.3}})
+    assert paper.model["dim"] == 64 and paper.model["blocks"] == 2 and paper.model["dropout"] == 0.3
+    assert paper.train.batch_size == 256 and paper.train.target_weighting == "batch"
+    # A backbone takes the preset options it has: GRU4Rec has no attention blocks.
+    assert "blocks" not in build_config({"preset": "paper", "model": {"backbone": "gru4rec"}}).model
+    # A saved config that lacks an option was written when it had the paper value.
+    saved = build_config({"model": {"dim": 16}}).to_dict(("model", "train"))
+    for section, options in PRESETS["paper"].items():
+        for key in set(options) - {"dim"}:
+            del saved[section][key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    read = read_saved_config(tmp_path / "config.yaml")
+    assert read["model"]["dim"] == 16 and read["model"]["item_dropout"] == 0.0 and read["train"]["beta2"] == 0.999
+    bad = tmp_path / "bad.toml"
+    bad.write_text('preset = "papr"\n')
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown preset 'papr'; did you mean 'paper'?" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -14,6 +14,7 @@ import torch
 
 from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_successors
 from rsir.cli import main
+from rsir.errors import ConfigError
 from rsir.data import Sequences
 from rsir.config import build_config
 from rsir.experiment import Cell, Spec, load_spec
@@ -440,3 +441,34 @@ def test_shipped_specs_are_valid(spec):
         config = build_config(cell.config)
         for params in (config.train, config.generate, config.improve):
             params.validate()
+
+
+def test_the_report_picks_on_validation_and_sets_published_numbers_beside():
+    """select: per data set the variant with the best mean validation NDCG@20 is picked,
+    whatever its test metrics; reference: each variant's gap to the published value."""
+    from rsir.report import against_reference, select_on_validation
+
+    cells = [Cell("d", v, s, "train", {}) for v in ("a", "b", "c") for s in (0, 1)]
+    valid = {"a": [0.05, 0.07], "b": [0.065, 0.066], "c": [0.09, 0.09]}
+    test = {"a": [0.30, 0.30], "b": [0.10, 0.12], "c": [0.20, 0.22]}
+    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": test[c.variant][c.seed]},
+                                   "valid": {"ndcg@20": valid[c.variant][c.seed]}}]} for c in cells}
+    spec = Spec("t", cells, "a", ["recall@10"], select=["a", "b"], reference={"source": "paper", "d": {"recall@10": 0.1}})
+    rows = aggregate(spec, results)
+    picked, = select_on_validation(spec, rows)
+    assert picked["pick"] == "b" and [c["variant"] for c in picked["candidates"]] == ["a", "b"]  # c is no candidate
+    assert math.isclose(picked["test"]["recall@10"]["mean"], 0.11)
+    gaps = {r["variant"]: r["recall@10"] for r in against_reference(spec, rows)}
+    assert math.isclose(gaps["b"]["gap"], 0.1) and math.isclose(gaps["b"]["gap_sd"], 0.01 / np.std([0.10, 0.12], ddof=1))
+    assert math.isclose(gaps["a"]["gap"], 2.0) and gaps["a"]["gap_sd"] is None  # no spread over seeds
+
+
+def test_a_spec_with_a_bad_reference_or_selection_is_refused(tmp_path):
+    spec = tmp_path / "s.toml"
+    base = 'datasets = ["d"]\nseeds = [0]\n[variants.a]\ncommand = "train"\n'
+    spec.write_text(base + '[reference]\nd = { "recall@10" = 0.1 }\n')
+    with pytest.raises(ConfigError, match="reference must name a source"):
+        load_spec(spec)
+    spec.write_text('select = ["b"]\n' + base)
+    with pytest.raises(ConfigError, match="select must list variants"):
+        load_spec(spec)

@@ -230,3 +230,108 @@ def test_synthetic_targets_weigh_synthetic_weight_in_the_loss(small_split, loss)
     expected = sum(l * (0.25 if synthetic else 1.0) for l, synthetic in zip(per_row, synthetic_rows.tolist()))
     assert loss_with(weights) == pytest.approx(expected, rel=1e-5)
     assert min(per_row) > 0
+
+
+@pytest.mark.parametrize("by_length", [True, False])
+def test_equal_target_weighting_weighs_every_target_of_an_epoch_the_same(by_length):
+    """Short and long sequences in one epoch: with equal weighting each target's share of its
+    step (weight / the batch's divisor) is the same in every batch; with the batch mean, a
+    target in a batch of short sequences weighs several times one in a batch of long ones."""
+    lengths = np.r_[np.full(40, 3), np.full(40, 30)]
+    seqs = Sequences.from_flat(np.arange(1, lengths.sum() + 1) % 97 + 1, lengths, np.arange(len(lengths)))
+    shares = {}
+    for equal in (False, True):
+        per_target = []
+        for _, targets, weights, divisor in next_item_batches(seqs, 50, 16, np.random.default_rng(0),
+                                                              by_length=by_length, equal_weight=equal):
+            per_target.append((weights[targets != 0] / divisor).numpy())
+        shares[equal] = np.concatenate(per_target)
+        assert len(shares[equal]) == int((lengths - 1).sum())  # every target once
+    assert np.allclose(shares[True], 1 / (lengths - 1).sum() * np.ceil(len(lengths) / 16))
+    if by_length:  # bucketed batches: the batch mean favours the short sequences' targets
+        assert shares[False].max() > 5 * shares[False].min()
+
+
+def test_random_batches_mix_lengths_and_cover_every_row_once():
+    lengths = np.repeat([2, 40], 500)
+    batches = bucket_batches(lengths, 50, np.random.default_rng(2), by_length=False)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    assert all(len(set(lengths[b].tolist())) == 2 for b in batches)  # both lengths in every batch
+    bucketed = bucket_batches(lengths, 50, np.random.default_rng(2))
+    assert all(len(set(lengths[b].tolist())) == 1 for b in bucketed)
+
+
+def test_item_table_dropout_is_one_mask_per_training_step_and_off_in_evaluation():
+    model = build_backbone("sasrec", 300, {**SMALL, "item_dropout": 0.5}, seed=0)
+    items = torch.randint(1, 301, (4, 10))
+    table = model.item_embedding.weight
+    model.train()
+    with model.training_step():
+        dropped = model.item_weights()
+        zeroed = (dropped == 0) & (table != 0)
+        assert 0.4 < zeroed.float().mean() < 0.6  # the whole table, at the rate
+        assert torch.allclose(dropped[~zeroed], 2 * table[~zeroed])  # inverted dropout
+        assert model.item_weights() is dropped  # the output scores use the step's one mask ...
+        assert torch.equal(model.embed_items(items), dropped[items])  # ... and so does the input
+    with model.training_step():
+        assert not torch.equal(model.item_weights(), dropped)  # a new mask for the next step
+    assert model.item_weights() is table  # outside a step: the table itself
+    model.eval()
+    with model.training_step():
+        assert model.item_weights() is table
+        assert torch.equal(model.encode(items), model.encode(items))
+
+
+def test_per_target_negatives_loss_equals_a_reference_computation():
+    """negatives_per = target: each target against its own uniform draws, nothing excluded,
+    summed with the target weights; the same draws recomputed by hand give the same loss."""
+    model = build_backbone("sasrec", 50, SMALL, seed=0).eval().requires_grad_(False)
+    inputs = torch.tensor([[3, 7, 9, 0], [4, 4, 1, 2]])
+    targets = torch.tensor([[7, 9, 5, 0], [4, 1, 2, 8]])
+    weights = torch.tensor([[1.0, 1.0, 0.5, 0.0], [1.0, 0.25, 1.0, 1.0]])
+    hidden = model.encode(inputs)
+    torch.manual_seed(5)
+    loss = build_loss("sampled_softmax", negatives=6, negatives_per="target")(model, hidden, inputs, targets, weights)
+    torch.manual_seed(5)
+    valid = targets != 0
+    negatives = torch.randint(1, 51, (int(valid.sum()), 6))
+    table = model.item_weights()
+    expected = 0.0
+    for (h, target, weight), negs in zip(zip(hidden[valid], targets[valid], weights[valid]), negatives):
+        logits = torch.stack([h @ table[target]] + [h @ table[n] for n in negs])
+        expected += float(weight * -torch.log_softmax(logits, 0)[0])
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(loss) > 0
+
+
+@pytest.mark.parametrize("block", ["pre_ln", "original"])
+def test_training_options_of_the_published_recipe_learn(small_dataset, small_split, block):
+    """Item-table dropout, per-target negatives, random equally weighted batches, Adam's beta2,
+    the original block and Xavier initialisation train together past popularity."""
+    options = {**SMALL, "item_dropout": 0.2, "block": block, "init": "xavier"}
+    model = build_backbone("sasrec", small_dataset.n_items, options, seed=0)
+    result = fit(model, small_split, quick(negatives_per="target", batching="random", target_weighting="equal",
+                                           beta2=0.98), progress=False)
+    popularity = build_backbone("popularity", small_dataset.n_items, {}, seed=0)
+    baseline = fit(popularity, small_split, quick(), progress=False)
+    assert result.test["ndcg@10"] > 1.5 * baseline.test["ndcg@10"]
+
+
+def test_augmented_copies_are_independent_and_weighted_like_synthetic_data(small_dataset, small_split):
+    """augment_copies = k adds k copies, each from its own stream (the first is the single
+    copy rsir always made); augment_weight weighs their targets in the loss."""
+    from rsir.baselines import AUGMENTED, augmented
+
+    real = small_split.train
+    one = augmented(real, "reorder", 0.5, 0, small_dataset.n_items)
+    three = augmented(real, "reorder", 0.5, 0, small_dataset.n_items, copies=3)
+    assert len(three) == 4 * len(real) and three.select(np.arange(2 * len(real))).to_lists() == one.to_lists()
+    blocks = [three.select(np.arange(k * len(real), (k + 1) * len(real))).to_lists() for k in (1, 2, 3)]
+    assert blocks[0] != blocks[1] != blocks[2] != blocks[0]
+    assert all(sorted(a) == sorted(b) for block in blocks for a, b in zip(block, real.to_lists()))
+    assert set(three.origin[len(real):].tolist()) == {AUGMENTED}
+    for _, targets, weights, _ in next_item_batches(three, 20, 64, np.random.default_rng(0), augment_weight=0.25):
+        assert set(weights[targets != 0].unique().tolist()) <= {1.0, 0.25}
+    weights = torch.cat([w[t != 0] for _, t, w, _ in next_item_batches(three, 20, 64, np.random.default_rng(0),
+                                                                          augment_weight=0.25)])
+    assert int((weights == 0.25).sum()) == 3 * int((weights == 1.0).sum())

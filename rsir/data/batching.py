@@ -11,13 +11,18 @@ import torch
 from .sequences import Sequences
 
 
-def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+def bucket_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, by_length: bool = True
+) -> list[np.ndarray]:
     """Split row indices into batches of similar length; with ``rng``, shuffled within equal
-    lengths and in batch order (one epoch), else in length order (evaluation)."""
+    lengths and in batch order (one epoch), else in length order (evaluation). With ``rng``
+    and not ``by_length``, batches are random draws of rows, whatever their length."""
     if rng is None:
         order = np.argsort(lengths, kind="stable")
-    else:
+    elif by_length:
         order = np.lexsort((rng.random(len(lengths)), lengths))
+    else:
+        order = rng.permutation(len(lengths))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
@@ -25,6 +30,8 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
 
 
 TARGETS = ("all", "prefixes")
+BATCHING = ("length", "random")
+TARGET_WEIGHTING = ("batch", "equal")
 
 
 def prefix_rows(seqs: Sequences, max_len: int) -> Sequences:
@@ -47,33 +54,42 @@ def next_item_batches(
     world_size: int = 1,
     synthetic_weight: float = 1.0,
     last_target_only: bool = False,
+    by_length: bool = True,
+    equal_weight: bool = False,
+    augment_weight: float = 1.0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
     """One epoch of sequence-to-sequence batches: every position predicts the next item.
 
     Inputs are ``s[:-1]`` and targets ``s[1:]`` over the last ``max_len + 1`` items of each
     sequence; target 0 marks padding. Sequences of one item carry no target and are skipped.
-    Each target has a weight: 1 for real sequences, ``synthetic_weight`` for synthetic ones
-    (0 at padding). With ``last_target_only`` (for :func:`prefix_rows`) every target but each
+    Each target has a weight: 1 for real sequences, ``synthetic_weight`` for synthetic ones,
+    ``augment_weight`` for a baseline's augmented copies (0 at padding). With ``last_target_only`` (for :func:`prefix_rows`) every target but each
     row's last is set to 0, as padding. With ``world_size`` ranks (same ``rng`` state on
     each), rank ``r`` gets every ``world_size``-th row of each batch, so the global batch
     stays ``batch_size``; a batch with fewer rows than ranks is skipped by all of them.
-    Yields inputs, targets, target weights, and the total target weight of the whole
-    (global) batch.
+    Batches hold rows of similar length (``by_length``) or random rows.
+    Yields inputs, targets, target weights, and the weight the batch's weighted loss sum is
+    divided by: the total target weight of the whole (global) batch, or, with
+    ``equal_weight``, the epoch's mean total per batch, the same for every batch, so every
+    target of the epoch weighs the same whichever batch it falls in.
     """
     trainable = np.flatnonzero(seqs.lengths >= 2)
     lengths = np.minimum(seqs.lengths[trainable], max_len + 1)
-    row_weights = np.where(seqs.origin[trainable] > 0, synthetic_weight, 1.0).astype(np.float32)
+    origin = seqs.origin[trainable]
+    row_weights = np.select([origin > 0, origin < 0], [synthetic_weight, augment_weight], 1.0).astype(np.float32)
     supervised = np.ones_like(lengths) if last_target_only else lengths - 1
-    for batch in bucket_batches(lengths, batch_size, rng):
-        if len(batch) < world_size:
-            continue
+    batches = [b for b in bucket_batches(lengths, batch_size, rng, by_length) if len(b) >= world_size]
+    batch_weights = [float(row_weights[b] @ supervised[b]) for b in batches]
+    if equal_weight:
+        batch_weights = [sum(batch_weights) / max(len(batches), 1)] * len(batches)
+    for batch, batch_weight in zip(batches, batch_weights):
         mine = batch[rank::world_size]
         window = torch.from_numpy(seqs.padded(trainable[mine], max_len + 1).astype(np.int64))
         targets = window[:, 1:]
         if last_target_only:  # the other targets become padding, so losses skip them
             targets = targets * (torch.arange(targets.shape[1]) == torch.from_numpy(lengths[mine] - 2)[:, None])
         weights = torch.from_numpy(row_weights[mine]).unsqueeze(1) * (targets != 0)
-        yield window[:, :-1], targets, weights, float(row_weights[batch] @ supervised[batch])
+        yield window[:, :-1], targets, weights, batch_weight
 
 
 def next_item_windows(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,9 +46,13 @@ class TransformerParams:
     heads: int = 2
     dropout: float = 0.5
     max_len: int = 50
+    # Dropout on the whole item-embedding table, one mask per training step shared by the
+    # input lookup and the output scores (RecTools' SASRec); 0 = off.
+    item_dropout: float = 0.0
 
     def validate(self) -> None:
-        check_ranges(self, at_least_one=("dim", "heads", "max_len"), at_least_zero=("blocks",), dropouts=("dropout",))
+        check_ranges(self, at_least_one=("dim", "heads", "max_len"), at_least_zero=("blocks",),
+                     dropouts=("dropout", "item_dropout"))
         if self.dim % self.heads:
             raise ConfigError(f"model option dim ({self.dim}) must be divisible by heads ({self.heads})")
 
@@ -56,10 +62,37 @@ class Backbone(nn.Module):
     Params: ClassVar[type]  # a dataclass of the backbone's hyperparameters
     trainable: ClassVar[bool] = True
 
+    # The item table of the current training step with item-table dropout applied (see
+    # ``training_step``); None outside a step, where the table is used as it is.
+    _dropped_table: torch.Tensor | None = None
+
     def __init__(self, n_items: int, params: Any) -> None:
         super().__init__()
         self.n_items = n_items
         self.params = params
+
+    @contextmanager
+    def training_step(self) -> Iterator[None]:
+        """One training step's forward pass: with ``item_dropout``, one dropout mask over the
+        whole item table, which the input lookup (:meth:`embed_items`) and the output scores
+        (:meth:`item_table`) share until the step ends."""
+        rate = getattr(self.params, "item_dropout", 0.0)
+        if self.training and rate > 0:
+            self._dropped_table = F.dropout(self.item_embedding.weight, rate)
+        try:
+            yield
+        finally:
+            self._dropped_table = None
+
+    def item_table(self) -> torch.Tensor:
+        """The whole item-embedding table of this pass (with its extra tokens, if any)."""
+        return self.item_embedding.weight if self._dropped_table is None else self._dropped_table
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of item indices, from :meth:`item_table`."""
+        if self._dropped_table is None:
+            return self.item_embedding(items)
+        return F.embedding(items, self._dropped_table, padding_idx=0)
 
     @property
     def max_len(self) -> int:

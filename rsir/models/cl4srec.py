@@ -45,7 +45,7 @@ class CL4SRec(SASRec):
             self.item_embedding.weight[0].zero_()
 
     def item_weights(self) -> torch.Tensor:
-        return self.item_embedding.weight[: self.n_items + 1]
+        return self.item_table()[: self.n_items + 1]
 
     def auxiliary_loss(self, inputs: torch.Tensor) -> torch.Tensor:
         p = self.params

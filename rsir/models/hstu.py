@@ -73,13 +73,13 @@ class HSTU(Backbone):
 
     def encode(self, items: torch.Tensor, keep: list | None = None) -> torch.Tensor:
         """Hidden states; with ``keep``, each layer's keys and values are appended to it."""
-        x = self.embed_dropout(self.item_embedding(items))
+        x = self.embed_dropout(self.embed_items(items))
         for layer in self.layers:
             x = layer(x, keep)
         return self.final_norm(x)
 
     def item_weights(self) -> torch.Tensor:
-        return self.item_embedding.weight
+        return self.item_table()
 
     def decoder(self, items: torch.Tensor, lengths: torch.Tensor) -> Decoder:
         return _KeyValueDecoder(self, items, lengths)

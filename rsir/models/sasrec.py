@@ -1,7 +1,9 @@
 """SASRec (Kang & McAuley, 2018): causal self-attention over the item sequence.
 
-Pre-LayerNorm blocks, learned absolute positions, item embeddings shared between input
-and output, normal(0, 0.02) initialisation (with N(0, 1) the model does not learn).
+Learned absolute positions, item embeddings shared between input and output. Blocks are
+pre-LayerNorm (default) or the original paper's (queries and the residual from the
+normalised input, keys and values from the raw one, ReLU; RecTools' layer). normal(0, 0.02)
+initialisation by default (with N(0, 1) the model does not learn), or Xavier-normal.
 """
 
 from __future__ import annotations
@@ -21,37 +23,57 @@ class SASRecParams(TransformerParams):
     # Width of each block's feed-forward layer; 0 = dim, as in the SASRec paper
     # (RecBole's SASRec defaults to 256 with dim 64).
     ffn_dim: int = 0
+    block: str = "pre_ln"  # pre_ln | original: the SASRec paper's block (as RecTools builds it)
+    init: str = "normal"  # normal: N(0, 0.02) | xavier: Xavier-normal weight matrices (RecTools)
 
     def validate(self) -> None:
         super().validate()
         if self.ffn_dim < 0:
             raise ConfigError(f"model option ffn_dim must be >= 0 (0 = dim), got {self.ffn_dim}")
+        for name, allowed in (("block", BLOCKS), ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+
+BLOCKS = ("pre_ln", "original")
+INITS = ("normal", "xavier")
 
 
 class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float, ffn_dim: int) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, ffn_dim: int, original: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.dropout = dropout
+        self.original = original
         self.attn_norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+            nn.Linear(dim, ffn_dim), nn.ReLU() if original else nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
         )
         self.drop = nn.Dropout(dropout)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(batch, length, dim) -> queries, keys, values as (batch, heads, length, dim / heads)."""
         batch, length, dim = x.shape
-        q, k, v = self.qkv(self.attn_norm(x)).view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
+        if self.original:  # queries from the normalised input, keys and values from the raw one
+            weight, bias = self.qkv.weight, self.qkv.bias
+            qkv = torch.cat([F.linear(self.attn_norm(x), weight[:dim], bias[:dim]),
+                             F.linear(x, weight[dim:], bias[dim:])], dim=-1)
+        else:
+            qkv = self.qkv(self.attn_norm(x))
+        q, k, v = qkv.view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def combine(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """The residual stream after attention (attended values per head) and the FFN."""
         batch, length, dim = x.shape
-        x = x + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, dim)))
+        attended = self.out(attended.transpose(1, 2).reshape(batch, length, dim))
+        if self.original:  # residuals around the normalised inputs, as in the SASRec paper
+            x = self.ffn_norm(self.attn_norm(x) + attended)
+            return x + self.drop(self.ffn(x))
+        x = x + self.drop(attended)
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
     def forward(self, x: torch.Tensor, keep: list | None = None) -> torch.Tensor:
@@ -74,20 +96,29 @@ class SASRec(Backbone):
         self.item_embedding = nn.Embedding(n_items + 1, params.dim, padding_idx=0)
         self.position_embedding = nn.Embedding(params.max_len, params.dim)
         self.embed_dropout = nn.Dropout(params.dropout)
-        self.blocks = nn.ModuleList(_Block(params.dim, params.heads, params.dropout, ffn_dim) for _ in range(params.blocks))
+        self.blocks = nn.ModuleList(
+            _Block(params.dim, params.heads, params.dropout, ffn_dim, params.block == "original")
+            for _ in range(params.blocks)
+        )
         self.final_norm = nn.LayerNorm(params.dim)
         self.apply(init_weights)
+        if params.init == "xavier":
+            with torch.no_grad():
+                for weight in self.parameters():
+                    if weight.dim() >= 2:
+                        nn.init.xavier_normal_(weight)
+                self.item_embedding.weight[0].zero_()
 
     def encode(self, items: torch.Tensor, keep: list | None = None) -> torch.Tensor:
         """Hidden states; with ``keep``, each block's keys and values are appended to it."""
         positions = torch.arange(items.shape[1], device=items.device)
-        x = self.embed_dropout(self.item_embedding(items) + self.position_embedding(positions))
+        x = self.embed_dropout(self.embed_items(items) + self.position_embedding(positions))
         for block in self.blocks:
             x = block(x, keep)
         return self.final_norm(x)
 
     def item_weights(self) -> torch.Tensor:
-        return self.item_embedding.weight
+        return self.item_table()
 
     def decoder(self, items: torch.Tensor, lengths: torch.Tensor) -> Decoder:
         # Positions are absolute from the start, so cached keys stay valid while the
