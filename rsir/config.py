@@ -55,7 +55,7 @@ SECTIONS: dict[str, type] = {"data": DataParams, "train": TrainParams, "generate
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "model": {"dim": 64, "blocks": 2, "heads": 2, "dropout": 0.5, "item_dropout": 0.0, "block": "pre_ln",
-                  "init": "normal"},
+                  "init": "normal", "positions": "absolute"},
         "train": {"batch_size": 256, "beta2": 0.999, "target_weighting": "batch", "batching": "length",
                   "negatives_per": "sequence"},
     },

@@ -145,3 +145,20 @@ def test_bf16_training_step_tracks_fp32(name, loss, small_dataset, small_split):
     assert low_loss == pytest.approx(exact_loss, rel=1e-3)
     assert torch.nn.functional.cosine_similarity(low_grad, exact_grad, dim=0) > 0.999
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_recency_positions_count_from_the_latest_item_whatever_the_padding(small_dataset):
+    """positions = recency: the latest item has position 0 however long the row and its
+    padding, so a history's last hidden state is the same in any batch; the decoder then
+    re-encodes (positions move with every appended item) and agrees with a fresh encoding."""
+    model = build_backbone("sasrec", small_dataset.n_items, {**SMALL["sasrec"], "positions": "recency"}, seed=0).eval()
+    history = torch.tensor([[4, 9, 2, 7]])
+    padded = torch.cat([history, torch.zeros(1, 6, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(model.last_hidden(history), model.last_hidden(padded), atol=1e-6)
+        # The same items one step further from the end are encoded differently: positions moved.
+        longer = model.encode(torch.tensor([[4, 9, 2, 7, 5]]))[0, :4]
+        assert not torch.allclose(longer, model.encode(history)[0], atol=1e-3)
+        decoder = model.decoder(padded, torch.tensor([4]))
+        decoder.append(torch.tensor([0]), torch.tensor([5]))
+        assert torch.allclose(decoder.hidden, model.last_hidden(torch.tensor([[4, 9, 2, 7, 5]])), atol=1e-6)

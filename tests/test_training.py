@@ -307,8 +307,9 @@ def test_per_target_negatives_loss_equals_a_reference_computation():
 @pytest.mark.parametrize("block", ["pre_ln", "original"])
 def test_training_options_of_the_published_recipe_learn(small_dataset, small_split, block):
     """Item-table dropout, per-target negatives, random equally weighted batches, Adam's beta2,
-    the original block and Xavier initialisation train together past popularity."""
-    options = {**SMALL, "item_dropout": 0.2, "block": block, "init": "xavier"}
+    the original block, Xavier initialisation and recency positions train together past
+    popularity."""
+    options = {**SMALL, "item_dropout": 0.2, "block": block, "init": "xavier", "positions": "recency"}
     model = build_backbone("sasrec", small_dataset.n_items, options, seed=0)
     result = fit(model, small_split, quick(negatives_per="target", batching="random", target_weighting="equal",
                                            beta2=0.98), progress=False)

@@ -25,18 +25,22 @@ class SASRecParams(TransformerParams):
     ffn_dim: int = 0
     block: str = "pre_ln"  # pre_ln | original: the SASRec paper's block (as RecTools builds it)
     init: str = "normal"  # normal: N(0, 0.02) | xavier: Xavier-normal weight matrices (RecTools)
+    # absolute: position t from the sequence's start | recency: from its end, so the latest item
+    # always has position 0 (RecTools' left padding); generation then re-encodes at every step
+    positions: str = "absolute"
 
     def validate(self) -> None:
         super().validate()
         if self.ffn_dim < 0:
             raise ConfigError(f"model option ffn_dim must be >= 0 (0 = dim), got {self.ffn_dim}")
-        for name, allowed in (("block", BLOCKS), ("init", INITS)):
+        for name, allowed in (("block", BLOCKS), ("init", INITS), ("positions", POSITIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
 BLOCKS = ("pre_ln", "original")
 INITS = ("normal", "xavier")
+POSITIONS = ("absolute", "recency")
 
 
 class _Block(nn.Module):
@@ -112,6 +116,8 @@ class SASRec(Backbone):
     def encode(self, items: torch.Tensor, keep: list | None = None) -> torch.Tensor:
         """Hidden states; with ``keep``, each block's keys and values are appended to it."""
         positions = torch.arange(items.shape[1], device=items.device)
+        if self.params.positions == "recency":  # right padding: a row's last real item gets 0
+            positions = ((items != 0).sum(1, keepdim=True) - 1 - positions).clamp(min=0)
         x = self.embed_dropout(self.embed_items(items) + self.position_embedding(positions))
         for block in self.blocks:
             x = block(x, keep)
@@ -121,9 +127,10 @@ class SASRec(Backbone):
         return self.item_table()
 
     def decoder(self, items: torch.Tensor, lengths: torch.Tensor) -> Decoder:
-        # Positions are absolute from the start, so cached keys stay valid while the
-        # sequence fits the window; longer generation slides the window and re-encodes.
-        if items.shape[1] > self.max_len:
+        # Absolute positions keep cached keys valid while the sequence fits the window; longer
+        # generation slides the window and re-encodes, and so does every step with recency
+        # positions, which move with each appended item.
+        if items.shape[1] > self.max_len or self.params.positions == "recency":
             return Decoder(self, items, lengths)
         return _KeyValueDecoder(self, items, lengths)
 
