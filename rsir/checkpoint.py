@@ -7,7 +7,6 @@ a plain container, so a crafted file cannot run code.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import pickle
@@ -21,7 +20,7 @@ import torch
 
 from .errors import CheckpointError, ConfigError
 from .io import atomic_open
-from .models import Backbone, build_backbone
+from .models import Backbone, as_written, build_backbone
 
 FORMAT = "rsir-checkpoint/1"
 
@@ -74,7 +73,7 @@ def load_checkpoint(path: str | Path) -> tuple[Backbone, dict[str, Any]]:
         description = json.loads(payload["model"])
         n_items = description.pop("n_items")
         name = description.pop("backbone")
-        model = build_backbone(name, n_items, description)
+        model = build_backbone(name, n_items, as_written(name, description))
         state = payload["state"]
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, ConfigError) as exc:
         raise CheckpointError(f"{path}: invalid model description ({_one_line(exc)})") from None
@@ -115,9 +114,10 @@ def check_same_model(payload: dict[str, Any], model: Backbone, path: str | Path)
     """Refuse a checkpoint saved from another backbone or another size than ``model``."""
     saved = _json_field(payload, "model", path, "model description")
     expected = {"n_items": model.n_items, **model.describe()}
-    # An option added to the backbone since the checkpoint was saved had its default then.
-    added = {k: v for k, v in dataclasses.asdict(type(model.params)()).items() if k not in saved}
-    saved = {**added, **saved}
+    # An option added to the backbone since the checkpoint was saved had its value then.
+    if isinstance(saved.get("backbone"), str) and saved["backbone"] == model.name:
+        saved = {"n_items": saved.get("n_items"), "backbone": model.name,
+                 **as_written(model.name, {k: v for k, v in saved.items() if k not in ("n_items", "backbone")})}
     if saved != expected:
         keys = [k for k in expected if saved.get(k) != expected[k]] + [k for k in saved if k not in expected]
         diff = ", ".join(f"{k} {saved.get(k)!r} instead of {expected.get(k)!r}" for k in keys[:3])

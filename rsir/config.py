@@ -18,7 +18,7 @@ import yaml
 
 from .data.source import DataParams
 from .errors import ConfigError
-from .models import BACKBONES, DEFAULT_BACKBONE, backbone_class
+from .models import BACKBONES, DEFAULT_BACKBONE, PAPER_MODEL, backbone_class
 from .generation import GenerationParams
 from .loop import ImproveParams
 from .training import TrainParams
@@ -54,8 +54,7 @@ SECTIONS: dict[str, type] = {"data": DataParams, "train": TrainParams, "generate
 # option had its "paper" value (see ``read_saved_config``).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
-        "model": {"dim": 64, "blocks": 2, "heads": 2, "dropout": 0.5, "item_dropout": 0.0, "block": "pre_ln",
-                  "init": "normal", "positions": "absolute"},
+        "model": PAPER_MODEL,
         "train": {"batch_size": 256, "beta2": 0.999, "target_weighting": "batch", "batching": "length",
                   "negatives_per": "sequence"},
     },

@@ -12,6 +12,7 @@ import torch
 from rsir.augment import crop, mask, reorder
 from rsir.checkpoint import load_checkpoint, save_checkpoint
 from rsir.cli import main
+from rsir.data import Sequences
 from rsir.data.batching import next_item_batches
 from rsir.generation import GenerationParams, generate
 from rsir.losses import build_loss
@@ -60,7 +61,7 @@ def test_backbone_is_causal(name, small_dataset):
         assert torch.allclose(model.encode(items)[:, :4], model.encode(changed)[:, :4], atol=1e-5)
 
 
-@pytest.mark.parametrize("learner, generator", [("hstu", "sasrec"), ("gru4rec", "cl4srec")])
+@pytest.mark.parametrize("learner, generator", [("hstu", "sasrec"), ("gru4rec", "cl4srec"), ("sasrec", "markov")])
 def test_weak_to_strong_round(learner, generator, tmp_path):
     out = tmp_path / "run"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL[learner].items()]
@@ -162,3 +163,30 @@ def test_recency_positions_count_from_the_latest_item_whatever_the_padding(small
         decoder = model.decoder(padded, torch.tensor([4]))
         decoder.append(torch.tensor([0]), torch.tensor([5]))
         assert torch.allclose(decoder.hidden, model.last_hidden(torch.tensor([[4, 9, 2, 7, 5]])), atol=1e-6)
+
+
+def test_markov_scores_the_training_transitions_over_popularity():
+    """The no-learning control: after item a, item b scores how often b followed a in the
+    training data, plus its popularity scaled below one; the table survives a checkpoint."""
+    from rsir.checkpoint import save_checkpoint
+
+    seqs = Sequences.from_lists([[1, 2, 3], [1, 2, 4], [2, 3], [4, 1], [5]])
+    model = build_backbone("markov", 6, {})
+    model.prepare(seqs)
+    popularity = np.bincount(seqs.items, minlength=7) / 4.0  # the most frequent item, 3 times, + 1
+    expected = np.tile(popularity, (3, 1))
+    for row, latest in enumerate([1, 2, 5]):
+        for sequence in seqs.to_lists():
+            for a, b in zip(sequence, sequence[1:]):
+                expected[row, b] += a == latest
+    scores = model.score_all(model.last_hidden(torch.tensor([[4, 1], [1, 2], [5, 0]])))
+    assert np.allclose(scores.numpy(), expected)
+    assert torch.equal(model.score_items(model.encode(torch.tensor([[2]])), torch.tensor([[[3, 4]]])), torch.tensor([[[2.5, 1.5]]]))
+
+
+def test_markov_round_trips_through_a_checkpoint(tmp_path, small_dataset, small_split):
+    model = build_backbone("markov", small_dataset.n_items, {})
+    fit(model, small_split, TrainParams(), run_dir=tmp_path, progress=False)
+    loaded, _ = load_checkpoint(tmp_path / "model.pt")
+    hidden = model.encode(torch.tensor([[3, 7, 9]]))
+    assert torch.equal(loaded.score_all(hidden), model.score_all(hidden)) and len(loaded.counts) > 100

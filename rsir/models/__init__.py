@@ -13,11 +13,26 @@ from .base import Backbone
 from .cl4srec import CL4SRec
 from .gru4rec import GRU4Rec
 from .hstu import HSTU
+from .markov import Markov
 from .popularity import Popularity
 from .sasrec import SASRec
 
-BACKBONES: dict[str, type[Backbone]] = {cls.name: cls for cls in (SASRec, CL4SRec, HSTU, GRU4Rec, Popularity)}
+BACKBONES: dict[str, type[Backbone]] = {cls.name: cls for cls in (SASRec, CL4SRec, HSTU, GRU4Rec, Popularity, Markov)}
 DEFAULT_BACKBONE = SASRec.name  # what train, improve and the Python API use unless told otherwise
+
+
+# Backbone options as the RSIR paper's SASRec had them: rsir's defaults before the SASRec parity
+# study (docs/results/sasrec_parity.md), and what a checkpoint or a saved config that lacks an
+# option had, since it was written before the option existed (rsir.config's "paper" preset).
+PAPER_MODEL: dict[str, Any] = {"dim": 64, "blocks": 2, "heads": 2, "dropout": 0.5, "item_dropout": 0.0,
+                               "block": "pre_ln", "init": "normal", "positions": "absolute"}
+
+
+def as_written(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A saved description of backbone ``name`` with every option it lacks at the value it had
+    when the description was written (:data:`PAPER_MODEL`, else today's default)."""
+    fields = {f.name: f.default for f in dataclasses.fields(backbone_class(name).Params)}
+    return {**fields, **{k: v for k, v in PAPER_MODEL.items() if k in fields}, **options}
 
 
 def backbone_class(name: str) -> type[Backbone]:
@@ -45,4 +60,4 @@ def build_backbone(name: str, n_items: int, params: dict[str, Any] | None = None
         return cls(n_items, cls.Params(**params))
 
 
-__all__ = ["BACKBONES", "Backbone", "backbone_class", "build_backbone"]
+__all__ = ["BACKBONES", "PAPER_MODEL", "Backbone", "as_written", "backbone_class", "build_backbone"]
