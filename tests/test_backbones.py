@@ -167,9 +167,7 @@ def test_recency_positions_count_from_the_latest_item_whatever_the_padding(small
 
 def test_markov_scores_the_training_transitions_over_popularity():
     """The no-learning control: after item a, item b scores how often b followed a in the
-    training data, plus its popularity scaled below one; the table survives a checkpoint."""
-    from rsir.checkpoint import save_checkpoint
-
+    training data, plus its popularity scaled below one."""
     seqs = Sequences.from_lists([[1, 2, 3], [1, 2, 4], [2, 3], [4, 1], [5]])
     model = build_backbone("markov", 6, {})
     model.prepare(seqs)
