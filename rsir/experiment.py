@@ -417,6 +417,8 @@ def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) 
 
 # Train options that only act on synthetic data, so they cannot change a loop's round 0.
 _SYNTHETIC_ONLY = ("synthetic_weight",)
+# Train options of distillation from the previous round (when no teacher is named): round 1 on.
+_DISTILLATION = ("distill_weight", "distill_temperature")
 # The files of a finished phase; the last one is written last and marks the phase done.
 _TRAINING_FILES = ("model.pt", "log.jsonl", "metrics.json")
 _GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "generation.json")
@@ -436,6 +438,8 @@ def _same_training(train: Cell, improve: Cell) -> bool:
 
 
 def _without(config: dict[str, Any], train: tuple[str, ...] = (), improve: tuple[str, ...] = ()) -> dict[str, Any]:
+    if train and not config["train"].get("teacher"):  # without a named teacher, distillation starts at round 1
+        train = (*train, *_DISTILLATION)
     stripped = {**config, "train": {k: v for k, v in config["train"].items() if k not in train}}
     if "improve" in config:
         stripped["improve"] = {k: v for k, v in config["improve"].items() if k not in improve}

@@ -70,8 +70,8 @@ class GenerationParams:
     faiss_probe: int = 16  # clusters scanned per query: more is slower and more exact
 
     def validate(self) -> None:
-        if self.attempts < 1:
-            raise ConfigError(f"attempts must be >= 1, got {self.attempts}")
+        if self.attempts < 0:
+            raise ConfigError(f"attempts must be >= 0 (0: no generation, a round only retrains), got {self.attempts}")
         if not 0.0 <= self.exploit_prob <= 1.0:
             raise ConfigError(f"exploit_prob must be in [0, 1], got {self.exploit_prob}")
         if not (self.tau >= 1):

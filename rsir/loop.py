@@ -147,7 +147,7 @@ def improve(
             "test": fitted["test"],
             "seconds": {"train": fitted["train_seconds"], "evaluate": fitted["eval_seconds"]},
         }
-        if k < spec.improve.rounds:
+        if k < spec.improve.rounds and spec.generation.attempts > 0:  # no attempts: a round only retrains
             generator = fixed_generator or model
             if spec.improve.retain > 0 and previous is not None and fixed_generator is None:
                 generator = RetainedScores(model, previous, spec.improve.retain)
@@ -178,7 +178,10 @@ def _train_round(
         return model, json.loads(done.read_text())
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
-    result = fit(model, split, spec.train, run_dir=round_dir, meta=meta, progress=progress)
+    # Distillation starts at round 1, from the previous round's model unless a teacher is named.
+    params = spec.train if previous is not None or spec.train.teacher else dataclasses.replace(spec.train, distill_weight=0.0)
+    teacher = previous if params.distill_weight > 0 and not params.teacher else None
+    result = fit(model, split, params, run_dir=round_dir, meta=meta, progress=progress, teacher=teacher)
     summary = result.summary()
     if distributed.is_main():
         write_json(done, summary)

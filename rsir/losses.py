@@ -124,6 +124,49 @@ class CatalogueCrossEntropy(torch.autograd.Function):
         return grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weights * grad_loss, None, None
 
 
+class CatalogueDistillation(torch.autograd.Function):
+    """Distillation over the whole catalogue: the sum over rows of ``target_weights`` times
+    tau^2 KL(teacher || student), both softmaxes of the dot products with their item tables at
+    temperature tau (item 0, padding, excluded), a block of rows at a time with the gradients
+    formed in the same pass (as :class:`CatalogueCrossEntropy`): the (targets x catalogue)
+    matrices never exist whole. The teacher gets no gradient."""
+
+    @staticmethod
+    def forward(
+        ctx, hidden: torch.Tensor, weights: torch.Tensor, teacher_hidden: torch.Tensor, teacher_weights: torch.Tensor,
+        target_weights: torch.Tensor, temperature: float,
+    ) -> torch.Tensor:
+        exact = torch.promote_types(hidden.dtype, torch.float32)
+        hidden, weights = hidden.to(exact), weights.to(exact)
+        teacher_hidden, teacher_weights = teacher_hidden.to(exact), teacher_weights.to(exact)
+        rows = max(16, CatalogueCrossEntropy.BLOCK_FLOATS // weights.shape[0])
+        grad_hidden = torch.empty_like(hidden)
+        grad_weights = torch.zeros_like(weights)
+        total = hidden.new_zeros(())
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, len(hidden), rows):
+                block = hidden[start : start + rows]
+                block_weights = target_weights[start : start + rows, None].to(exact)
+                student = block @ weights.T / temperature
+                teacher = teacher_hidden[start : start + rows] @ teacher_weights.T / temperature
+                student[:, 0] = teacher[:, 0] = float("-inf")
+                log_student, log_teacher = student.log_softmax(1), teacher.log_softmax(1)
+                p_teacher = log_teacher.exp()
+                kl = (p_teacher * (log_teacher - log_student)).nan_to_num_(0.0).sum(1, keepdim=True)
+                total += temperature**2 * (kl * block_weights).sum()
+                # d(tau^2 KL) / d(student logits before scaling) = tau (p_student - p_teacher)
+                grad_logits = temperature * block_weights * (log_student.exp() - p_teacher)
+                grad_hidden[start : start + rows] = grad_logits @ weights
+                grad_weights += grad_logits.T @ block
+        ctx.save_for_backward(grad_hidden, grad_weights)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_hidden, grad_weights = ctx.saved_tensors
+        return grad_hidden * grad_loss, grad_weights * grad_loss, None, None, None, None
+
+
 class BinaryCrossEntropy:
     """The original SASRec loss: the target against one uniform negative per position."""
 

@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 from . import distributed
 from .baselines import augmented, check_augmentation
 from .checkpoint import (
-    check_same_data, check_same_model, checkpoint_meta, load_weights, read_checkpoint, save_checkpoint,
+    check_same_data, check_same_model, checkpoint_meta, load_checkpoint, load_weights, read_checkpoint, save_checkpoint,
 )
 from .data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
 from .data.split import LeaveOneOut
 from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
 from .io import append_jsonl, write_jsonl
-from .losses import LOSSES, NEGATIVES_PER, build_loss
+from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
 from .models.base import Backbone
 
 
@@ -68,6 +68,12 @@ class TrainParams:
     # all: every position of a sequence predicts its next item (the SASRec paper);
     # prefixes: every prefix is a row trained on its last target only (RecBole, S3-Rec)
     targets: str = "all"
+    # Self-distillation: the loss is (1 - distill_weight) x the next-item loss + distill_weight x
+    # tau^2 KL(teacher || model) over the whole catalogue at each target (tau = distill_temperature).
+    # The teacher is the checkpoint ``teacher``; in a loop, where it is empty, the previous round's model.
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
+    teacher: str = ""
     precision: str = "fp32"  # fp32 | bf16: matrix products of the training step in bfloat16 (weights, evaluation stay fp32)
 
     def validate(self) -> None:
@@ -86,6 +92,10 @@ class TrainParams:
                               ("target_weighting", TARGET_WEIGHTING)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"train option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f"train option distill_weight must be in [0, 1], got {self.distill_weight}")
+        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            raise ConfigError(f"train option distill_temperature must be > 0, got {self.distill_temperature}")
         if not 0 <= self.beta2 < 1:
             raise ConfigError(f"train option beta2 must be in [0, 1), got {self.beta2}")
         if self.targets not in TARGETS:
@@ -147,11 +157,14 @@ class LossStep(torch.nn.Module):
     forward pass and averages the gradients of every parameter across ranks; ``precision``
     (a key of ``PRECISIONS``) picks the autocast type of the step's products."""
 
-    def __init__(self, model: Backbone, loss_fn, precision: str = "fp32") -> None:
+    def __init__(self, model: Backbone, loss_fn, precision: str = "fp32", teacher: Backbone | None = None,
+                 distill_weight: float = 0.0, distill_temperature: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
         self.low_precision = PRECISIONS[precision]
+        self.teacher = [teacher] if teacher is not None and distill_weight > 0 else []  # a list: not a submodule
+        self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float) -> torch.Tensor:
         # Mixed precision: autocast runs the products in bfloat16; weights, optimiser and loss sums stay fp32.
@@ -159,10 +172,22 @@ class LossStep(torch.nn.Module):
               self.model.training_step()):
             # This rank's weighted sum over the whole batch's weight, times the number of ranks:
             # averaging the ranks' gradients then gives the gradient of the batch's weighted mean.
-            loss = self.loss_fn(self.model, self.model.encode(inputs), inputs, targets, weights)
+            hidden = self.model.encode(inputs)
+            loss = self.loss_fn(self.model, hidden, inputs, targets, weights)
+            if self.teacher:
+                loss = (1 - self.distill_weight) * loss + self.distill_weight * self._distillation(hidden, inputs, targets, weights)
             loss = loss.float() * (distributed.world_size() / batch_weight)
             extra = self.model.auxiliary_loss(inputs)
             return loss if extra is None else loss + extra.float()
+
+
+    def _distillation(self, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        teacher, valid = self.teacher[0], targets != 0
+        with torch.no_grad():
+            teacher_hidden = teacher.encode(inputs)[valid]
+            teacher_weights = teacher.item_weights()
+        return CatalogueDistillation.apply(hidden[valid], self.model.item_weights(), teacher_hidden, teacher_weights,
+                                           weights[valid], self.distill_temperature)
 
 
 def fit(
@@ -174,12 +199,15 @@ def fit(
     meta: dict[str, Any] | None = None,
     progress: bool = True,
     time_budget: float | None = None,
+    teacher: Backbone | None = None,
 ) -> FitResult:
     """Train ``model`` on ``split.train`` and select the epoch with the best validation NDCG@20.
 
     With ``run_dir``, writes ``model.pt`` (best weights), ``last.pt`` (state to resume
     from), and ``log.jsonl`` (one line per epoch); an existing ``last.pt`` is resumed.
-    ``time_budget`` (seconds) stops training after the epoch that exhausts it.
+    ``time_budget`` (seconds) stops training after the epoch that exhausts it. With
+    ``distill_weight`` > 0 the model also learns the catalogue distribution of ``teacher``
+    (else of the checkpoint ``params.teacher``).
 
     Under ``torchrun`` (see :mod:`rsir.distributed`) the model is wrapped in
     DistributedDataParallel, each rank trains on its rows of every batch, evaluation is
@@ -202,7 +230,9 @@ def fit(
     main = distributed.is_main()
     progress = progress and main
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2), weight_decay=params.weight_decay)
-    step: torch.nn.Module = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per), params.precision)
+    teacher = _teacher(params, teacher, model, device)
+    step: torch.nn.Module = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per), params.precision,
+                                     teacher, params.distill_weight, params.distill_temperature)
     if distributed.active():
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     rng = np.random.default_rng(params.seed)  # batch order: the same on every rank
@@ -306,6 +336,20 @@ def fit(
         targets_per_second=round(targets_per_epoch * state.epoch / max(state.train_seconds, 1e-9), 1),
         history=state.history,
     )
+
+
+def _teacher(params: TrainParams, teacher: Backbone | None, model: Backbone, device: torch.device) -> Backbone | None:
+    """The model to distil from, in evaluation mode on ``device``, or None without distillation."""
+    if params.distill_weight == 0:
+        return None
+    if teacher is None:
+        if not params.teacher:
+            raise ConfigError("train option distill_weight needs a teacher: a checkpoint (train.teacher), "
+                              "or a loop's previous round")
+        teacher, _ = load_checkpoint(params.teacher)
+        if teacher.n_items != model.n_items:
+            raise CheckpointError(f"{params.teacher}: teacher of {teacher.n_items} items for a model of {model.n_items}")
+    return teacher.to(device).eval()
 
 
 def _fit_untrained(

@@ -101,3 +101,20 @@ def test_the_loop_from_python_needs_only_the_options_it_changes(small_dataset, t
     assert second["synthetic_sequences"] == first["generation"]["kept"] > 0
     assert second["train_sequences"] == first["train_sequences"] + first["generation"]["kept"]
     assert json.loads((tmp_path / "loop" / "metrics.json").read_text())["rounds"][1]["test"] == second["test"]
+
+
+def test_a_round_without_generation_distils_from_the_previous_round(tmp_path):
+    """attempts = 0 with distill_weight > 0: self-distillation, the cheap rival of a round.
+    Round 1 trains on the real data alone, with round 0's model as its teacher; round 0 is
+    the plain training (no teacher yet), equal to a run without distillation."""
+    common = ["--synthetic-users", "200", "--synthetic-items", "60", "--dim", "16", "--blocks", "1", "--heads", "1",
+              "--max-epochs", "3", "--negatives", "16", "--batch-size", "64", "--rounds", "1", "--quiet"]
+    distilled, plain = tmp_path / "distilled", tmp_path / "plain"
+    assert main(["improve", "--out", str(distilled), *common, "--attempts", "0", "--distill-weight", "0.5"]) == 0
+    assert main(["improve", "--out", str(plain), *common, "--attempts", "0"]) == 0
+    rounds = json.loads((distilled / "metrics.json").read_text())["rounds"]
+    assert [r["synthetic_sequences"] for r in rounds] == [0, 0] and not (distilled / "round-0" / "synthetic.npz").exists()
+    other = json.loads((plain / "metrics.json").read_text())["rounds"]
+    assert rounds[0]["test"] == other[0]["test"]  # round 0 has no teacher
+    assert rounds[1]["test"] != other[1]["test"]  # round 1 learns from round 0's model as well
+    assert other[1]["test"] == other[0]["test"]  # without a teacher the retrained round repeats round 0

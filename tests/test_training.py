@@ -336,3 +336,53 @@ def test_augmented_copies_are_independent_and_weighted_like_synthetic_data(small
     weights = torch.cat([w[t != 0] for _, t, w, _ in next_item_batches(three, 20, 64, np.random.default_rng(0),
                                                                           augment_weight=0.25)])
     assert int((weights == 0.25).sum()) == 3 * int((weights == 1.0).sum())
+
+
+def test_a_student_with_distillation_weight_one_moves_towards_its_teacher(small_dataset, small_split, tmp_path):
+    """distill_weight = 1: the loss is the catalogue KL to the teacher alone, so training brings
+    the student's distribution over the catalogue close to the teacher's, where training on the
+    next items of other data does not; the loss and its gradient equal a direct computation."""
+    from rsir.checkpoint import save_checkpoint
+    from rsir.data import leave_one_out, make_synthetic
+    from rsir.losses import CatalogueDistillation
+
+    # A teacher of other data over the same catalogue, so that the data alone lead elsewhere.
+    other = leave_one_out(make_synthetic(600, small_dataset.n_items, n_clusters=8, seed=9))
+    teacher = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=1)
+    fit(teacher, other, quick(), progress=False)
+    save_checkpoint(tmp_path / "teacher.pt", teacher, {})
+    inputs = torch.from_numpy(small_split.valid.history.padded(np.arange(64), 20).astype(np.int64))
+
+    def divergence(student) -> float:
+        student.eval()
+        with torch.no_grad():
+            log_student = student.score_all(student.last_hidden(inputs))[:, 1:].log_softmax(1)
+            log_teacher = teacher.score_all(teacher.last_hidden(inputs))[:, 1:].log_softmax(1)
+            return float((log_teacher.exp() * (log_teacher - log_student)).sum(1).mean())
+
+    students = {}
+    for weight in (0.0, 1.0):
+        students[weight] = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=2)
+        fit(students[weight], small_split, quick(distill_weight=weight, distill_temperature=2.0,
+                                                  teacher=str(tmp_path / "teacher.pt")), progress=False)
+    start = divergence(build_backbone("sasrec", small_dataset.n_items, SMALL, seed=2).eval())
+    assert divergence(students[1.0]) < 0.2 * start and divergence(students[1.0]) < 0.2 * divergence(students[0.0])
+
+    hidden = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(9, 8, dtype=torch.float64, requires_grad=True)
+    teacher_hidden, teacher_weights = torch.randn(5, 8, dtype=torch.float64), torch.randn(9, 8, dtype=torch.float64)
+    target_weights = torch.tensor([1.0, 0.5, 1.0, 0.25, 1.0], dtype=torch.float64)
+    fused = CatalogueDistillation.apply(hidden, weights, teacher_hidden, teacher_weights, target_weights, 2.0)
+    fused_grads = torch.autograd.grad(fused, (hidden, weights))
+    student, scores = (hidden @ weights.T / 2)[:, 1:], (teacher_hidden @ teacher_weights.T / 2)[:, 1:]
+    direct = 4 * (target_weights * (scores.softmax(1) * (scores.log_softmax(1) - student.log_softmax(1))).sum(1)).sum()
+    assert torch.allclose(fused, direct) and all(
+        torch.allclose(a, b) for a, b in zip(fused_grads, torch.autograd.grad(direct, (hidden, weights))))
+
+
+def test_distillation_needs_a_teacher(small_dataset, small_split):
+    from rsir.errors import ConfigError
+
+    model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+    with pytest.raises(ConfigError, match="distill_weight needs a teacher"):
+        fit(model, small_split, quick(distill_weight=0.5), progress=False)
