@@ -33,7 +33,7 @@ from rsir.evaluation import evaluate
 from rsir.generation import GenerationParams, generate
 from rsir.io import write_json
 from rsir.losses import build_loss
-from rsir.models import build_backbone
+from rsir.models import PAPER_MODEL, build_backbone
 from rsir.training import LossStep, use_threads
 
 
@@ -80,7 +80,7 @@ def main() -> None:
     device = resolve_device(args.device)
     dataset = read_dataset(args.data)
     split = leave_one_out(dataset)
-    model = build_backbone("sasrec", dataset.n_items, {}, seed=0).to(device)
+    model = build_backbone("sasrec", dataset.n_items, PAPER_MODEL, seed=0).to(device)  # the model of the published runs
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = build_loss(args.loss)
 
