@@ -39,15 +39,15 @@ class TrainParams:
     # excluded; target: an independent set per target, nothing excluded (RecTools)
     negatives_per: str = "sequence"
     lr: float = 1e-3
-    beta2: float = 0.999  # Adam's second-moment decay (RecTools' SASRec: 0.98)
+    beta2: float = 0.98  # Adam's second-moment decay (RecTools' SASRec; the paper preset: 0.999)
     weight_decay: float = 0.0
-    batch_size: int = 256
+    batch_size: int = 128  # the paper preset: 256
     # length: batches of sequences of similar length (least padding); random: any sequences
     batching: str = "length"
     # batch: each batch's loss is its targets' weighted mean, so a target's weight depends on
     # its batch; equal: every target of an epoch weighs the same (each batch's weighted sum
-    # divided by the epoch's mean weight per batch)
-    target_weighting: str = "batch"
+    # divided by the epoch's mean weight per batch; the paper preset: batch)
+    target_weighting: str = "equal"
     max_epochs: int = 200
     patience: int = 20  # epochs without a better validation NDCG@20 before stopping
     # Validate every N epochs (and at the last one): the best model and early stopping see

@@ -46,13 +46,13 @@ def test_changed_config_in_same_dir_is_refused(trained, capsys):
 
 
 def test_a_run_saved_before_an_option_existed_is_recognised(trained, tmp_path, capsys):
-    """Options added later keep the old behaviour by default, so their absence from a saved
-    config does not make the run a different one."""
+    """An option a saved config lacks was added later and read at the value it had then (its
+    paper-preset value), so a run made with that value is the same run."""
     root, data, out = trained
     old = tmp_path / "old"
     shutil.copytree(out, old)
     saved = yaml.safe_load((old / "config.yaml").read_text())
-    del saved["train"]["augment_rate"], saved["model"]["dropout"]
+    del saved["train"]["augment_rate"], saved["model"]["positions"]
     (old / "config.yaml").write_text(yaml.safe_dump(saved))
     capsys.readouterr()
     assert main(["train", "--data", str(data), "--out", str(old), *FAST]) == 0
@@ -242,7 +242,9 @@ def test_paper_preset_names_the_earlier_defaults_and_yields_to_explicit_options(
     assert paper.train.batch_size == 256 and paper.train.target_weighting == "batch"
     # A backbone takes the preset options it has: GRU4Rec has no attention blocks.
     assert "blocks" not in build_config({"preset": "paper", "model": {"backbone": "gru4rec"}}).model
-    # A saved config that lacks an option was written when it had the paper value.
+    # A saved config that lacks an option was written when it had the paper value, even where
+    # today's default differs.
+    assert build_config({}).model["item_dropout"] == 0.2 and build_config({}).train.beta2 == 0.98
     saved = build_config({"model": {"dim": 16}}).to_dict(("model", "train"))
     for section, options in PRESETS["paper"].items():
         for key in set(options) - {"dim"}:

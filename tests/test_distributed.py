@@ -116,7 +116,7 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
     """Without randomness in the step (no dropout, full softmax), training in 2 processes
     follows 1 process: every rank's gradient is reweighted so that the average over ranks
     is the gradient of the mean over the whole batch."""
-    options = [*TRAIN_OPTIONS, "--dropout", "0", "--loss", "softmax", "--max-epochs", "2"]
+    options = [*TRAIN_OPTIONS, "--dropout", "0", "--item-dropout", "0", "--loss", "softmax", "--max-epochs", "2"]
     torchrun("train", "--out", str(tmp_path / "two"), *options)
     assert main(["train", "--out", str(tmp_path / "one"), *options]) == 0
     two, one = (read_checkpoint(tmp_path / name / "model.pt")["state"] for name in ("two", "one"))

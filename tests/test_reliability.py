@@ -155,7 +155,7 @@ CORPUS = [
     config_case("dropout-1.5", "c.toml", "[model]\ndropout = 1.5\n", "dropout must be in [0, 1), got 1.5"),
     config_case("heads-divide-dim", "c.toml", "[model]\ndim = 16\nheads = 3\n", "dim (16) must be divisible by heads (3)"),
     config_case("max-len-0", "c.toml", "[model]\nmax_len = 0\n", "max_len must be >= 1"),
-    config_case("attempts-0", "c.toml", "[generate]\nattempts = 0\n", "attempts must be >= 1"),
+    config_case("attempts-negative", "c.toml", "[generate]\nattempts = -1\n", "attempts must be >= 0"),
     config_case("min-above-max-length", "c.toml", "[generate]\nmin_length = 5\nmax_length = 3\n", "min_length <= max_length"),
     config_case("bad-successor", "c.toml", '[improve]\nsuccessor = "clone"\n', "successor must be 'scratch' or 'finetune'"),
     config_case("bad-acquire-by", "c.toml", '[improve]\nacquire_by = "best"\n', "acquire_by must be one of disagreement, random"),
