@@ -44,7 +44,8 @@ def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] =
         for record in results.get(cell.key, {}).get("rounds", []):
             metrics = {**{f"valid_{k}": v for k, v in record.get("valid", {}).items()}, **record["test"]}
             if record.get("epochs"):  # a training's cost: its epochs and the seconds each took
-                metrics.update(epochs=record["epochs"], seconds_per_epoch=record["train_seconds"] / record["epochs"])
+                metrics.update(epochs=record["epochs"], train_seconds=record["train_seconds"],
+                               seconds_per_epoch=record["train_seconds"] / record["epochs"])
             values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = metrics
             if cell.key in interim:
                 unfinished.setdefault((cell.dataset, cell.variant, record["round"]), []).append(cell.seed)
@@ -108,7 +109,7 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
                 row[metric].update(paired_gain(mine, theirs))
-        for cost in ("epochs", "seconds_per_epoch"):
+        for cost in ("epochs", "train_seconds", "seconds_per_epoch"):
             if all(cost in by_seed[s] for s in by_seed):
                 row[cost] = float(np.mean([by_seed[s][cost] for s in by_seed]))
         chosen_by = f"valid_{SELECT_METRIC}"
@@ -142,7 +143,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
               "reference": against_reference(spec, rows), "selection": select_on_validation(spec, rows)}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
-        f"{m} | gain {m} (p)" for m in spec.metrics) + f" | valid {SELECT_METRIC} | epochs | train s / epoch |"
+        f"{m} | gain {m} (p)" for m in spec.metrics) + f" | valid {SELECT_METRIC} | epochs | train s / epoch | train s |"
     lines = [
         f"# {spec.name}", "",
         f"{len(results)} of {len(spec.cells)} cells done; their total run time {cell_seconds / 3600:.2f} h"
@@ -153,7 +154,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`"
         + "".join(f", for `{v}` to `{b}`" for v, b in spec.baselines.items())
         + ", paired by seed, with the p-value of a paired t-test.", "",
-        header, "|" + "---|" * (7 + 2 * len(spec.metrics)),
+        header, "|" + "---|" * (8 + 2 * len(spec.metrics)),
     ]
     for row in rows:
         cells = []
@@ -164,7 +165,8 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         seeds = f"{len(row['seeds'])}" + (f" ({len(row['interim_seeds'])} interim)" if row["interim_seeds"] else "")
         valid = row.get(f"valid_{SELECT_METRIC}")
         cells += [f"{valid['mean']:.4f}" if valid else "", f"{row['epochs']:.0f}" if "epochs" in row else "",
-                  f"{row['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in row else ""]
+                  f"{row['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in row else "",
+                  f"{row['train_seconds']:.0f}" if "train_seconds" in row else ""]
         lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {seeds} | " + " | ".join(cells) + " |")
     if report["head_to_head"]:
         lines += ["", "Head to head (paired by seed; two loops round by round, otherwise final round against final round):", "",
