@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import distributed
+from . import distributed, rundir
 from .checkpoint import check_same_data, load_checkpoint
 from .config import (PRESETS, SECTIONS, RunConfig, build_config, changed_option, model_option_types, read_config_file,
                      read_saved_config)
@@ -105,13 +106,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = load_dataset(config.data)
     split = leave_one_out(dataset)
     model = build_backbone(config.backbone, dataset.n_items, config.model, seed=config.train.seed)
-    _start_run_dir(out, config, TRAIN_SECTIONS, args.overwrite)
-    _say_data(args, dataset, split)
-    meta = {"data": dataclasses.asdict(config.data), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
-    result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet)
-    summary = {"dataset": dataset.name, "backbone": config.backbone, **result.summary()}
-    if distributed.is_main():
-        write_json(out / "metrics.json", summary)
+    with _writing(out):
+        _start_run_dir(out, config, TRAIN_SECTIONS, args.overwrite)
+        _say_data(args, dataset, split)
+        meta = {"data": dataclasses.asdict(config.data), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
+        result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet)
+        summary = {"dataset": dataset.name, "backbone": config.backbone, **result.summary()}
+        if distributed.is_main():
+            write_json(out / "metrics.json", summary)
     _print(json.dumps(summary, indent=2))
     return 0
 
@@ -128,13 +130,14 @@ def cmd_improve(args: argparse.Namespace) -> int:
     dataset = load_dataset(config.data)
     spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
     prepared = prepare(dataset, spec)  # before anything is written, so bad input leaves no run dir
-    _start_run_dir(out, config, IMPROVE_SECTIONS, args.overwrite)
-    _say_data(args, dataset, prepared.split)
-    if exists:
-        _say(args, f"resuming the run in {out}")
-    meta = {"data": dataclasses.asdict(config.data)}
-    report = improve(dataset, spec, out, meta=meta, progress=not args.quiet, prepared=prepared)
-    distributed.barrier()  # rank 0 has written the report
+    with _writing(out):
+        _start_run_dir(out, config, IMPROVE_SECTIONS, args.overwrite)
+        _say_data(args, dataset, prepared.split)
+        if exists:
+            _say(args, f"resuming the run in {out}")
+        meta = {"data": dataclasses.asdict(config.data)}
+        report = improve(dataset, spec, out, meta=meta, progress=not args.quiet, prepared=prepared)
+        distributed.barrier()  # rank 0 has written the report
     _print((out / "metrics.md").read_text(), end="")
     _say(args, f"per-round metrics, synthetic data and plots are in {out}")
     return 0 if report["rounds"] else 1
@@ -308,9 +311,16 @@ def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], over
     distributed.barrier()  # the other ranks start once the directory is ready
 
 
+def _writing(out: Path):
+    """The run directory's lock, held by rank 0 for the whole run (see :mod:`rsir.rundir`)."""
+    return rundir.locked(out) if distributed.is_main() else contextlib.nullcontext()
+
+
 def _prepare_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
     if overwrite and out.exists():
-        shutil.rmtree(out)
+        for entry in out.iterdir():  # all but the lock this process holds
+            if entry.name != rundir.LOCK_NAME:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     if out.exists():
         remove_stale_temporaries(out)
     if not (out / "config.yaml").exists():

@@ -15,3 +15,7 @@ class ConfigError(RsirError):
 
 class CheckpointError(RsirError):
     """A checkpoint cannot be loaded or does not match the data it is used with."""
+
+
+class RunInUseError(RsirError):
+    """Another process is writing the run directory."""

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from rsir.checkpoint import check_same_model, load_checkpoint, read_checkpoint, save_checkpoint
 from rsir.cli import main
-from rsir.data import leave_one_out, read_dataset
+from rsir.data import leave_one_out, make_synthetic, read_dataset, write_dataset
 from rsir.errors import CheckpointError, DataFormatError, RsirError
 from rsir.io import write_json
 from rsir.loop import load_synthetic
@@ -487,7 +487,7 @@ def test_unwritable_out_directory(tmp_path, capsys):
         out, reason = tmp_path / "locked" / "run", os.strerror(errno.EACCES)
     before = snapshot(tmp_path)
     code, _, err = run_cli(["train", "--out", str(out), *TINY], capsys)
-    assert_one_clear_line(code, err, f"cannot write {out / 'config.yaml'}: {reason}")
+    assert_one_clear_line(code, err, f"cannot write {out / '.lock'}: {reason}")  # the first file a run writes
     assert snapshot(tmp_path) == before and not out.exists()
 
 
@@ -645,3 +645,28 @@ def test_generator_trained_on_other_data_is_refused_before_anything_is_written(t
                             "--synthetic-seed", "1"], capsys)
     assert_one_clear_line(code, err, "model.pt: trained on other data")
     assert not out.exists()
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path, capsys):
+    """While a process writes a run directory, `rsir train` on it ends at once in one line that
+    names the writer's pid and writes nothing; once the writer is killed (kill -9: no clean-up),
+    the next run takes the directory over."""
+    out = tmp_path / "run"
+    data = tmp_path / "data.csv"
+    write_dataset(make_synthetic(300, 80, n_clusters=4, seed=1), data)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rsir.rundir import locked\n"
+                               "with locked(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        command = ["train", "--data", str(data), "--out", str(out), "--dim", "16", "--blocks", "1", "--heads", "1",
+                   "--negatives", "16", "--max-epochs", "2", "--quiet"]
+        assert main(command) == 2
+        assert capsys.readouterr().err.strip() == (f"rsir: error: {out} is being written by process {holder.pid}; "
+                                                   "wait for it to end or choose another --out")
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(command) == 0
+    assert (out / "metrics.json").exists() and not (out / ".lock").exists()  # removed when the run ends

@@ -1,0 +1,63 @@
+"""The lock of a run directory: one writer at a time.
+
+A process that writes a run (``rsir train``, ``rsir improve``, an experiment's cell) holds an
+exclusive ``flock`` on ``RUN/.lock`` while it runs, with its pid in the file, and removes the
+file when it ends. A second process is refused at once in one line that names the holder; the
+operating system drops the lock when its holder is killed, so the next process takes over a
+killed run's directory (and resumes it) without any clean-up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import RsirError, RunInUseError
+
+LOCK_NAME = ".lock"
+
+
+@contextmanager
+def locked(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold ``run_dir``'s lock (creating the directory) for the ``with`` block. A directory the
+    block leaves empty is removed again if this call created it."""
+    run_dir = Path(run_dir)
+    path, created = run_dir / LOCK_NAME, not run_dir.exists()
+    fd = _acquire(run_dir, path)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still holding the lock: see _acquire
+        os.close(fd)
+        if created:
+            try:
+                run_dir.rmdir()
+            except OSError:  # not empty: the run wrote something
+                pass
+
+
+def _acquire(run_dir: Path, path: Path) -> int:
+    while True:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunInUseError(f"{run_dir} is being written by process {holder}; wait for it to end or choose "
+                                "another --out") from None
+        try:  # the file may have been removed by the holder that just released it: lock the new one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
