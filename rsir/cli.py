@@ -21,8 +21,8 @@ import yaml
 
 from . import distributed, rundir
 from .checkpoint import check_same_data, load_checkpoint
-from .config import (PRESETS, SECTIONS, RunConfig, build_config, changed_option, model_option_types, read_config_file,
-                     read_saved_config)
+from .config import (PRESETS, SECTIONS, RunConfig, build_config, changed_option, model_option_types, option_docs,
+                     read_config_file, read_saved_config)
 from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
@@ -390,21 +390,24 @@ def _add_option_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
     for section, hints, cls in groups:
         group = parser.add_argument_group(f"{section} options")
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        docs = option_docs(cls)
         for key, kind in hints.items():
-            _add_flag(group, section, key, kind, defaults[key])
+            _add_flag(group, section, key, kind, defaults[key], docs.get(key, ""))
     parser.add_argument("--preset", choices=list(PRESETS),
                         help="a named set of model and train options under the config file's and the flags' own "
                              "(paper: the RSIR paper's SASRec and rsir's training before the parity study)")
     group = parser.add_argument_group("model options (see `backbone`)")
     group.add_argument("--backbone", dest="model.backbone", default=argparse.SUPPRESS,
                        help=f"one of {', '.join(BACKBONES)} (default sasrec)")
+    # An option several backbones share is described as the first of them (sasrec) describes it.
+    docs = {key: doc for cls in reversed(BACKBONES.values()) for key, doc in option_docs(cls.Params).items()}
     for key, kind in model_option_types().items():
-        _add_flag(group, "model", key, kind, None)
+        _add_flag(group, "model", key, kind, None, docs.get(key, ""))
 
 
-def _add_flag(group, section: str, key: str, kind: type, default: Any) -> None:
+def _add_flag(group, section: str, key: str, kind: type, default: Any, doc: str = "") -> None:
     flag = "--" + _FLAG_NAMES.get((section, key), key).replace("_", "-")
-    shown = f" (default {default!r})" if default is not None else ""
+    shown = (f": {doc}" if doc else "") + (f" (default {default!r})" if default is not None else "")
     if kind is bool:
         group.add_argument(flag, dest=f"{section}.{key}", action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=f"{section}.{key}{shown}")

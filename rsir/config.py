@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -67,6 +69,32 @@ def model_option_types() -> dict[str, type]:
     for cls in BACKBONES.values():
         types.update(typing.get_type_hints(cls.Params))
     return types
+
+
+def option_docs(cls: type) -> dict[str, str]:
+    """Each option's description, from the comments beside and above its field in the source
+    of ``cls`` and its bases (the one place options are described)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        above: list[str] = []
+        for line in lines:
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                above.append(stripped.lstrip("# "))
+                continue
+            field = re.match(r"(\w+)\s*:[^=#]*(=[^#]*)?(#\s*(.*))?$", stripped)
+            if field and field.group(1) in {f.name for f in dataclasses.fields(klass)}:
+                text = " ".join([*above, field.group(4) or ""]).strip()
+                if text:
+                    docs[field.group(1)] = text
+            above = []
+    return docs
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -257,3 +257,16 @@ def test_paper_preset_names_the_earlier_defaults_and_yields_to_explicit_options(
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "unknown preset 'papr'; did you mean 'paper'?" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_help_describes_every_documented_option_from_its_field(capsys):
+    """--help takes each option's description from the comments at its field in the code."""
+    from rsir.config import option_docs
+    from rsir.training import TrainParams
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--item-dropout FLOAT model.item_dropout: dropout on the whole item table" in text
+    assert "--target-weighting STR train.target_weighting: batch: each batch's loss is its targets'" in text
+    assert option_docs(TrainParams)["loss"] == "sampled_softmax | softmax | bce"

@@ -41,11 +41,11 @@ def check_ranges(
 class TransformerParams:
     """Hyperparameters of the attention backbones (SASRec, HSTU, CL4SRec)."""
 
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 2
-    dropout: float = 0.5
-    max_len: int = 50
+    dim: int = 64  # embedding and hidden width
+    blocks: int = 2  # attention blocks
+    heads: int = 2  # attention heads per block
+    dropout: float = 0.5  # dropout on the embeddings, attention weights and block outputs
+    max_len: int = 50  # the most recent items a sequence is cut to
     # Dropout on the whole item-embedding table, one mask per training step shared by the
     # input lookup and the output scores (RecTools' SASRec); 0 = off.
     item_dropout: float = 0.0

@@ -20,14 +20,15 @@ from .base import Backbone, Decoder, KeyValueDecoder, TransformerParams
 
 @dataclass
 class SASRecParams(TransformerParams):
-    # The published tuned SASRec's size and regularisation (RecTools' SASRec+SS of the eSASRec
-    # paper), chosen on validation in docs/results/sasrec_parity.md; the RSIR paper's model is
-    # the "paper" preset (d 64, 2 blocks, 2 heads, dropout 0.5, no item-table dropout).
-    dim: int = 256
-    blocks: int = 1
-    heads: int = 1
-    dropout: float = 0.2
-    item_dropout: float = 0.2
+    """The published tuned SASRec's size and regularisation (RecTools' SASRec+SS of the eSASRec
+    paper), chosen on validation in docs/results/sasrec_parity.md; the RSIR paper's model is
+    the "paper" preset (d 64, 2 blocks, 2 heads, dropout 0.5, no item-table dropout)."""
+
+    dim: int = 256  # embedding and hidden width
+    blocks: int = 1  # attention blocks
+    heads: int = 1  # attention heads per block
+    dropout: float = 0.2  # dropout on the embeddings, attention weights and block outputs
+    item_dropout: float = 0.2  # dropout on the whole item table, one mask per step for input and output
     # Width of each block's feed-forward layer; 0 = dim, as in the SASRec paper
     # (RecBole's SASRec defaults to 256 with dim 64).
     ffn_dim: int = 0
