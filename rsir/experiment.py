@@ -206,7 +206,7 @@ def _check_reference(reference: Any, path: str | Path) -> dict[str, Any]:
             isinstance(t, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t.values())
             for t in tables.values())):
         raise ConfigError(f"{path}: reference must name a source and give each data set a table of metric values, "
-                          'like reference = {{ source = "...", Beauty = {{ "recall@10" = 0.09 }} }}')
+                          'like reference = { source = "...", Beauty = { "recall@10" = 0.09 } }')
     return dict(reference)
 
 

@@ -180,7 +180,6 @@ class LossStep(torch.nn.Module):
             extra = self.model.auxiliary_loss(inputs)
             return loss if extra is None else loss + extra.float()
 
-
     def _distillation(self, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         teacher, valid = self.teacher[0], targets != 0
         with torch.no_grad():
