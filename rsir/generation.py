@@ -133,7 +133,7 @@ def generate(
     batches = [order[start : start + params.attempt_batch] for start in range(0, len(order), params.attempt_batch)]
     mine = distributed.my_share(range(len(batches)))
     bar = tqdm(total=sum(len(batches[b]) for b in mine), desc="generate", unit="attempt",
-               disable=not (progress and distributed.is_main()), leave=False)
+               disable=None if progress and distributed.is_main() else True, leave=False)  # None: a terminal only
     for number in mine:
         chunk = batches[number]
         torch_gen = torch.Generator(model.device).manual_seed(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))

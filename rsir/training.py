@@ -258,7 +258,8 @@ def fit(
         tick = time.perf_counter()
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
+        # disable=None: the bar only on a terminal, so a log file holds the per-epoch lines alone
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=None if progress else True, unit="batch")
         batches = next_item_batches(rows, model.max_len, params.batch_size, rng, distributed.rank(),
                                     distributed.world_size(), params.synthetic_weight, last_target_only,
                                     augment_weight=params.augment_weight,

@@ -270,3 +270,19 @@ def test_help_describes_every_documented_option_from_its_field(capsys):
     assert "--item-dropout FLOAT model.item_dropout: dropout on the whole item table" in text
     assert "--target-weighting STR train.target_weighting: batch: each batch's loss is its targets'" in text
     assert option_docs(TrainParams)["loss"] == "sampled_softmax | softmax | bce"
+
+
+def test_progress_written_to_a_file_has_the_epoch_lines_and_no_bars(tmp_path):
+    """Output to a file (not a terminal): one line per epoch, no carriage-return progress bars."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        code = subprocess.run([sys.executable, "-m", "rsir.cli", "improve", "--out", str(tmp_path / "run"),
+                               "--synthetic-users", "200", "--synthetic-items", "60", "--dim", "16", "--blocks", "1",
+                               "--heads", "1", "--negatives", "16", "--max-epochs", "2", "--rounds", "1"],
+                              stdout=handle, stderr=subprocess.STDOUT, timeout=300).returncode
+    text = log.read_text()
+    assert code == 0 and "\r" not in text
+    assert sum(line.startswith("epoch ") for line in text.splitlines()) == 4  # 2 epochs x 2 rounds
