@@ -8,6 +8,7 @@ history before the target) are excluded by default by setting their score to -in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from . import distributed
 from .data.batching import bucket_batches
 from .data.sequences import Sequences
 from .data.split import EvalSet
+from .io import atomic_path
 from .models.base import Backbone
 
 KS = (5, 10, 20)
@@ -43,6 +45,44 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str,
         out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
         out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())
     return out
+
+
+RANKS_FILE = "test_ranks.npy"  # beside a training's metrics.json: each test user's target rank
+
+
+def save_ranks(path: Path, ranks: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, ranks.astype(np.int32))
+
+
+def per_user(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Each user's value of ``metric`` (recall@k, ndcg@k or mrr@k) from the 0-based target ranks."""
+    name, k = metric.split("@")
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hit = ranks < int(k)
+    value = {"recall": np.ones_like(ranks), "ndcg": 1.0 / np.log2(ranks + 2.0), "mrr": 1.0 / (ranks + 1.0)}[name]
+    return np.where(hit, value, 0.0)
+
+
+def bootstrap_gain_ci(candidate: list[np.ndarray], baseline: list[np.ndarray], samples: int = 1000,
+                      level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Seed x user bootstrap interval of the mean relative gain (as :func:`paired_gain` computes
+    it) of per-user metric values, one array per seed on each side, the same users in the same
+    order: each sample draws seeds with replacement and, within each drawn seed, users with
+    replacement, the same users on both sides, so the pairing stays."""
+    rng = np.random.default_rng(seed)
+    candidate, baseline = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    seeds, users = candidate.shape
+    gains = np.empty(samples)
+    for sample in range(samples):  # one vectorised draw of seeds x users per sample
+        drawn = rng.integers(0, seeds, seeds)
+        picked = rng.integers(0, users, (seeds, users))
+        mine = np.take_along_axis(candidate[drawn], picked, axis=1).mean(1)
+        theirs = np.take_along_axis(baseline[drawn], picked, axis=1).mean(1)
+        gains[sample] = np.mean(mine / np.where(theirs > 0, theirs, np.nan) - 1)
+    low, high = np.nanquantile(gains, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def paired_gain(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float | None]:

@@ -420,7 +420,7 @@ _SYNTHETIC_ONLY = ("synthetic_weight",)
 # Train options of distillation from the previous round (when no teacher is named): round 1 on.
 _DISTILLATION = ("distill_weight", "distill_temperature")
 # The files of a finished phase; the last one is written last and marks the phase done.
-_TRAINING_FILES = ("model.pt", "log.jsonl", "metrics.json")
+_TRAINING_FILES = ("model.pt", "log.jsonl", "test_ranks.npy", "metrics.json")
 _GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "generation.json")
 # Loop options that act only after the first generation (from round 1 on).
 _AFTER_FIRST_GENERATION = ("rounds", "successor")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .evaluation import paired_gain
+from .evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
 from .io import atomic_open, save_figure, write_json
 
 if TYPE_CHECKING:
@@ -84,11 +84,15 @@ def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[st
     return rows
 
 
-def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> list[dict[str, Any]]:
+def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset(),
+              ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None) -> list[dict[str, Any]]:
     """One row per (dataset, variant, round): mean and std over seeds, and for every row
     the relative gain over the baseline variant's final round, paired seed by seed, with a
     paired t-test when at least two seeds pair up. When the baseline itself is swept, each
-    sweep point is paired with the baseline at the same point (noise 0.2 against noise 0.2)."""
+    sweep point is paired with the baseline at the same point (noise 0.2 against noise 0.2).
+    With ``ranks`` (each user's test rank, by row and seed) a gain also gets a 95% seed x user
+    bootstrap interval."""
+    ranks = ranks or {}
     values, finals, unfinished = _by_seed(spec, results, interim)
     points = {cell.variant: cell.point for cell in spec.cells}
     names = {cell.variant: cell.variant.removesuffix(cell.point) for cell in spec.cells}
@@ -109,6 +113,11 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
                 row[metric].update(paired_gain(mine, theirs))
+                mine_ranks = ranks.get((dataset, variant, round_), {})
+                base_ranks = ranks.get((dataset, baseline, finals.get((dataset, baseline), 0)), {})
+                if all(s in mine_ranks and s in base_ranks for s in paired):
+                    row[metric]["ci"] = bootstrap_gain_ci([per_user(np.load(mine_ranks[s]), metric) for s in paired],
+                                                          [per_user(np.load(base_ranks[s]), metric) for s in paired])
         for cost in ("epochs", "train_seconds", "seconds_per_epoch"):
             if all(cost in by_seed[s] for s in by_seed):
                 row[cost] = float(np.mean([by_seed[s][cost] for s in by_seed]))
@@ -134,7 +143,14 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
                 results[cell.key]["rounds"] = round_metrics(partial)
         elif cell.command == "improve" and partial.exists():
             interim[cell.key] = {"rounds": round_metrics(partial)}
-    rows = aggregate(spec, {**interim, **results}, interim=set(interim))
+    ranks: dict[tuple[str, str, int], dict[int, Path]] = {}
+    for cell in spec.cells:
+        for record in {**interim, **results}.get(cell.key, {}).get("rounds", []):
+            run = out / cell.key / "run"
+            path = (run / f"round-{record['round']}" if cell.command == "improve" else run) / RANKS_FILE
+            if path.exists():
+                ranks.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = path
+    rows = aggregate(spec, {**interim, **results}, interim=set(interim), ranks=ranks)
     cell_seconds = sum(r["wall_seconds"] for r in results.values())
     reused = sorted(key for key, r in results.items() if r.get("reused"))
     report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
@@ -153,7 +169,8 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
            "interim). " if interim else "")
         + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`"
         + "".join(f", for `{v}` to `{b}`" for v, b in spec.baselines.items())
-        + ", paired by seed, with the p-value of a paired t-test.", "",
+        + ", paired by seed, with a 95% seed x user bootstrap interval in brackets where every run kept its "
+        "users' ranks, and the p-value of a paired t-test.", "",
         header, "|" + "---|" * (8 + 2 * len(spec.metrics)),
     ]
     for row in rows:
@@ -243,7 +260,8 @@ def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, 
 
 def _gain_text(gain: dict[str, Any]) -> str:
     p = f" (p={gain['p']:.3f})" if gain.get("p") is not None else ""
-    return ("n/a" if gain["gain"] is None else f"{100 * gain['gain']:+.1f}%") + p
+    ci = f" [{100 * gain['ci'][0]:+.1f}, {100 * gain['ci'][1]:+.1f}]" if gain.get("ci") else ""
+    return ("n/a" if gain["gain"] is None else f"{100 * gain['gain']:+.1f}%") + ci + p
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:

@@ -25,7 +25,7 @@ from .checkpoint import (
 from .data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
 from .data.split import LeaveOneOut
 from .errors import CheckpointError, ConfigError
-from .evaluation import evaluate
+from .evaluation import RANKS_FILE, evaluate, save_ranks
 from .io import append_jsonl, write_jsonl
 from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
 from .models.base import Backbone
@@ -323,8 +323,11 @@ def fit(
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     tick = time.perf_counter()
-    test = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
+    tested = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen)
+    test = tested.metrics
     state.eval_seconds += time.perf_counter() - tick
+    if run_dir and main:  # each user's test rank, for confidence intervals over users
+        save_ranks(run_dir / RANKS_FILE, tested.ranks)
     return FitResult(
         best_epoch=state.best_epoch,
         best_valid=state.best_valid,
@@ -357,8 +360,10 @@ def _fit_untrained(
 ) -> FitResult:
     tick = time.perf_counter()
     valid = evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
-    test = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
+    tested = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen)
+    test = tested.metrics
     if run_dir and distributed.is_main():
+        save_ranks(run_dir / RANKS_FILE, tested.ranks)
         save_checkpoint(run_dir / "model.pt", model, {**meta, "epoch": 0, "train": asdict(params)})
     seconds = time.perf_counter() - tick
     return FitResult(0, valid, test, 0, 0.0, round(seconds, 3), round(time.perf_counter() - started, 3), 0.0)

@@ -472,3 +472,19 @@ def test_a_spec_with_a_bad_reference_or_selection_is_refused(tmp_path):
     spec.write_text('select = ["b"]\n' + base)
     with pytest.raises(ConfigError, match="select must list variants"):
         load_spec(spec)
+
+
+def test_the_report_gives_a_bootstrap_interval_where_runs_kept_their_users_ranks(tmp_path):
+    cells = [Cell("d", v, s, "train", {}) for v in ("base", "new") for s in (0, 1)]
+    rng = np.random.default_rng(1)
+    ranks, results = {}, {}
+    for cell in cells:
+        user_ranks = rng.integers(0, 30 if cell.variant == "base" else 20, 500)
+        path = tmp_path / f"{cell.variant}{cell.seed}.npy"
+        np.save(path, user_ranks)
+        ranks.setdefault(("d", cell.variant, 0), {})[cell.seed] = path
+        results[cell.key] = {"rounds": [{"round": 0, "test": {"recall@10": float((user_ranks < 10).mean())}}]}
+    rows = aggregate(Spec("t", cells, "base", ["recall@10"]), results, ranks=ranks)
+    gain = rows[1]["recall@10"]
+    assert gain["ci"][0] < gain["gain"] < gain["ci"][1] and gain["ci"][0] > 0
+    assert "ci" not in aggregate(Spec("t", cells, "base", ["recall@10"]), results)[1]["recall@10"]  # no ranks, no interval
