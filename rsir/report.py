@@ -81,7 +81,22 @@ def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[st
                     row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
                                               np.array([theirs[s][metric] for s in paired]))
                 rows.append(row)
+    for metric in spec.metrics:  # the head-to-head pairs are a study's headline comparisons
+        adjusted = holm([row[metric].get("p") for row in rows])
+        for row, p in zip(rows, adjusted):
+            row[metric]["p_holm"] = p
     return rows
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None: no test, left out)."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for position, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - position) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset(),
@@ -186,7 +201,8 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
                   f"{row['train_seconds']:.0f}" if "train_seconds" in row else ""]
         lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {seeds} | " + " | ".join(cells) + " |")
     if report["head_to_head"]:
-        lines += ["", "Head to head (paired by seed; two loops round by round, otherwise final round against final round):", "",
+        lines += ["", "Head to head (paired by seed; two loops round by round, otherwise final round against final round; "
+                  "p-values also Holm-adjusted over these comparisons):", "",
                   "| dataset | variant | round | against | round | seeds | " + " | ".join(f"gain {m} (p)" for m in spec.metrics) + " |",
                   "|" + "---|" * (6 + len(spec.metrics))]
         lines += [f"| {r['dataset']} | {r['variant']} | {r['round']} | {r['against']} | {r['against_round']} | "
@@ -259,7 +275,8 @@ def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def _gain_text(gain: dict[str, Any]) -> str:
-    p = f" (p={gain['p']:.3f})" if gain.get("p") is not None else ""
+    p = f" (p={gain['p']:.3f}" + (f", Holm {gain['p_holm']:.3f}" if gain.get("p_holm") is not None else "") + ")" \
+        if gain.get("p") is not None else ""
     ci = f" [{100 * gain['ci'][0]:+.1f}, {100 * gain['ci'][1]:+.1f}]" if gain.get("ci") else ""
     return ("n/a" if gain["gain"] is None else f"{100 * gain['gain']:+.1f}%") + ci + p
 

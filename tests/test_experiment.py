@@ -488,3 +488,12 @@ def test_the_report_gives_a_bootstrap_interval_where_runs_kept_their_users_ranks
     gain = rows[1]["recall@10"]
     assert gain["ci"][0] < gain["gain"] < gain["ci"][1] and gain["ci"][0] > 0
     assert "ci" not in aggregate(Spec("t", cells, "base", ["recall@10"]), results)[1]["recall@10"]  # no ranks, no interval
+
+
+def test_holm_adjusts_a_family_of_p_values():
+    from rsir.report import holm
+
+    adjusted = holm([0.01, 0.04, None, 0.03])
+    assert adjusted[2] is None
+    assert adjusted[0] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.06) and adjusted[1] == pytest.approx(0.06)
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
