@@ -55,7 +55,8 @@ def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] =
     return values, finals, unfinished
 
 
-def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> list[dict[str, Any]]:
+def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset(),
+                 ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None) -> list[dict[str, Any]]:
     """For each ``compare`` pair and dataset, paired by seed (relative gain and paired t-test
     per metric): two loops round by round (round k against round k, for every k >= 1 both
     reached), otherwise each variant's final round against the other's. Seeds of unfinished
@@ -80,12 +81,26 @@ def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[st
                 for metric in spec.metrics:
                     row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
                                               np.array([theirs[s][metric] for s in paired]))
+                    interval = _interval(ranks or {}, (dataset, variant, mine_round), (dataset, against, their_round),
+                                         paired, metric)
+                    if interval:
+                        row[metric]["ci"] = interval
                 rows.append(row)
     for metric in spec.metrics:  # the head-to-head pairs are a study's headline comparisons
         adjusted = holm([row[metric].get("p") for row in rows])
         for row, p in zip(rows, adjusted):
             row[metric]["p_holm"] = p
     return rows
+
+
+def _interval(ranks: dict[tuple[str, str, int], dict[int, Path]], mine: tuple[str, str, int],
+              theirs: tuple[str, str, int], seeds: list[int], metric: str) -> tuple[float, float] | None:
+    """The bootstrap interval of a paired gain, where every paired run kept its users' ranks."""
+    mine_ranks, their_ranks = ranks.get(mine, {}), ranks.get(theirs, {})
+    if not seeds or not all(s in mine_ranks and s in their_ranks for s in seeds):
+        return None
+    return bootstrap_gain_ci([per_user(np.load(mine_ranks[s]), metric) for s in seeds],
+                             [per_user(np.load(their_ranks[s]), metric) for s in seeds])
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -128,11 +143,10 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
                 row[metric].update(paired_gain(mine, theirs))
-                mine_ranks = ranks.get((dataset, variant, round_), {})
-                base_ranks = ranks.get((dataset, baseline, finals.get((dataset, baseline), 0)), {})
-                if all(s in mine_ranks and s in base_ranks for s in paired):
-                    row[metric]["ci"] = bootstrap_gain_ci([per_user(np.load(mine_ranks[s]), metric) for s in paired],
-                                                          [per_user(np.load(base_ranks[s]), metric) for s in paired])
+                interval = _interval(ranks, (dataset, variant, round_),
+                                     (dataset, baseline, finals.get((dataset, baseline), 0)), paired, metric)
+                if interval:
+                    row[metric]["ci"] = interval
         for cost in ("epochs", "train_seconds", "seconds_per_epoch"):
             if all(cost in by_seed[s] for s in by_seed):
                 row[cost] = float(np.mean([by_seed[s][cost] for s in by_seed]))
@@ -170,7 +184,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     reused = sorted(key for key, r in results.items() if r.get("reused"))
     report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
               "cells_done": len(results), "cells_interim": sorted(interim), "cells_reusing": reused,
-              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, {**interim, **results}, set(interim)),
+              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, {**interim, **results}, set(interim), ranks),
               "reference": against_reference(spec, rows), "selection": select_on_validation(spec, rows)}
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
