@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
+from .training import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 from .io import atomic_open, save_figure, write_json
 
 if TYPE_CHECKING:
     from .experiment import Spec
 
 
-SELECT_METRIC = "ndcg@20"  # what training's early stopping and a spec's ``select`` choose by, on validation
 
 
 def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:
