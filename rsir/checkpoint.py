@@ -16,8 +16,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from .data import Dataset, Sequences
 from .errors import CheckpointError, ConfigError
 from .io import atomic_open
 from .models import Backbone, as_written, build_backbone
@@ -40,6 +42,33 @@ def save_checkpoint(path: str | Path, model: Backbone, meta: dict[str, Any], **t
     torch.save(payload, buffer)
     with atomic_open(path, "wb") as handle:
         handle.write(buffer.getbuffer())
+
+
+def data_entries(dataset: Dataset) -> dict[str, Any]:
+    """What a checkpoint carries of its data so that it recommends on its own: the original
+    user and item ids (JSON, so string ids survive the safe loader) and every user's history."""
+    ids = {"name": dataset.name, "users": dataset.user_ids.tolist(), "items": dataset.item_ids.tolist()}
+    return {
+        "data_ids": json.dumps(ids),
+        "data_items": torch.from_numpy(np.ascontiguousarray(dataset.sequences.items, dtype=np.int32)),
+        "data_offsets": torch.from_numpy(np.ascontiguousarray(dataset.sequences.offsets, dtype=np.int64)),
+    }
+
+
+def embedded_dataset(payload: dict[str, Any], path: str | Path) -> Dataset | None:
+    """The data a checkpoint carries (see :func:`data_entries`), or None for one without."""
+    if "data_ids" not in payload:
+        return None
+    ids = _json_field(payload, "data_ids", path, "id maps")
+    try:
+        offsets = payload["data_offsets"].numpy()
+        users = np.asarray(ids["users"])
+        sequences = Sequences(payload["data_items"].numpy(), offsets, np.arange(len(offsets) - 1), np.zeros(len(offsets) - 1, np.int16))
+        if len(users) != len(sequences):
+            raise ValueError("one user id per history expected")
+        return Dataset(sequences, item_ids=np.asarray(ids["items"]), user_ids=users, name=str(ids["name"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: invalid embedded data ({_one_line(exc)})") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

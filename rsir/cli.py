@@ -20,17 +20,18 @@ import pandas as pd
 import yaml
 
 from . import distributed, rundir
-from .checkpoint import check_same_data, load_checkpoint
+from .checkpoint import check_same_data, data_entries, embedded_dataset, load_checkpoint, read_checkpoint
 from .config import (PRESETS, SECTIONS, RunConfig, build_config, changed_option, model_option_types, option_docs,
                      read_config_file, read_saved_config)
 from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
-from .evaluation import KS, evaluate, metrics_from_ranks, recommend_top_k
+from .evaluation import KS, evaluate, metrics_from_ranks
 from .io import atomic_open, remove_stale_temporaries, write_json
 from .experiment import load_spec, run_experiment
 from .loop import LoopSpec, improve, prepare
 from .models import BACKBONES, build_backbone
+from .recommender import Recommender
 from .report import write_report
 from .segments import segment_gains, segment_markdown, user_segments
 from .training import fit
@@ -110,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _start_run_dir(out, config, TRAIN_SECTIONS, args.overwrite)
         _say_data(args, dataset, split)
         meta = {"data": dataclasses.asdict(config.data), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
-        result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet)
+        result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet, carry=data_entries(dataset))
         summary = {"dataset": dataset.name, "backbone": config.backbone, **result.summary()}
         if distributed.is_main():
             write_json(out / "metrics.json", summary)
@@ -199,45 +200,19 @@ def cmd_segments(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise ConfigError(f"--k must be >= 1, got {args.k}")
-    model, meta, dataset = _model_and_data(args)
-    if args.all_users:
-        rows = np.arange(dataset.n_users)
-    else:
-        users = _requested_users(args)
-        rows = dataset.user_index(users)
-    k = min(args.k, dataset.n_items)
-    items, scores = recommend_top_k(model, dataset.sequences, rows, k, exclude_seen=args.exclude_seen)
-    # Near the catalogue's size the top k reach the excluded items (seen ones, padding),
-    # scored -inf: a user gets fewer than k then, never an item ruled out.
-    kept = np.isfinite(scores)
-    frame = pd.DataFrame(
-        {
-            "user_id": np.repeat(dataset.user_ids[rows], k),
-            "rank": np.tile(np.arange(1, k + 1), len(rows)),
-            "item_id": dataset.item_ids[items.ravel() - 1],
-            "score": scores.ravel(),
-        }
-    )[kept.ravel()]
+    recommender = Recommender.wrap(*_model_and_data(args)[::2])
+    users = None if args.all_users else _requested_users(args)
+    frame = recommender.recommend(users, args.k, exclude_seen=args.exclude_seen, split=args.split)
     if args.format == "json":
-        text = json.dumps(
-            [
-                {
-                    "user_id": _plain(u),
-                    "items": [_plain(i) for i in dataset.item_ids[row[keep] - 1]],
-                    "scores": s[keep].round(6).tolist(),
-                }
-                for u, row, s, keep in zip(dataset.user_ids[rows], items, scores, kept)
-            ],
-            indent=1,
-        ) + "\n"
+        grouped = frame.groupby("user_id", sort=False)
+        text = json.dumps([{"user_id": _plain(user), "items": [_plain(i) for i in rows["item_id"]],
+                            "scores": rows["score"].astype(float).round(6).tolist()} for user, rows in grouped], indent=1) + "\n"
     else:
         text = frame.to_csv(index=False)
     if args.output:
         with atomic_open(args.output) as handle:
             handle.write(text)
-        _say(args, f"wrote {len(frame)} recommendations for {len(rows)} users to {args.output}")
+        _say(args, f"wrote {len(frame)} recommendations for {frame['user_id'].nunique()} users to {args.output}")
     else:
         sys.stdout.write(text)
     return 0
@@ -329,7 +304,12 @@ def _prepare_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], ov
 
 
 def _model_and_data(args: argparse.Namespace):
+    """The checkpoint's model and its data: the data it carries, else the file it names or --data."""
     model, meta = load_checkpoint(args.checkpoint)
+    if args.data is None:
+        carried = embedded_dataset(read_checkpoint(args.checkpoint), args.checkpoint)
+        if carried is not None:
+            return model, meta, carried
     params = DataParams(**meta["data"]) if "data" in meta else DataParams()
     if args.data is not None:
         params = dataclasses.replace(params, path=args.data)
@@ -492,6 +472,8 @@ def _parser() -> _Parser:
         if name == "evaluate":
             sub.add_argument("--split", choices=("valid", "test"), default="test")
         else:
+            sub.add_argument("--split", choices=("valid", "test"), default=None,
+                             help="rank as of that split's cut-off, as the evaluation does (default: after the whole history)")
             who = sub.add_mutually_exclusive_group()
             who.add_argument("--users", help="comma-separated original user ids")
             who.add_argument("--users-file", help="file with one original user id per line")

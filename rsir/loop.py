@@ -33,7 +33,7 @@ from . import distributed
 from .acquisition import ACQUIRE_BY, acquire
 from .analysis import analyse_round
 from .checkpoint import (
-    check_same_data, check_same_model, checkpoint_meta, load_checkpoint, load_weights, read_checkpoint,
+    check_same_data, check_same_model, checkpoint_meta, data_entries, load_checkpoint, load_weights, read_checkpoint,
 )
 from .data.dataset import Dataset
 from .data.sequences import Sequences
@@ -181,7 +181,8 @@ def _train_round(
     # Distillation starts at round 1, from the previous round's model unless a teacher is named.
     params = spec.train if previous is not None or spec.train.teacher else dataclasses.replace(spec.train, distill_weight=0.0)
     teacher = previous if params.distill_weight > 0 and not params.teacher else None
-    result = fit(model, split, params, run_dir=round_dir, meta=meta, progress=progress, teacher=teacher)
+    result = fit(model, split, params, run_dir=round_dir, meta=meta, progress=progress, teacher=teacher,
+                 carry=data_entries(dataset))
     summary = result.summary()
     if distributed.is_main():
         write_json(done, summary)

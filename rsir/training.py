@@ -199,6 +199,7 @@ def fit(
     progress: bool = True,
     time_budget: float | None = None,
     teacher: Backbone | None = None,
+    carry: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``split.train`` and select the epoch with the best validation NDCG@20.
 
@@ -206,7 +207,8 @@ def fit(
     from), and ``log.jsonl`` (one line per epoch); an existing ``last.pt`` is resumed.
     ``time_budget`` (seconds) stops training after the epoch that exhausts it. With
     ``distill_weight`` > 0 the model also learns the catalogue distribution of ``teacher``
-    (else of the checkpoint ``params.teacher``).
+    (else of the checkpoint ``params.teacher``). ``carry`` holds entries saved in ``model.pt``
+    beside the weights: the data's ids and histories (:func:`rsir.checkpoint.data_entries`).
 
     Under ``torchrun`` (see :mod:`rsir.distributed`) the model is wrapped in
     DistributedDataParallel, each rank trains on its rows of every batch, evaluation is
@@ -224,7 +226,7 @@ def fit(
     device = distributed.resolve_device(params.device)
     model.to(device)
     if not model.trainable:
-        return _fit_untrained(model, split, params, run_dir, meta, started)
+        return _fit_untrained(model, split, params, run_dir, meta, started, carry)
 
     main = distributed.is_main()
     progress = progress and main
@@ -313,7 +315,7 @@ def fit(
             torch_rng = _torch_rng_states()  # collective: every rank takes part
             if main:
                 if improved:
-                    save_checkpoint(run_dir / "model.pt", model, full_meta)
+                    save_checkpoint(run_dir / "model.pt", model, full_meta, **(carry or {}))
                 _save_state(run_dir / "last.pt", model, optimizer, rng, state, full_meta, torch_rng)
                 append_jsonl(run_dir / "log.jsonl", record)
         # A budget ends on a validated epoch (the next one, when this one was not).
@@ -356,7 +358,8 @@ def _teacher(params: TrainParams, teacher: Backbone | None, model: Backbone, dev
 
 
 def _fit_untrained(
-    model: Backbone, split: LeaveOneOut, params: TrainParams, run_dir: Path | None, meta: dict, started: float
+    model: Backbone, split: LeaveOneOut, params: TrainParams, run_dir: Path | None, meta: dict, started: float,
+    carry: dict[str, Any] | None,
 ) -> FitResult:
     tick = time.perf_counter()
     valid = evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
@@ -364,7 +367,7 @@ def _fit_untrained(
     test = tested.metrics
     if run_dir and distributed.is_main():
         save_ranks(run_dir / RANKS_FILE, tested.ranks)
-        save_checkpoint(run_dir / "model.pt", model, {**meta, "epoch": 0, "train": asdict(params)})
+        save_checkpoint(run_dir / "model.pt", model, {**meta, "epoch": 0, "train": asdict(params)}, **(carry or {}))
     seconds = time.perf_counter() - tick
     return FitResult(0, valid, test, 0, 0.0, round(seconds, 3), round(time.perf_counter() - started, 3), 0.0)
 

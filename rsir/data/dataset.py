@@ -107,6 +107,24 @@ def from_interactions(
     )
 
 
+def from_dataframe(
+    frame: pd.DataFrame,
+    *,
+    user: str = "user_id",
+    item: str = "item_id",
+    time: str | None = None,
+    name: str = "dataframe",
+    kcore: int = 0,
+) -> Dataset:
+    """A dataset from a DataFrame of interactions, one row each; ``time`` orders each user's
+    rows (without it, the row order does)."""
+    missing = [c for c in (user, item, time) if c is not None and c not in frame.columns]
+    if missing:
+        raise DataFormatError(f"{name}: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
+    times = None if time is None else frame[time].to_numpy()
+    return from_interactions(frame[user].to_numpy(), frame[item].to_numpy(), times, name=name, kcore=kcore)
+
+
 def kcore_mask(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
     """Rows kept by iterative k-core filtering (every user and item keeps >= k rows)."""
     user_codes = pd.factorize(users)[0]

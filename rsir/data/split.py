@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,9 +25,10 @@ class LeaveOneOut:
     valid: EvalSet  # history items[:-2], target items[-2]
     test: EvalSet  # history items[:-1], target items[-1]
     dropped_users: int  # users with fewer than 3 interactions cannot be split
+    users: np.ndarray  # the dataset's user index of each evaluated row (kept users, in order)
 
     def with_train(self, train: Sequences) -> "LeaveOneOut":
-        return LeaveOneOut(train, self.valid, self.test, self.dropped_users)
+        return replace(self, train=train)
 
 
 def leave_one_out(dataset: Dataset) -> LeaveOneOut:
@@ -43,4 +44,5 @@ def leave_one_out(dataset: Dataset) -> LeaveOneOut:
         valid=EvalSet(train, seqs.last(2).astype(np.int64)),
         test=EvalSet(before_test, seqs.last(1).astype(np.int64)),
         dropped_users=len(dataset.sequences) - len(keep),
+        users=keep.astype(np.int64),
     )
