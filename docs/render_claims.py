@@ -1,0 +1,98 @@
+"""Write the claims page, docs/RESULTS.md, from docs/claims.toml and docs/results/*.json.
+
+    python docs/render_claims.py           # rewrite the page
+    python docs/render_claims.py --check   # exit 1 if the page differs from what would be written
+
+Each claim's text takes its numbers from the result files through named values: a value is a
+path into one JSON file (keys, list positions, or a table that picks the list element whose
+fields match), and the text formats it, e.g. ``{gain:+.1%}``. tests/test_claims.py fails when the
+page is stale or when a claim's text writes a measured number itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent
+# A measured number written by hand: a decimal or a percentage outside placeholders and code.
+HAND_WRITTEN = re.compile(r"\d\.\d|\d%")
+
+
+class ClaimError(ValueError):
+    """A claim that does not resolve against its result file."""
+
+
+def resolve(document: Any, path: list[Any], where: str) -> Any:
+    """Follow ``path`` into ``document``: a string is a key, an int a list position, a table
+    the one list element whose fields equal its own."""
+    value = document
+    for step in path:
+        if isinstance(step, dict):
+            matches = [row for row in value if all(row.get(k) == v for k, v in step.items())] if isinstance(value, list) else []
+            if len(matches) != 1:
+                raise ClaimError(f"{where}: {len(matches)} elements match {step}")
+            value = matches[0]
+        elif isinstance(value, dict) and isinstance(step, str) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and isinstance(step, int) and -len(value) <= step < len(value):
+            value = value[step]
+        else:
+            raise ClaimError(f"{where}: no {step!r} in the result file")
+    return value
+
+
+def hand_written_numbers(text: str) -> list[str]:
+    """The measured-looking numbers of a claim's text that no placeholder fills."""
+    bare = re.sub(r"`[^`]*`", "", re.sub(r"\{[^{}]*\}", "", text))
+    return HAND_WRITTEN.findall(bare)
+
+
+def render_claim(claim: dict[str, Any], results: Path) -> str:
+    study = claim["study"]
+    source = results / f"{study}.json"
+    document = json.loads(source.read_text())
+    where = f"claim {claim['title']!r}"
+    values = {name: _plain(resolve(document, path, f"{where}, value {name!r}")) for name, path in claim.get("values", {}).items()}
+    written = hand_written_numbers(claim["text"])
+    if written:
+        raise ClaimError(f"{where}: numbers written by hand ({', '.join(written)}); take them from {source.name}")
+    try:
+        text = claim["text"].strip().format_map(values)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ClaimError(f"{where}: {type(exc).__name__} {exc}") from None
+    page = f"results/{study}.md" if (results / f"{study}.md").exists() else f"results/{study}.json"
+    return f"- **{claim['title']}** {' '.join(text.split())} Details: [{page}]({page}); `{claim['command']}`."
+
+
+def _plain(value: Any) -> Any:
+    """A list of numbers (seeds) reads as "0, 1, 2"."""
+    return ", ".join(map(str, value)) if isinstance(value, list) else value
+
+
+def render(docs: Path = DOCS) -> str:
+    spec = tomllib.loads((docs / "claims.toml").read_text())
+    claims = "\n".join(render_claim(claim, docs / "results") for claim in spec["claims"])
+    return f"# Results\n\n{spec['intro'].strip()}\n\n## Claims\n\n{claims}\n\n{spec['outro'].strip()}\n"
+
+
+def main(argv: list[str]) -> int:
+    page = DOCS / "RESULTS.md"
+    text = render()
+    if "--check" in argv:
+        if page.read_text() != text:
+            print(f"{page} is stale: run python docs/render_claims.py", file=sys.stderr)
+            return 1
+        return 0
+    tmp = page.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
