@@ -112,8 +112,10 @@ class Spec:
     compare: list[tuple[str, str]] = field(default_factory=list)  # extra head-to-head pairs (variant, against)
     # Published numbers to set beside the variants: {"source": str, DATASET: {metric: value}}
     reference: dict[str, Any] = field(default_factory=dict)
-    # Variants among which the report picks, per data set, the best on validation NDCG@20
-    select: list[str] = field(default_factory=list)
+    # Groups of candidate variants (a name covers its sweep points); per data set the report
+    # picks each group's best on validation NDCG@20, and compares every other group's pick
+    # with the first group's, paired by seed. A plain list is one group.
+    select: dict[str, list[str]] = field(default_factory=dict)
 
     def baseline_of(self, variant: str) -> str:
         return self.baselines.get(variant, self.baseline)
@@ -192,10 +194,13 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
                 _check_reference(raw.get("reference", {}), path), _check_select(raw.get("select", []), variants, path))
 
 
-def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> list[str]:
-    if not isinstance(select, list) or not all(name in variants for name in select):
-        raise ConfigError(f"{path}: select must list variants to choose among on validation, like select = [\"a\", \"b\"]")
-    return list(select)
+def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> dict[str, list[str]]:
+    groups = {"pick": select} if isinstance(select, list) else select
+    if not isinstance(groups, dict) or not all(
+            isinstance(names, list) and names and all(name in variants for name in names) for names in groups.values()):
+        raise ConfigError(f"{path}: select must list variants to choose among on validation, like select = [\"a\", \"b\"], "
+                          "or name groups of them, like select = { plain = [\"a\", \"b\"], round = [\"c\"] }")
+    return {str(name): list(names) for name, names in groups.items()} if select else {}
 
 
 def _check_reference(reference: Any, path: str | Path) -> dict[str, Any]:

@@ -56,36 +56,40 @@ def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] =
 
 
 def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset(),
-                 ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None) -> list[dict[str, Any]]:
-    """For each ``compare`` pair and dataset, paired by seed (relative gain and paired t-test
-    per metric): two loops round by round (round k against round k, for every k >= 1 both
-    reached), otherwise each variant's final round against the other's. Seeds of unfinished
-    loops take part with their finished rounds and are listed as interim."""
+                 ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None,
+                 pairs: list[tuple[str, str, str]] | None = None) -> list[dict[str, Any]]:
+    """For each ``compare`` pair and dataset (or each (dataset, variant, against) of ``pairs``),
+    paired by seed (relative gain and paired t-test per metric, Holm-adjusted over the rows):
+    two loops round by round (round k against round k, for every k >= 1 both reached),
+    otherwise each variant's final round against the other's. Seeds of unfinished loops take
+    part with their finished rounds and are listed as interim."""
     values, finals, unfinished = _by_seed(spec, results, interim)
     loops = {cell.variant for cell in spec.cells if cell.command == "improve"}
     rows = []
-    for dataset in dict.fromkeys(cell.dataset for cell in spec.cells):
-        for variant, against in spec.compare:
-            last, their_last = finals.get((dataset, variant), 0), finals.get((dataset, against), 0)
-            if (variant in loops and not last) or (against in loops and not their_last):
-                continue  # a loop's round 0 is the plain training: nothing of the loop to compare yet
-            rounds = [(k, k) for k in range(1, min(last, their_last) + 1)] if last and their_last else [(last, their_last)]
-            for mine_round, their_round in rounds:
-                mine, theirs = values.get((dataset, variant, mine_round), {}), values.get((dataset, against, their_round), {})
-                paired = sorted(set(mine) & set(theirs))
-                if not paired:
-                    continue
-                late = set(unfinished.get((dataset, variant, mine_round), [])) | set(unfinished.get((dataset, against, their_round), []))
-                row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": mine_round, "against": against,
-                                       "against_round": their_round, "seeds": paired, "interim_seeds": sorted(late & set(paired))}
-                for metric in spec.metrics:
-                    row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
-                                              np.array([theirs[s][metric] for s in paired]))
-                    interval = _interval(ranks or {}, (dataset, variant, mine_round), (dataset, against, their_round),
-                                         paired, metric)
-                    if interval:
-                        row[metric]["ci"] = interval
-                rows.append(row)
+    if pairs is None:
+        pairs = [(dataset, variant, against) for dataset in dict.fromkeys(cell.dataset for cell in spec.cells)
+                 for variant, against in spec.compare]
+    for dataset, variant, against in pairs:
+        last, their_last = finals.get((dataset, variant), 0), finals.get((dataset, against), 0)
+        if (variant in loops and not last) or (against in loops and not their_last):
+            continue  # a loop's round 0 is the plain training: nothing of the loop to compare yet
+        rounds = [(k, k) for k in range(1, min(last, their_last) + 1)] if last and their_last else [(last, their_last)]
+        for mine_round, their_round in rounds:
+            mine, theirs = values.get((dataset, variant, mine_round), {}), values.get((dataset, against, their_round), {})
+            paired = sorted(set(mine) & set(theirs))
+            if not paired:
+                continue
+            late = set(unfinished.get((dataset, variant, mine_round), [])) | set(unfinished.get((dataset, against, their_round), []))
+            row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": mine_round, "against": against,
+                                   "against_round": their_round, "seeds": paired, "interim_seeds": sorted(late & set(paired))}
+            for metric in spec.metrics:
+                row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
+                                          np.array([theirs[s][metric] for s in paired]))
+                interval = _interval(ranks or {}, (dataset, variant, mine_round), (dataset, against, their_round),
+                                     paired, metric)
+                if interval:
+                    row[metric]["ci"] = interval
+            rows.append(row)
     for metric in spec.metrics:  # the head-to-head pairs are a study's headline comparisons
         adjusted = holm([row[metric].get("p") for row in rows])
         for row, p in zip(rows, adjusted):
@@ -186,6 +190,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
               "cells_done": len(results), "cells_interim": sorted(interim), "cells_reusing": reused,
               "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, {**interim, **results}, set(interim), ranks),
               "reference": against_reference(spec, rows), "selection": select_on_validation(spec, rows)}
+    report["picks_head_to_head"] = picks_head_to_head(spec, report["selection"], {**interim, **results}, set(interim), ranks)
     write_json(out / "report.json", report)
     header = "| dataset | variant | round | seeds | " + " | ".join(
         f"{m} | gain {m} (p)" for m in spec.metrics) + f" | valid {SELECT_METRIC} | epochs | train s / epoch | train s |"
@@ -223,14 +228,23 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
                   + f"{len(r['seeds'])}" + (f" ({len(r['interim_seeds'])} interim)" if r["interim_seeds"] else "") + " | "
                   + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |" for r in report["head_to_head"]]
     if report["selection"]:
-        lines += ["", f"Chosen on validation {SELECT_METRIC} (mean over seeds) among {', '.join(spec.select)}; "
-                  "test metrics of the pick only:", "",
-                  "| dataset | candidates (validation " + SELECT_METRIC + ", seeds) | pick | "
-                  + " | ".join(f"test {m}" for m in spec.metrics) + " |", "|" + "---|" * (3 + len(spec.metrics))]
+        groups = "; ".join(f"{name}: {', '.join(names)}" for name, names in spec.select.items())
+        lines += ["", f"Chosen on validation {SELECT_METRIC} (mean over seeds) within each group ({groups}); "
+                  "test metrics of the picks only:", "",
+                  "| dataset | group | candidates (validation " + SELECT_METRIC + ", seeds) | pick | "
+                  + " | ".join(f"test {m}" for m in spec.metrics) + " |", "|" + "---|" * (4 + len(spec.metrics))]
         for r in report["selection"]:
             candidates = ", ".join(f"{c['variant']} {c['valid']:.4f} ({len(c['seeds'])})" for c in r["candidates"])
-            lines.append(f"| {r['dataset']} | {candidates} | {r['pick']} | "
+            lines.append(f"| {r['dataset']} | {r['group']} | {candidates} | {r['pick']} | "
                          + " | ".join(f"{r['test'][m]['mean']:.4f} ± {r['test'][m]['std']:.4f}" for m in spec.metrics) + " |")
+    if report["picks_head_to_head"]:
+        lines += ["", f"Each group's pick against the `{next(iter(spec.select))}` pick, paired by seed "
+                  "(95% seed x user bootstrap interval; p of a paired t-test, Holm-adjusted over these rows):", "",
+                  "| dataset | group | pick | against | seeds | " + " | ".join(f"gain {m}" for m in spec.metrics) + " |",
+                  "|" + "---|" * (5 + len(spec.metrics))]
+        lines += [f"| {r['dataset']} | {r['group']} | {r['variant']} (round {r['round']}) | {r['against']} | "
+                  f"{len(r['seeds'])} | " + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |"
+                  for r in report["picks_head_to_head"]]
     if report["reference"]:
         metrics = [m for m in spec.metrics if any(m in r["published"] for r in report["reference"])]
         lines += ["", f"Against published numbers ({spec.reference['source']}): each variant's final round, "
@@ -251,22 +265,46 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
 
 
 def select_on_validation(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per data set, the variant of ``spec.select`` whose final round has the best mean
-    validation NDCG@20, with every candidate's validation value and the pick's test metrics.
-    Only variants whose seeds are all finished and have validation values take part."""
+    """Per data set and ``spec.select`` group, the candidate whose final round has the best mean
+    validation NDCG@20 (a candidate name covers its sweep points), with every candidate's
+    validation value and the pick's test metrics. Only candidates whose seeds are all finished
+    and have validation values take part."""
     chosen_by = f"valid_{SELECT_METRIC}"
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         finals = {r["variant"]: r for r in rows if r["dataset"] == dataset}  # rows ascend by round: the last wins
-        candidates = [finals[v] for v in spec.select if v in finals and chosen_by in finals[v] and not finals[v]["interim_seeds"]]
-        if not candidates:
-            continue
-        pick = max(candidates, key=lambda r: r[chosen_by]["mean"])
-        out.append({"dataset": dataset, "pick": pick["variant"], "round": pick["round"], "seeds": pick["seeds"],
-                    "candidates": [{"variant": r["variant"], "valid": r[chosen_by]["mean"], "seeds": r["seeds"]}
-                                   for r in candidates],
-                    "test": {m: pick[m] for m in spec.metrics}})
+        for group, names in spec.select.items():
+            candidates = [row for label, row in finals.items() if _covers(names, label)
+                          and chosen_by in row and not row["interim_seeds"]]
+            if not candidates:
+                continue
+            pick = max(candidates, key=lambda r: r[chosen_by]["mean"])
+            out.append({"dataset": dataset, "group": group, "pick": pick["variant"], "round": pick["round"],
+                        "seeds": pick["seeds"],
+                        "candidates": [{"variant": r["variant"], "valid": r[chosen_by]["mean"], "seeds": r["seeds"]}
+                                       for r in candidates],
+                        "test": {m: pick[m] for m in spec.metrics}})
     return out
+
+
+def _covers(names: list[str], label: str) -> bool:
+    """Whether a variant label (``name`` or ``name[sweep point]``) is one of ``names``."""
+    return any(label == name or label.startswith(f"{name}[") for name in names)
+
+
+def picks_head_to_head(spec: Spec, selection: list[dict[str, Any]], results: dict[str, dict[str, Any]],
+                       interim: set[str], ranks: dict[tuple[str, str, int], dict[int, Path]]) -> list[dict[str, Any]]:
+    """Each group's pick against the first group's pick on the same data set, paired by seed,
+    Holm-adjusted over all of them: a study's headline comparisons."""
+    first = next(iter(spec.select), None)
+    reference = {r["dataset"]: r["pick"] for r in selection if r["group"] == first}
+    pairs = [(r["dataset"], r["pick"], reference[r["dataset"]]) for r in selection
+             if r["group"] != first and r["dataset"] in reference]
+    rows = head_to_head(spec, results, interim, ranks, pairs) if pairs else []
+    groups = {(r["dataset"], r["pick"]): r["group"] for r in selection}
+    for row in rows:
+        row["group"], row["against_group"] = groups[(row["dataset"], row["variant"])], first
+    return rows
 
 
 def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

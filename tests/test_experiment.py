@@ -453,7 +453,7 @@ def test_the_report_picks_on_validation_and_sets_published_numbers_beside():
     test = {"a": [0.30, 0.30], "b": [0.10, 0.12], "c": [0.20, 0.22]}
     results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": test[c.variant][c.seed]},
                                    "valid": {"ndcg@20": valid[c.variant][c.seed]}}]} for c in cells}
-    spec = Spec("t", cells, "a", ["recall@10"], select=["a", "b"], reference={"source": "paper", "d": {"recall@10": 0.1}})
+    spec = Spec("t", cells, "a", ["recall@10"], select={"pick": ["a", "b"]}, reference={"source": "paper", "d": {"recall@10": 0.1}})
     rows = aggregate(spec, results)
     picked, = select_on_validation(spec, rows)
     assert picked["pick"] == "b" and [c["variant"] for c in picked["candidates"]] == ["a", "b"]  # c is no candidate
@@ -461,6 +461,39 @@ def test_the_report_picks_on_validation_and_sets_published_numbers_beside():
     gaps = {r["variant"]: r["recall@10"] for r in against_reference(spec, rows)}
     assert math.isclose(gaps["b"]["gap"], 0.1) and math.isclose(gaps["b"]["gap_sd"], 0.01 / np.std([0.10, 0.12], ddof=1))
     assert math.isclose(gaps["a"]["gap"], 2.0) and gaps["a"]["gap_sd"] is None  # no spread over seeds
+
+
+def test_groups_pick_on_validation_and_each_pick_meets_the_first_groups_pick_by_seed():
+    """select groups: sweep points count as candidates of their variant; every group's pick is
+    compared with the first group's pick, paired by seed, with Holm-adjusted p-values."""
+    from rsir.report import picks_head_to_head, select_on_validation
+
+    labels = {"plain": "train", "wide": "train", "round[train.synthetic_weight=0.1]": "improve",
+              "round[train.synthetic_weight=0.5]": "improve", "distil": "train"}
+    valid = {"plain": 0.05, "wide": 0.06, "round[train.synthetic_weight=0.1]": 0.07,
+             "round[train.synthetic_weight=0.5]": 0.08, "distil": 0.055}
+    test = {"plain": 0.10, "wide": 0.20, "round[train.synthetic_weight=0.1]": 0.40,
+            "round[train.synthetic_weight=0.5]": 0.22, "distil": 0.19}
+    cells = [Cell("d", v, s, kind, {}) for v, kind in labels.items() for s in (0, 1, 2)]
+
+    def record(variant: str, seed: int, r: int) -> dict:
+        scale = 1 + 0.05 * seed
+        return {"round": r, "test": {"recall@10": test[variant] * scale if r or labels[variant] == "train" else 0.2 * scale},
+                "valid": {"ndcg@20": valid[variant]}}
+    results = {c.key: {"rounds": [record(c.variant, c.seed, r) for r in range(2 if c.command == "improve" else 1)]}
+               for c in cells}
+    spec = Spec("t", cells, "plain", ["recall@10"], select={"plain": ["plain", "wide"], "round": ["round"],
+                                                            "distil": ["distil"]})
+    selection = select_on_validation(spec, aggregate(spec, results))
+    assert [(r["group"], r["pick"]) for r in selection] == [
+        ("plain", "wide"), ("round", "round[train.synthetic_weight=0.5]"), ("distil", "distil")]
+    rows = picks_head_to_head(spec, selection, results, set(), {})
+    assert [(r["group"], r["variant"], r["against"], r["round"]) for r in rows] == [
+        ("round", "round[train.synthetic_weight=0.5]", "wide", 1), ("distil", "distil", "wide", 0)]
+    assert math.isclose(rows[0]["recall@10"]["gain"], 0.1) and math.isclose(rows[1]["recall@10"]["gain"], -0.05)
+    p_values = [r["recall@10"]["p"] for r in rows]
+    assert [r["recall@10"]["p_holm"] for r in rows] == pytest.approx(
+        [min(1.0, 2 * min(p_values)), max(min(1.0, 2 * min(p_values)), max(p_values))][::1 if p_values[0] <= p_values[1] else -1])
 
 
 def test_a_spec_with_a_bad_reference_or_selection_is_refused(tmp_path):
