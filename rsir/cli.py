@@ -24,12 +24,13 @@ from .checkpoint import check_same_data, data_entries, embedded_dataset, load_ch
 from .config import (PRESETS, SECTIONS, RunConfig, build_config, changed_option, model_option_types, option_docs,
                      read_config_file, read_saved_config)
 from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
+from .data.writers import RECBOLE_CONFIG, write_recbole_benchmark
 from .data.source import DataParams, load_dataset
 from .errors import ConfigError, RsirError
 from .evaluation import KS, evaluate, metrics_from_ranks
 from .io import atomic_open, remove_stale_temporaries, write_json
 from .experiment import load_spec, run_experiment
-from .loop import LoopSpec, improve, prepare
+from .loop import LoopSpec, improve, prepare, round_training_set, training_labels
 from .models import BACKBONES, build_backbone
 from .recommender import Recommender
 from .report import write_report
@@ -216,6 +217,35 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    if not (run / "config.yaml").exists():
+        raise ConfigError(f"{run}: no rsir improve run there (no config.yaml)")
+    dataset = _run_dataset(run)
+    split = leave_one_out(dataset)
+    train = round_training_set(run, split.train, args.round)
+    out = Path(args.out)
+    written = write_recbole_benchmark(
+        out, out.name, train, (split.valid.history, split.valid.targets), (split.test.history, split.test.targets),
+        item_labels=dataset.item_ids, user_labels=training_labels(dataset, split, train), max_len=args.max_len)
+    _say(args, f"wrote {', '.join(p.name for p in written)} to {out}: round {args.round}'s training data "
+               f"({int((train.origin > 0).sum())} synthetic sequences) and rsir's validation and test split")
+    _print(f"# RecBole config lines for these files\ndata_path: {out.parent}\ndataset: {out.name}\n"
+           + RECBOLE_CONFIG.format(max_len=args.max_len))
+    return 0
+
+
+def _run_dataset(run: Path) -> Dataset:
+    """The data of a loop run: carried by its round-0 model, else read as its config says."""
+    model = run / "round-0" / "model.pt"
+    if model.exists():
+        carried = embedded_dataset(read_checkpoint(model), model)
+        if carried is not None:
+            return carried
+    saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    return load_dataset(DataParams(**saved.get("data", {})))
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
@@ -480,6 +510,16 @@ def _parser() -> _Parser:
             who.add_argument("--all-users", action="store_true", help="every user of the data")
             sub.add_argument("--k", type=int, default=10)
             sub.add_argument("--format", choices=("csv", "json"), default="csv")
+
+    export = commands.add_parser("export", help="a loop round's training data and rsir's split as RecBole benchmark files")
+    export.add_argument("run", help="an rsir improve run directory")
+    export.add_argument("--round", type=int, default=1, help="whose training data: real plus the synthetic data "
+                        "of the rounds before it (default 1; 0 = real only)")
+    export.add_argument("--out", required=True, help="folder DIR/NAME for NAME.train.inter, NAME.valid.inter and "
+                        "NAME.test.inter (RecBole's data_path DIR and dataset NAME)")
+    export.add_argument("--max-len", type=int, default=50, help="history items kept before each target (default 50)")
+    export.add_argument("--quiet", action="store_true")
+    export.set_defaults(handler=cmd_export)
 
     segments = commands.add_parser("segments", help="test metrics and paired gains by history length and target popularity")
     segments.add_argument("--baseline", nargs="+", required=True, metavar="CHECKPOINT", help="one per seed")

@@ -38,7 +38,7 @@ from .checkpoint import (
 from .data.dataset import Dataset
 from .data.sequences import Sequences
 from .data.split import LeaveOneOut, leave_one_out
-from .data.writers import write_sequences
+from .data.writers import pseudo_user_labels, write_sequences
 from .errors import ConfigError, DataFormatError
 from .generation import GenerationParams, generate
 from .io import atomic_open, atomic_path, save_figure, write_json
@@ -258,9 +258,35 @@ def _generate_round(
     stats["analysis_seconds"] = round(time.perf_counter() - tick, 3)
     if distributed.is_main():
         save_synthetic(store, synthetic)
-        export_synthetic(synthetic, dataset, round_dir / "synthetic", k + 1)
+        export_synthetic(synthetic, dataset, round_dir / "synthetic", k + 1, int((train.origin > 0).sum()))
         write_json(stats_path, stats)
     return synthetic, stats
+
+
+def round_training_set(run_dir: str | Path, real: Sequences, round_number: int) -> Sequences:
+    """Round ``round_number``'s training sequences as the loop built them: the real training
+    part, then the synthetic sequences each earlier round kept, in round order."""
+    run_dir = Path(run_dir)
+    if not (run_dir / f"round-{round_number}").is_dir():
+        raise ConfigError(f"{run_dir}: the run has no round {round_number}")
+    train = real
+    for k in range(round_number):
+        store = run_dir / f"round-{k}" / "synthetic.npz"
+        if store.exists():  # a round that generated nothing (attempts 0) has none
+            train = train.concat(load_synthetic(store))
+    return train
+
+
+def training_labels(dataset: Dataset, split: LeaveOneOut, train: Sequences) -> np.ndarray:
+    """A user label for each training sequence: the real user's id, or the pseudo-user id its
+    round's export gave it (see :func:`export_synthetic`)."""
+    real = dataset.user_ids[split.users]
+    blocks, earlier = [real], 0
+    for origin in np.unique(train.origin[len(real):]):  # rounds append in order
+        count = int((train.origin == origin).sum())
+        blocks.append(pseudo_user_labels(dataset, count, earlier, int(origin)))
+        earlier += count
+    return np.concatenate(blocks)
 
 
 def save_synthetic(path: Path, seqs: Sequences) -> None:
@@ -282,14 +308,11 @@ def load_synthetic(path: Path) -> Sequences:
     return seqs
 
 
-def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number: int) -> None:
+def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number: int, earlier: int) -> None:
     """Write synthetic sequences as new pseudo-users in original item ids (S3-Rec text and
-    RecBole atomic), so other tools can train on them next to the real file."""
-    if np.issubdtype(dataset.user_ids.dtype, np.integer):
-        first = int(dataset.user_ids.max()) + 1
-        users = np.arange(first, first + len(seqs))
-    else:
-        users = np.array([f"synthetic-{round_number}-{i}" for i in range(len(seqs))])
+    RecBole atomic), so other tools can train on them next to the real file. Their ids follow
+    the ``earlier`` rounds' pseudo-users, so the files of all rounds can be put together."""
+    users = pseudo_user_labels(dataset, len(seqs), earlier, round_number)
     formats = ["atomic"] + (["s3rec"] if np.issubdtype(dataset.item_ids.dtype, np.integer) and users.dtype.kind == "i" else [])
     for fmt in formats:
         suffix = ".inter" if fmt == "atomic" else ".txt"

@@ -7,10 +7,11 @@ import shutil
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
 from rsir.cli import main
-from rsir.data import read_dataset
+from rsir.data import leave_one_out, read_dataset
 from rsir.generation import GenerationParams
 from rsir.loop import LoopSpec, improve, load_synthetic
 
@@ -50,6 +51,44 @@ def test_exports_are_readable_in_original_ids(finished):
         assert data.sequences.n_interactions == stored.n_interactions
         # Pseudo-users are new ids after the real ones (300 real users, ids 1..300).
         assert int(np.min(data.user_ids)) > 300
+
+
+def test_pseudo_users_of_different_rounds_never_share_an_id(finished):
+    real = set(read_dataset(finished / "round-0" / "synthetic.inter").user_ids) & set(range(1, 301))
+    ids = [set(read_dataset(finished / f"round-{k}" / "synthetic.inter").user_ids) for k in (0, 1)]
+    assert not real and ids[0] and ids[1] and not ids[0] & ids[1]
+
+
+def test_recbole_benchmark_export_keeps_synthetic_users_in_train_and_rsirs_split(finished, tmp_path, capsys):
+    out = tmp_path / "recbole" / "toy"
+    assert main(["export", str(finished), "--round", "2", "--out", str(out), "--max-len", "20"]) == 0
+    assert "dataset: toy" in capsys.readouterr().out
+    parts = {}
+    for part in ("train", "valid", "test"):  # RecBole's atomic format: a typed header, tab-separated
+        frame = pd.read_csv(out / f"toy.{part}.inter", sep="\t", dtype=str, keep_default_na=False)
+        assert list(frame.columns) == ["user_id:token", "item_id_list:token_seq", "item_id:token"]
+        parts[part] = frame.set_axis(["user", "history", "item"], axis=1)
+    round0 = read_dataset(finished / "round-0" / "synthetic.inter")  # pseudo-users of round 0
+    real = dataset_of(finished)
+    split = leave_one_out(real)
+    assert parts["test"].user.tolist() == real.user_ids[split.users].astype(str).tolist()
+    assert parts["test"].item.tolist() == real.item_ids[split.test.targets - 1].astype(str).tolist()
+    assert parts["valid"].item.tolist() == real.item_ids[split.valid.targets - 1].astype(str).tolist()
+    histories = [" ".join(real.item_ids[np.asarray(row[-20:]) - 1].astype(str)) for row in split.test.history.to_lists()]
+    assert parts["test"].history.tolist() == histories
+    # Every synthetic sequence of rounds 0 and 1 is in train, under the id its round's file gave it.
+    synthetic = set(parts["train"].user) - set(parts["test"].user)
+    exported = {str(u) for k in (0, 1) for u in read_dataset(finished / f"round-{k}" / "synthetic.inter").user_ids}
+    assert synthetic == exported and set(round0.user_ids.astype(str)) <= synthetic
+    rounds = json.loads((finished / "metrics.json").read_text())["rounds"]
+    assert len(parts["train"]) == rounds[2]["train_interactions"] - rounds[2]["train_sequences"]  # one row per target
+    first = parts["train"][parts["train"].user == str(round0.user_ids[0])]
+    assert first.item.tolist() == round0.item_ids[round0.sequences[0][1:] - 1].astype(str).tolist()
+
+
+def dataset_of(run):
+    from rsir.recommender import Recommender
+    return Recommender.load(run / "round-0" / "model.pt").dataset
 
 
 def test_a_rerun_of_a_finished_run_does_no_work(finished, capsys):
