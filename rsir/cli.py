@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from . import distributed, rundir
@@ -30,10 +29,10 @@ from .errors import ConfigError, RsirError
 from .evaluation import KS, evaluate, metrics_from_ranks
 from .io import atomic_open, remove_stale_temporaries, write_json
 from .experiment import load_spec, run_experiment
-from .loop import LoopSpec, improve, prepare, round_training_set, training_labels
+from .loop import LoopSpec, improve, prepare, round_record, round_training_set, run_metrics, training_labels
 from .models import BACKBONES, build_backbone
 from .recommender import Recommender
-from .report import write_report
+from .report import compare_runs, markdown_table, write_report
 from .segments import segment_gains, segment_markdown, user_segments
 from .training import fit
 
@@ -113,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say_data(args, dataset, split)
         meta = {"data": dataclasses.asdict(config.data), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
         result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet, carry=data_entries(dataset))
-        summary = {"dataset": dataset.name, "backbone": config.backbone, **result.summary()}
+        summary = run_metrics(dataset, config.backbone, [round_record(0, split.train, result.summary())])
         if distributed.is_main():
             write_json(out / "metrics.json", summary)
     _print(json.dumps(summary, indent=2))
@@ -219,6 +218,17 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    frame = compare_runs([Path(run) for run in args.runs], args.metrics)
+    text = frame.to_csv(index=False) if args.format == "csv" else markdown_table(frame)
+    if args.output:
+        with atomic_open(args.output) as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not (run / "config.yaml").exists():
@@ -305,8 +315,7 @@ def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], ov
             "improve" in sections and saved["improve"]["rounds"] > wanted["improve"]["rounds"]):
         raise ConfigError(f"{out} holds a run with a different config; pass --overwrite or choose another --out")
     if written != wanted and distributed.is_main():
-        with atomic_open(saved_path) as handle:  # record what the resumed run now does
-            yaml.safe_dump(wanted, handle, sort_keys=False)
+        rundir.write_config(saved_path, wanted)  # record what the resumed run now does
     return True
 
 
@@ -329,8 +338,7 @@ def _prepare_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], ov
     if out.exists():
         remove_stale_temporaries(out)
     if not (out / "config.yaml").exists():
-        with atomic_open(out / "config.yaml") as handle:
-            yaml.safe_dump(config.to_dict(sections), handle, sort_keys=False)
+        rundir.write_config(out / "config.yaml", config.to_dict(sections))
 
 
 def _model_and_data(args: argparse.Namespace):
@@ -510,6 +518,14 @@ def _parser() -> _Parser:
             who.add_argument("--all-users", action="store_true", help="every user of the data")
             sub.add_argument("--k", type=int, default=10)
             sub.add_argument("--format", choices=("csv", "json"), default="csv")
+
+    compare = commands.add_parser("compare", help="finished runs side by side: validation and test metrics per round")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories of rsir train or rsir improve")
+    compare.add_argument("--metrics", nargs="+", default=["recall@10", "ndcg@10", "recall@20", "ndcg@20"],
+                         help="test metrics to show (default recall@10 ndcg@10 recall@20 ndcg@20)")
+    compare.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    compare.add_argument("--output", help="write here instead of standard output")
+    compare.set_defaults(handler=cmd_compare)
 
     export = commands.add_parser("export", help="a loop round's training data and rsir's split as RecBole benchmark files")
     export.add_argument("run", help="an rsir improve run directory")

@@ -66,13 +66,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-import yaml
 
 from .config import build_config, changed_option, read_config_file, read_saved_config
 from .errors import ConfigError
-from .io import atomic_open, atomic_path, write_json
+from .io import atomic_path, write_json
 from .models import BACKBONES, backbone_class
 from .report import round_metrics, write_report
+from .rundir import write_config
 
 SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics", "compare",
              "reference", "select"}
@@ -195,12 +195,14 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
 
 
 def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> dict[str, list[str]]:
+    if select == [] or select == {}:
+        return {}
     groups = {"pick": select} if isinstance(select, list) else select
     if not isinstance(groups, dict) or not all(
             isinstance(names, list) and names and all(name in variants for name in names) for names in groups.values()):
         raise ConfigError(f"{path}: select must list variants to choose among on validation, like select = [\"a\", \"b\"], "
                           "or name groups of them, like select = { plain = [\"a\", \"b\"], round = [\"c\"] }")
-    return {str(name): list(names) for name, names in groups.items()} if select else {}
+    return {str(name): list(names) for name, names in groups.items()}
 
 
 def _check_reference(reference: Any, path: str | Path) -> dict[str, Any]:
@@ -390,8 +392,7 @@ def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) 
     # Gone before the config changes: a finished loop given more rounds is unfinished until it ends again.
     (cell_dir / "result.json").unlink(missing_ok=True)
     config_path = cell_dir / "config.yaml"
-    with atomic_open(config_path) as handle:
-        yaml.safe_dump(cell.config, handle, sort_keys=False)
+    write_config(config_path, cell.config)
     command = [sys.executable, "-m", "rsir.cli", cell.command, "--config", str(config_path),
                "--out", str(cell_dir / "run"), "--quiet"]
     # Run time of the cell's earlier attempts, so that a resumed cell reports all of it; kept
@@ -513,8 +514,7 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
     if not copied:
         return
     if not (run / "config.yaml").exists():  # the run's own config, so that it sees its phases as its own
-        with atomic_open(run / "config.yaml") as handle:
-            yaml.safe_dump(cell.config, handle, sort_keys=False)
+        write_config(run / "config.yaml", cell.config)
     record = run / "reused.json"
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
 

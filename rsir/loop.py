@@ -40,6 +40,7 @@ from .data.sequences import Sequences
 from .data.split import LeaveOneOut, leave_one_out
 from .data.writers import pseudo_user_labels, write_sequences
 from .errors import ConfigError, DataFormatError
+from .rundir import provenance
 from .generation import GenerationParams, generate
 from .io import atomic_open, atomic_path, save_figure, write_json
 from .retention import RetainedScores
@@ -137,16 +138,7 @@ def improve(
         _say(progress, f"round {k}: training {spec.backbone} on {len(train)} sequences "
                        f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)")
         model, fitted = _train_round(spec, dataset, split.with_train(train), round_dir, previous, meta, progress)
-        record: dict[str, Any] = {
-            "round": k,
-            "train_sequences": len(train),
-            "train_interactions": int(train.n_interactions),
-            "synthetic_sequences": int((train.origin > 0).sum()),
-            "best_epoch": fitted["best_epoch"],
-            "valid": fitted["best_valid"],
-            "test": fitted["test"],
-            "seconds": {"train": fitted["train_seconds"], "evaluate": fitted["eval_seconds"]},
-        }
+        record = round_record(k, train, fitted)
         if k < spec.improve.rounds and spec.generation.attempts > 0:  # no attempts: a round only retrains
             generator = fixed_generator or model
             if spec.improve.retain > 0 and previous is not None and fixed_generator is None:
@@ -163,8 +155,29 @@ def improve(
         rounds.append(record)
         previous = model
         if distributed.is_main():
-            _write_report(run_dir, rounds, spec)
+            _write_report(run_dir, run_metrics(dataset, spec.backbone, rounds), spec)
     return {"rounds": rounds}
+
+
+def round_record(k: int, train: Sequences, fitted: dict[str, Any]) -> dict[str, Any]:
+    """What a run's metrics.json says of one training, the same for ``rsir train`` (round 0
+    alone) and each round of ``rsir improve``: data size, best epoch, metrics, cost."""
+    return {
+        "round": k,
+        "train_sequences": len(train),
+        "train_interactions": int(train.n_interactions),
+        "synthetic_sequences": int((train.origin > 0).sum()),
+        "best_epoch": fitted["best_epoch"],
+        "epochs": fitted["epochs"],
+        "valid": fitted["best_valid"],
+        "test": fitted["test"],
+        "seconds": {"train": fitted["train_seconds"], "evaluate": fitted["eval_seconds"]},
+    }
+
+
+def run_metrics(dataset: Dataset, backbone: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's metrics.json: what ran, with which rsir, and one record per round."""
+    return {"rsir": provenance(), "dataset": dataset.name, "backbone": backbone, "rounds": rounds}
 
 
 def _train_round(
@@ -175,7 +188,7 @@ def _train_round(
     model = build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)
     if distributed.broadcast_flag(done.exists()):
         model = _load_finished(round_dir / "model.pt", model, meta).to(distributed.resolve_device(spec.train.device))
-        return model, json.loads(done.read_text())
+        return model, _finished_training(done)
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
     # Distillation starts at round 1, from the previous round's model unless a teacher is named.
@@ -197,12 +210,24 @@ def _train_generator(
     model = build_backbone(spec.improve.generator, dataset.n_items, {}, seed=spec.train.seed)
     if distributed.broadcast_flag(done.exists()):
         model = _load_finished(gen_dir / "model.pt", model, meta).to(distributed.resolve_device(spec.train.device))
-        return model, json.loads(done.read_text())
+        return model, _finished_training(done)
     _say(progress, f"training generator {spec.improve.generator}")
     result: FitResult = fit(model, split, spec.train, run_dir=gen_dir, meta=meta, progress=progress)
     if distributed.is_main():
         write_json(done, result.summary())
     return model, result.summary()
+
+
+def _finished_training(path: Path) -> dict[str, Any]:
+    """A finished training's summary (:meth:`FitResult.summary`), also from a plain run's
+    metrics.json that the experiment runner copied in as this phase."""
+    data = json.loads(path.read_text())
+    if "rounds" not in data:
+        return data
+    record = data["rounds"][0]
+    return {"best_epoch": record["best_epoch"], "best_valid": record["valid"], "test": record["test"],
+            "epochs": record["epochs"], "train_seconds": record["seconds"]["train"],
+            "eval_seconds": record["seconds"]["evaluate"]}
 
 
 def _load_finished(path: Path, expected: Backbone, meta: dict[str, Any]) -> Backbone:
@@ -319,8 +344,9 @@ def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number
         write_sequences(seqs, stem.with_suffix(suffix), fmt, item_labels=dataset.item_ids, user_labels=users)
 
 
-def _write_report(run_dir: Path, rounds: list[dict[str, Any]], spec: LoopSpec) -> None:
-    write_json(run_dir / "metrics.json", {"rounds": rounds})
+def _write_report(run_dir: Path, metrics: dict[str, Any], spec: LoopSpec) -> None:
+    write_json(run_dir / "metrics.json", metrics)
+    rounds = metrics["rounds"]
     base = rounds[0]["test"]
     lines = [
         "| round | train sequences | synthetic | test recall@10 | test ndcg@10 | test recall@20 | test ndcg@20 "

@@ -40,6 +40,7 @@ class RoundResult:
     train_interactions: int
     synthetic_sequences: int
     best_epoch: int
+    epochs: int
     valid: dict[str, float]
     test: dict[str, float]
     seconds: dict[str, float]

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
+from .errors import ConfigError
 from .evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
 from .training import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 from .io import atomic_open, save_figure, write_json
@@ -29,9 +31,43 @@ def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:
     an improve run lists its rounds."""
     metrics = json.loads(metrics_path.read_text())
     if "rounds" in metrics:
-        return [{"round": r["round"], "test": r["test"], "valid": r.get("valid", {})} for r in metrics["rounds"]]
+        return [{"round": r["round"], "test": r["test"], "valid": r.get("valid", {}),
+                 **({"epochs": r["epochs"], "train_seconds": r["seconds"]["train"]} if "epochs" in r else {})}
+                for r in metrics["rounds"]]
+    # A training written before train and improve shared one layout.
     cost = {"epochs": metrics["epochs"], "train_seconds": metrics["train_seconds"]} if "epochs" in metrics else {}
     return [{"round": 0, "test": metrics["test"], "valid": metrics.get("best_valid", {}), **cost}]
+
+
+def compare_runs(runs: list[Path], metrics: list[str]) -> pd.DataFrame:
+    """Finished runs of ``rsir train`` or ``rsir improve`` side by side: one row per run and
+    round, with its validation NDCG@20, the chosen test metrics and its epochs."""
+    rows = []
+    for run in runs:
+        path = Path(run) / "metrics.json"
+        if not path.exists():
+            raise ConfigError(f"{run}: no finished run there (no metrics.json)")
+        for record in round_metrics(path):
+            unknown = [m for m in metrics if m not in record["test"]]
+            if unknown:
+                raise ConfigError(f"unknown metric {unknown[0]!r} (known: {', '.join(record['test'])})")
+            rows.append({"run": str(run), "round": record["round"],
+                         f"valid {SELECT_METRIC}": record["valid"].get(SELECT_METRIC),
+                         **{f"test {m}": record["test"][m] for m in metrics}, "epochs": record.get("epochs")})
+    frame = pd.DataFrame(rows)
+    frame["epochs"] = frame["epochs"].astype("Int64")  # blank where a run's records lack it
+    return frame
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A DataFrame as a Markdown table, floats to ``digits`` places, missing values blank."""
+    def cell(value: Any) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
 
 
 def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> tuple[

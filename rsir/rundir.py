@@ -10,7 +10,9 @@ killed run's directory (and resumes it) without any clean-up.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,34 @@ from pathlib import Path
 from .errors import RsirError, RunInUseError
 
 LOCK_NAME = ".lock"
+
+
+@functools.cache
+def provenance() -> dict[str, str | None]:
+    """The rsir version, and the git commit of its source where it runs from a checkout
+    (with ``+dirty`` when that has uncommitted changes), for every run's records."""
+    from . import __version__
+
+    source = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "describe", "--always", "--dirty=+dirty", "--abbrev=12"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"version": __version__, "commit": commit}
+
+
+def write_config(path: str | os.PathLike, sections: dict) -> None:
+    """Write a run's ``config.yaml`` (atomically), headed by a comment with the rsir version
+    and commit that wrote it."""
+    import yaml
+
+    from .io import atomic_open
+
+    origin = provenance()
+    with atomic_open(path) as handle:
+        handle.write(f"# written by rsir {origin['version']}" + (f", commit {origin['commit']}" if origin["commit"] else "") + "\n")
+        yaml.safe_dump(sections, handle, sort_keys=False)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+import rsir
 from rsir.cli import main
 from rsir.data import make_synthetic, write_dataset
 
@@ -33,7 +34,10 @@ def test_train_writes_a_complete_run_dir(trained, capsys):
     root, data, out = trained
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "model.pt", "last.pt", "log.jsonl", "metrics.json"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and 0 <= metrics["test"]["ndcg@10"] <= 1
+    (record,) = metrics["rounds"]  # the layout of rsir improve's metrics.json, with round 0 alone
+    assert record["round"] == 0 and record["epochs"] == 2 and 0 <= record["test"]["ndcg@10"] <= 1
+    assert metrics["rsir"]["version"] == rsir.__version__ and metrics["dataset"] == "data"
+    assert (out / "config.yaml").read_text().startswith(f"# written by rsir {rsir.__version__}")
     # Rerunning the same command reports the finished run instead of training again.
     assert main(["train", "--data", str(data), "--out", str(out), *FAST]) == 0
     assert json.loads(capsys.readouterr().out) == metrics
@@ -70,8 +74,8 @@ def test_segments_compares_paired_checkpoints(trained, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| all users | all | 300 |" in table and "| target popularity | head (top 20% items) |" in table
     rows = json.loads((tmp_path / "seg.json").read_text())["rows"]
-    mine = json.loads((out / "metrics.json").read_text())["test"]["recall@10"]
-    theirs = json.loads((other / "metrics.json").read_text())["test"]["recall@10"]
+    mine = json.loads((out / "metrics.json").read_text())["rounds"][0]["test"]["recall@10"]
+    theirs = json.loads((other / "metrics.json").read_text())["rounds"][0]["test"]["recall@10"]
     assert rows[0]["recall@10"]["candidate"] == pytest.approx((mine + theirs) / 2)
     assert sum(r["users"] for r in rows if r["segmentation"] == "history length") == 300
     assert main(["segments", "--baseline", a, "--candidate", a, b]) == 2
@@ -85,7 +89,7 @@ def test_evaluate_matches_training_metrics(trained, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(out / "model.pt")]) == 0
     report = json.loads(capsys.readouterr().out)
-    expected = json.loads((out / "metrics.json").read_text())["test"]
+    expected = json.loads((out / "metrics.json").read_text())["rounds"][0]["test"]
     assert report["ndcg@10"] == pytest.approx(expected["ndcg@10"])
     assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--no-exclude-seen"]) == 0
 
@@ -95,7 +99,7 @@ def test_evaluate_output_goes_to_the_file_only(trained, capsys, tmp_path):
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--output", str(tmp_path / "e.json"), "--quiet"]) == 0
     assert capsys.readouterr().out == ""
-    expected = json.loads((out / "metrics.json").read_text())["test"]
+    expected = json.loads((out / "metrics.json").read_text())["rounds"][0]["test"]
     assert json.loads((tmp_path / "e.json").read_text())["ndcg@10"] == pytest.approx(expected["ndcg@10"])
 
 
@@ -286,3 +290,19 @@ def test_progress_written_to_a_file_has_the_epoch_lines_and_no_bars(tmp_path):
     text = log.read_text()
     assert code == 0 and "\r" not in text
     assert sum(line.startswith("epoch ") for line in text.splitlines()) == 4  # 2 epochs x 2 rounds
+
+
+def test_compare_puts_train_and_improve_runs_side_by_side(trained, tmp_path, capsys):
+    root, data, out = trained
+    loop = tmp_path / "loop"
+    assert main(["improve", "--data", str(data), "--out", str(loop), *FAST, "--attempts", "1"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(out), str(loop), "--format", "csv", "--metrics", "ndcg@10"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns) == ["run", "round", "valid ndcg@20", "test ndcg@10", "epochs"]
+    assert table["round"].tolist() == [0, 0, 1] and table["epochs"].tolist() == [2, 2, 2]
+    trained_metrics = json.loads((out / "metrics.json").read_text())["rounds"][0]
+    assert table["test ndcg@10"][0] == pytest.approx(trained_metrics["test"]["ndcg@10"])
+    assert table["test ndcg@10"][1] == pytest.approx(table["test ndcg@10"][0])  # the same config: round 0 is the plain run
+    assert main(["compare", str(out), str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.endswith("none: no finished run there (no metrics.json)\n")

@@ -58,10 +58,10 @@ def no_temporaries(run: Path) -> bool:
 def test_two_process_training_writes_each_file_once(trained_by_two):
     metrics = json.loads((trained_by_two / "metrics.json").read_text())
     log = (trained_by_two / "log.jsonl").read_text().splitlines()
-    assert len(log) == metrics["epochs"]  # one line per epoch: only rank 0 appends
-    assert [json.loads(line)["epoch"] for line in log] == list(range(1, metrics["epochs"] + 1))
+    assert len(log) == metrics["rounds"][0]["epochs"]  # one line per epoch: only rank 0 appends
+    assert [json.loads(line)["epoch"] for line in log] == list(range(1, metrics["rounds"][0]["epochs"] + 1))
     assert no_temporaries(trained_by_two)
-    assert metrics["test"]["recall@10"] > 0
+    assert metrics["rounds"][0]["test"]["recall@10"] > 0
 
 
 def test_two_process_evaluation_equals_one_process(trained_by_two, tmp_path):
@@ -72,7 +72,7 @@ def test_two_process_evaluation_equals_one_process(trained_by_two, tmp_path):
         two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
         assert two == one  # exactly: ranks are integers, summed over processes
     # The training run's own (2-process) test metrics are the same numbers.
-    assert json.loads((trained_by_two / "metrics.json").read_text())["test"] == {k: v for k, v in one.items() if "@" in k}
+    assert json.loads((trained_by_two / "metrics.json").read_text())["rounds"][0]["test"] == {k: v for k, v in one.items() if "@" in k}
 
 
 def test_two_process_generation_equals_one_process(improved_by_two):
