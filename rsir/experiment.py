@@ -422,7 +422,7 @@ def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) 
 
 
 # Train options that only act on synthetic data, so they cannot change a loop's round 0.
-_SYNTHETIC_ONLY = ("synthetic_weight",)
+_SYNTHETIC_ONLY = ("synthetic_weight", "synthetic_per_epoch")
 # Train options of distillation from the previous round (when no teacher is named): round 1 on.
 _DISTILLATION = ("distill_weight", "distill_temperature")
 # The files of a finished phase; the last one is written last and marks the phase done.

@@ -65,6 +65,9 @@ class TrainParams:
     # loss weight of targets in synthetic sequences (real ones weigh 1); 0.25 measured best
     # for the default unchecked round on Beauty, Sports and Toys (docs/RESULTS.md)
     synthetic_weight: float = 0.25
+    # synthetic sequences per epoch, as a multiple of the real ones, drawn afresh each epoch
+    # (0: every synthetic sequence in every epoch); bounds a round's epoch whatever its volume
+    synthetic_per_epoch: float = 0.0
     # all: every position of a sequence predicts its next item (the SASRec paper);
     # prefixes: every prefix is a row trained on its last target only (RecBole, S3-Rec)
     targets: str = "all"
@@ -86,6 +89,8 @@ class TrainParams:
         for name in ("synthetic_weight", "augment_weight"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ConfigError(f"train option {name} must be > 0, got {getattr(self, name)}")
+        if not (self.synthetic_per_epoch >= 0 and math.isfinite(self.synthetic_per_epoch)):
+            raise ConfigError(f"train option synthetic_per_epoch must be >= 0, got {self.synthetic_per_epoch}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"train option weight_decay must be >= 0, got {self.weight_decay}")
         for name, allowed in (("negatives_per", NEGATIVES_PER), ("batching", BATCHING),
@@ -244,8 +249,8 @@ def fit(
             write_jsonl(run_dir / "log.jsonl", state.history)
     last_target_only = params.targets == "prefixes"
     rows = prefix_rows(split.train, model.max_len) if last_target_only else split.train
-    targets_per_epoch = count_targets(rows, model.max_len, last_target_only)
-    n_batches = int(np.ceil((rows.lengths >= 2).sum() / params.batch_size))
+    targets_per_epoch, rows_per_epoch = count_targets(rows, model.max_len, last_target_only, params.synthetic_per_epoch)
+    n_batches = int(np.ceil(rows_per_epoch / params.batch_size))
 
     def stops_after(epoch: int) -> bool:
         """Whether the epoch cap or patience ends training after ``epoch``."""
@@ -266,7 +271,8 @@ def fit(
                                     distributed.world_size(), params.synthetic_weight, last_target_only,
                                     augment_weight=params.augment_weight,
                                     by_length=params.batching == "length",
-                                    equal_weight=params.target_weighting == "equal")
+                                    equal_weight=params.target_weighting == "equal",
+                                    synthetic_per_epoch=params.synthetic_per_epoch)
         for inputs, targets, weights, batch_weight in batches:
             loss = step(inputs.to(device), targets.to(device), weights.to(device), batch_weight)
             optimizer.zero_grad(set_to_none=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -52,9 +53,29 @@ def test_prefix_batches_supervise_every_target_once_from_its_whole_prefix(small_
         position = targets.argmax(1)  # the supervised position sees the whole prefix before it
         assert bool(((inputs != 0) | (torch.arange(inputs.shape[1]) > position[:, None])).all())
         pairs += list(zip(inputs[:, 0].tolist(), targets.sum(1).tolist(), (position + 1).tolist()))
-    assert len(pairs) == count_targets(rows, max_len, last_target_only=True) == int(np.clip(seqs.lengths - 1, 0, None).sum())
+    assert len(pairs) == count_targets(rows, max_len, last_target_only=True)[0] == int(np.clip(seqs.lengths - 1, 0, None).sum())
     expected = sorted((int(s[max(0, k - max_len)]), int(s[k]), min(k, max_len)) for s in seqs.to_lists() for k in range(1, len(s)))
     assert sorted(pairs) == expected
+
+
+def test_a_synthetic_budget_draws_that_many_synthetic_rows_afresh_each_epoch(small_split):
+    real = small_split.train
+    synthetic = dataclasses.replace(real, origin=np.ones(len(real), dtype=np.int16))
+    seqs = real.concat(synthetic).concat(synthetic).concat(synthetic)  # 3 synthetic rows per real one
+    rng = np.random.default_rng(0)
+    firsts = []
+    for _ in range(2):
+        inputs = torch.cat([b[0][:, 0] for b in next_item_batches(seqs, 20, 64, rng, synthetic_per_epoch=1.0)])
+        weights = torch.cat([b[2].max(1).values for b in next_item_batches(seqs, 20, 64, np.random.default_rng(1), synthetic_weight=0.25,
+                                                                           synthetic_per_epoch=1.0)])
+        assert len(inputs) == 2 * len(real)
+        assert int((weights == 1).sum()) == len(real) and int((weights == 0.25).sum()) == len(real)  # real, synthetic
+        firsts.append(inputs)
+    assert not torch.equal(firsts[0], firsts[1])  # another draw (and order) in the next epoch
+    targets, rows = count_targets(seqs, 20, synthetic_per_epoch=1.0)
+    assert rows == 2 * len(real) and targets == pytest.approx(2 * count_targets(real, 20)[0])
+    # No budget: every row in every epoch, as before.
+    assert sum(len(b[0]) for b in next_item_batches(seqs, 20, 64, np.random.default_rng(0))) == len(seqs)
 
 
 def test_bucket_batches_cover_every_row_once():

@@ -57,6 +57,7 @@ def next_item_batches(
     by_length: bool = True,
     equal_weight: bool = False,
     augment_weight: float = 1.0,
+    synthetic_per_epoch: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
     """One epoch of sequence-to-sequence batches: every position predicts the next item.
 
@@ -71,9 +72,11 @@ def next_item_batches(
     Yields inputs, targets, target weights, and the weight the batch's weighted loss sum is
     divided by: the total target weight of the whole (global) batch, or, with
     ``equal_weight``, the epoch's mean total per batch, the same for every batch, so every
-    target of the epoch weighs the same whichever batch it falls in.
+    target of the epoch weighs the same whichever batch it falls in. With
+    ``synthetic_per_epoch`` > 0 the epoch holds every real row and a fresh draw of that many
+    synthetic rows per real one (all of them, if there are fewer).
     """
-    trainable = np.flatnonzero(seqs.lengths >= 2)
+    trainable = epoch_rows(seqs, synthetic_per_epoch, rng)
     lengths = np.minimum(seqs.lengths[trainable], max_len + 1)
     origin = seqs.origin[trainable]
     row_weights = np.select([origin > 0, origin < 0], [synthetic_weight, augment_weight], 1.0).astype(np.float32)
@@ -105,8 +108,35 @@ def next_item_windows(
         yield rows, window[:, :-1], window[:, 1:]
 
 
-def count_targets(seqs: Sequences, max_len: int, last_target_only: bool = False) -> int:
-    """Supervised next-item targets in one epoch (for throughput numbers)."""
-    if last_target_only:
-        return int((seqs.lengths >= 2).sum())
-    return int(np.clip(seqs.lengths - 1, 0, max_len).sum())
+def epoch_rows(seqs: Sequences, synthetic_per_epoch: float, rng: np.random.Generator) -> np.ndarray:
+    """The rows of one training epoch: every row with a target, or, with a synthetic budget,
+    every real row and a draw without replacement of ``synthetic_per_epoch`` synthetic rows
+    per real one (the rng is only used then, so other epochs keep their batch order)."""
+    trainable = np.flatnonzero(seqs.lengths >= 2)
+    if synthetic_per_epoch <= 0:
+        return trainable
+    synthetic = seqs.origin[trainable] > 0
+    drawn = _budget(int((~synthetic).sum()), int(synthetic.sum()), synthetic_per_epoch)
+    if drawn == synthetic.sum():
+        return trainable
+    chosen = rng.choice(trainable[synthetic], size=drawn, replace=False)
+    return np.sort(np.concatenate([trainable[~synthetic], chosen]))
+
+
+def _budget(real: int, synthetic: int, per_real: float) -> int:
+    return min(synthetic, int(round(per_real * real)))
+
+
+def count_targets(seqs: Sequences, max_len: int, last_target_only: bool = False,
+                  synthetic_per_epoch: float = 0.0) -> tuple[float, int]:
+    """Supervised next-item targets and rows in one epoch (for throughput numbers and progress);
+    under a synthetic budget, their expected numbers."""
+    trainable = seqs.lengths >= 2
+    targets = np.ones(len(seqs)) if last_target_only else np.clip(seqs.lengths - 1, 0, max_len).astype(np.float64)
+    synthetic = seqs.origin > 0
+    share = 1.0
+    if synthetic_per_epoch > 0 and (trainable & synthetic).any():
+        n_synthetic = int((trainable & synthetic).sum())
+        share = _budget(int((trainable & ~synthetic).sum()), n_synthetic, synthetic_per_epoch) / n_synthetic
+    weights = np.where(synthetic, share, 1.0) * trainable
+    return float(weights @ targets), int(round(weights.sum()))
