@@ -166,6 +166,31 @@ def test_recency_positions_count_from_the_latest_item_whatever_the_padding(small
         assert torch.allclose(decoder.hidden, model.last_hidden(torch.tensor([[4, 9, 2, 7, 5]])), atol=1e-6)
 
 
+@pytest.mark.parametrize("block", ["pre_ln", "original"])
+def test_attending_to_padding_equals_a_window_left_padded_with_zero_inputs(block):
+    """pad_keys = attended: one extra key per row standing for its n padding positions gives
+    what plain causal attention gives over the window with n zero inputs put in front."""
+    from rsir.models.sasrec import _Block
+
+    torch.manual_seed(0)
+    layer = _Block(16, 2, 0.0, 16, original=block == "original").eval()
+    x, padding = torch.randn(3, 5, 16), torch.tensor([4, 0, 1])
+    with torch.no_grad():
+        out = layer(x, padding=padding)
+        for row in range(3):
+            window = torch.cat([torch.zeros(int(padding[row]), 16), x[row]])[None]
+            assert torch.allclose(out[row], layer(window)[0, int(padding[row]):], atol=1e-5)
+        assert not torch.allclose(out[0], layer(x[:1])[0], atol=1e-3)  # the padding changes the result
+    model = build_backbone("sasrec", 30, {"dim": 16, "max_len": 8, "pad_keys": "attended"}, seed=0).eval()
+    history = torch.tensor([[4, 9, 2, 7]])
+    with torch.no_grad():  # right padding of a batch does not change a row; the decoder agrees
+        padded = torch.cat([history, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+        assert torch.allclose(model.last_hidden(history), model.last_hidden(padded), atol=1e-6)
+        decoder = model.decoder(padded, torch.tensor([4]))
+        decoder.append(torch.tensor([0]), torch.tensor([5]))
+        assert torch.allclose(decoder.hidden, model.last_hidden(torch.tensor([[4, 9, 2, 7, 5]])), atol=1e-6)
+
+
 def test_markov_scores_the_training_transitions_over_popularity():
     """The no-learning control: after item a, item b scores how often b followed a in the
     training data, plus its popularity scaled below one."""

@@ -37,12 +37,16 @@ class SASRecParams(TransformerParams):
     # absolute: position t from the sequence's start | recency: from its end, so the latest item
     # always has position 0 (RecTools' left padding); generation then re-encodes at every step
     positions: str = "absolute"
+    # masked: attention sees real items only | attended: each position also attends to the
+    # padding of a max_len window, all-zero inputs (RecTools' SASRec, which has no key padding
+    # mask, left-pads every sequence to max_len); generation then re-encodes at every step
+    pad_keys: str = "masked"
 
     def validate(self) -> None:
         super().validate()
         if self.ffn_dim < 0:
             raise ConfigError(f"model option ffn_dim must be >= 0 (0 = dim), got {self.ffn_dim}")
-        for name, allowed in (("block", BLOCKS), ("init", INITS), ("positions", POSITIONS)):
+        for name, allowed in (("block", BLOCKS), ("init", INITS), ("positions", POSITIONS), ("pad_keys", PAD_KEYS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
@@ -50,6 +54,7 @@ class SASRecParams(TransformerParams):
 BLOCKS = ("pre_ln", "original")
 INITS = ("normal", "xavier")
 POSITIONS = ("absolute", "recency")
+PAD_KEYS = ("masked", "attended")
 
 
 class _Block(nn.Module):
@@ -89,13 +94,25 @@ class _Block(nn.Module):
         x = x + self.drop(attended)
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
-    def forward(self, x: torch.Tensor, keep: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: list | None = None, padding: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.project(x)
         if keep is not None:
             keep.append((k, v))
-        # Right padding + causal mask: real positions never see padding, so no pad mask.
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.combine(x, attended)
+        dropout = self.dropout if self.training else 0.0
+        if padding is None:
+            # Right padding + causal mask: real positions never see padding, so no pad mask.
+            return self.combine(x, F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout))
+        # ``padding[b]`` zero inputs before the sequence, all with the same key and value: one
+        # extra key whose logit counts them (log n), visible from every position.
+        batch, length, dim = x.shape
+        _, null_key, null_value = self.project(x.new_zeros(1, 1, dim))
+        keys = torch.cat([null_key.expand(batch, -1, -1, -1), k], dim=2)
+        values = torch.cat([null_value.expand(batch, -1, -1, -1), v], dim=2)
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        mask = torch.zeros(batch, 1, length, length + 1, device=x.device, dtype=q.dtype)
+        mask[..., 1:] = mask[..., 1:].masked_fill(~causal, float("-inf"))
+        mask[..., 0] = padding.to(q.dtype).log()[:, None, None]  # log 0 = -inf: no padding, no extra key
+        return self.combine(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout))
 
 
 class SASRec(Backbone):
@@ -128,8 +145,11 @@ class SASRec(Backbone):
         if self.params.positions == "recency":  # right padding: a row's last real item gets 0
             positions = ((items != 0).sum(1, keepdim=True) - 1 - positions).clamp(min=0)
         x = self.embed_dropout(self.embed_items(items) + self.position_embedding(positions))
+        padding = None
+        if self.params.pad_keys == "attended":
+            padding = (self.max_len - (items != 0).sum(1)).clamp(min=0)
         for block in self.blocks:
-            x = block(x, keep)
+            x = block(x, keep, padding)
         return self.final_norm(x)
 
     def item_weights(self) -> torch.Tensor:
@@ -139,7 +159,7 @@ class SASRec(Backbone):
         # Absolute positions keep cached keys valid while the sequence fits the window; longer
         # generation slides the window and re-encodes, and so does every step with recency
         # positions, which move with each appended item.
-        if items.shape[1] > self.max_len or self.params.positions == "recency":
+        if items.shape[1] > self.max_len or self.params.positions == "recency" or self.params.pad_keys == "attended":
             return Decoder(self, items, lengths)
         return _KeyValueDecoder(self, items, lengths)
 
