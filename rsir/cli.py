@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from typing import Any, NoReturn, Sequence
 
 import numpy as np
 import yaml
+from tqdm.auto import tqdm
 
 from . import distributed, rundir
 from .checkpoint import check_same_data, data_entries, embedded_dataset, load_checkpoint, read_checkpoint
@@ -52,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
         previous = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops a run as Ctrl-C does
+    logger = logging.getLogger("rsir")
+    saved = (logger.level, logger.propagate)
+    handler = _log_to_stderr(logger, getattr(args, "quiet", False))
     try:
         distributed.init_from_env()
         if distributed.world_size() > 1 and args.command not in DISTRIBUTED_COMMANDS:
@@ -73,9 +78,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("rsir: interrupted; finished work is saved and a rerun resumes it", file=sys.stderr)
         return 130
     finally:
+        logger.removeHandler(handler)
+        logger.level, logger.propagate = saved
         distributed.shutdown()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _log_to_stderr(logger: logging.Logger, quiet: bool) -> logging.Handler:
+    """The library's log lines (per epoch, per phase) on standard error, one line each, written
+    around any progress bar; ``--quiet`` keeps only warnings and errors."""
+    handler = _BarSafeHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("rsir: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False  # the command presents its own lines; a host application's root handler would repeat them
+    return handler
+
+
+class _BarSafeHandler(logging.StreamHandler):
+    """A stream handler that writes through tqdm, so a line never breaks a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging's contract: a failed write must not end the program
+            self.handleError(record)
 
 
 def _silence_stdout() -> None:
@@ -154,7 +182,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     else:
         for device in {cell.config["train"]["device"] for cell in spec.cells}:
             distributed.resolve_device(device)
-        run_experiment(spec, out, jobs=args.jobs, progress=not args.quiet, only=args.only, reuse=not args.no_reuse)
+        run_experiment(spec, out, jobs=args.jobs, only=args.only, reuse=not args.no_reuse)
     print((out / "report.md").read_text(), end="")
     return 0
 
@@ -200,6 +228,8 @@ def cmd_segments(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    if args.k < 1:  # before the checkpoint is read
+        raise ConfigError(f"--k must be >= 1, got {args.k}")
     recommender = Recommender.wrap(*_model_and_data(args)[::2])
     users = None if args.all_users else _requested_users(args)
     frame = recommender.recommend(users, args.k, exclude_seen=args.exclude_seen, split=args.split)
@@ -467,7 +497,7 @@ def _parser() -> _Parser:
     train.add_argument("--config", help="TOML or YAML file with [data], [model], [train] sections")
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     train.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
-    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument("--quiet", action="store_true", help="no progress bars, per-epoch lines or notes; errors still show")
     _add_option_flags(train, TRAIN_SECTIONS)
     train.set_defaults(handler=cmd_train)
 
@@ -476,7 +506,7 @@ def _parser() -> _Parser:
     loop.add_argument("--out", default="runs/improve", help="run directory (default runs/improve)")
     loop.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
     loop.add_argument("--resume", action="store_true", help="continue the run in --out (a rerun also resumes)")
-    loop.add_argument("--quiet", action="store_true", help="no progress output")
+    loop.add_argument("--quiet", action="store_true", help="no progress bars, per-epoch lines or notes; errors still show")
     _add_option_flags(loop, IMPROVE_SECTIONS)
     loop.set_defaults(handler=cmd_improve)
 

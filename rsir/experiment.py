@@ -53,6 +53,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,8 @@ from .io import atomic_path, write_json
 from .models import BACKBONES, backbone_class
 from .report import round_metrics, write_report
 from .rundir import write_config
+
+log = logging.getLogger(__name__)
 
 SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics", "compare",
              "reference", "select"}
@@ -257,7 +260,7 @@ def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool = True,
+def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1,
                    only: list[str] | None = None, reuse: bool = True) -> dict[str, Any]:
     """Run every unfinished cell (``jobs`` at a time), then write and return the report.
     ``only`` keeps the cells whose key (``DATASET/VARIANT/sSEED``) matches one of the glob
@@ -272,9 +275,7 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
     if missing:  # refused before any cell starts, rather than as one failed cell per seed and variant
         raise ConfigError(f"{missing[0]}: no such data file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     todo.sort(key=lambda cell: cell.command != "train")  # trainings first: improve runs reuse them as round 0
-    if progress:
-        print(f"rsir: {len(chosen) - len(todo)} of {len(chosen)} cells done; {len(todo)} to run, {jobs} at a time",
-              file=sys.stderr)
+    log.info("%d of %d cells done; %d to run, %d at a time", len(chosen) - len(todo), len(chosen), len(todo), jobs)
     pending, training = list(todo), {cell.key: cell for cell in todo if cell.command == "train"}
     changed = threading.Condition()
 
@@ -298,7 +299,7 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1, progress: bool
             try:
                 if reuse:
                     _reuse_finished_phases(cell, out, spec.cells)
-                failure = _run_cell(cell, out, progress, processes)
+                failure = _run_cell(cell, out, processes)
                 failures += [failure] if failure and not processes.stopping else []
             finally:
                 with changed:
@@ -386,15 +387,16 @@ class _CellProcesses:
                 process.send_signal(signal.SIGTERM)
 
 
-def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) -> str | None:
+def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
     cell_dir = out / cell.key
     cell_dir.mkdir(parents=True, exist_ok=True)
     # Gone before the config changes: a finished loop given more rounds is unfinished until it ends again.
     (cell_dir / "result.json").unlink(missing_ok=True)
     config_path = cell_dir / "config.yaml"
     write_config(config_path, cell.config)
+    # Not --quiet: the cell's log file gets its per-epoch lines (progress bars only go to a terminal).
     command = [sys.executable, "-m", "rsir.cli", cell.command, "--config", str(config_path),
-               "--out", str(cell_dir / "run"), "--quiet"]
+               "--out", str(cell_dir / "run")]
     # Run time of the cell's earlier attempts, so that a resumed cell reports all of it; kept
     # up to date every minute because a runner can die without a chance to write it.
     elapsed_path = cell_dir / "elapsed.json"
@@ -406,8 +408,8 @@ def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) 
         write_json(elapsed_path, {"seconds": seconds})
         return seconds
 
-    with open(cell_dir / "log.txt", "a") as log:
-        returncode = processes.run(command, log, record_elapsed)
+    with open(cell_dir / "log.txt", "a") as cell_log:
+        returncode = processes.run(command, cell_log, record_elapsed)
     if returncode != 0:
         lines = (cell_dir / "log.txt").read_text().strip().splitlines()
         return f"{cell.key}: {lines[-1] if lines else 'exit ' + str(returncode)}"
@@ -416,8 +418,7 @@ def _run_cell(cell: Cell, out: Path, progress: bool, processes: _CellProcesses) 
         "wall_seconds": record_elapsed(),  # every attempt's
         **({"reused": json.loads(reused.read_text())} if (reused := cell_dir / "run" / "reused.json").exists() else {}),
     })
-    if progress:
-        print(f"rsir: {cell.key} done in {time.perf_counter() - tick:.0f} s", file=sys.stderr)
+    log.info("%s done in %.0f s", cell.key, time.perf_counter() - tick)
     return None
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ from .io import atomic_open, atomic_path, save_figure, write_json
 from .retention import RetainedScores
 from .models import BACKBONES, DEFAULT_BACKBONE, Backbone, build_backbone
 from .training import FitResult, TrainParams, fit, use_threads
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -135,7 +139,7 @@ def improve(
     previous: Backbone | None = None
     for k in range(spec.improve.rounds + 1):
         round_dir = run_dir / f"round-{k}"
-        _say(progress, f"round {k}: training {spec.backbone} on {len(train)} sequences "
+        _say(f"round {k}: training {spec.backbone} on {len(train)} sequences "
                        f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)")
         model, fitted = _train_round(spec, dataset, split.with_train(train), round_dir, previous, meta, progress)
         record = round_record(k, train, fitted)
@@ -211,7 +215,7 @@ def _train_generator(
     if distributed.broadcast_flag(done.exists()):
         model = _load_finished(gen_dir / "model.pt", model, meta).to(distributed.resolve_device(spec.train.device))
         return model, _finished_training(done)
-    _say(progress, f"training generator {spec.improve.generator}")
+    _say(f"training generator {spec.improve.generator}")
     result: FitResult = fit(model, split, spec.train, run_dir=gen_dir, meta=meta, progress=progress)
     if distributed.is_main():
         write_json(done, result.summary())
@@ -261,9 +265,9 @@ def _generate_round(
     pool_store, pool_stats_path = round_dir / "generated.npz", round_dir / "generated.json"
     if distributed.broadcast_flag(pool_store.exists() and pool_stats_path.exists()):
         pool, generation = load_synthetic(pool_store), json.loads(pool_stats_path.read_text())
-        _say(progress, f"round {k}: acquiring from {len(pool)} sequences generated earlier")
+        _say(f"round {k}: acquiring from {len(pool)} sequences generated earlier")
     else:
-        _say(progress, f"round {k}: generating from {len(sources)} source sequences")
+        _say(f"round {k}: generating from {len(sources)} source sequences")
         result = generate(generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1,
                           progress=progress)
         pool, generation = result.sequences, result.stats
@@ -389,8 +393,6 @@ def _plot(path: Path, rounds: list[dict[str, Any]]) -> None:
     save_figure(fig, path, dpi=110)
 
 
-def _say(progress: bool, message: str) -> None:
-    if progress and distributed.is_main():
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"rsir: {message}")
+def _say(message: str) -> None:
+    if distributed.is_main():
+        log.info(message)

@@ -4,6 +4,7 @@ NDCG@20, best weights kept, per-epoch JSON-lines log, resumable at epoch boundar
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import random
@@ -29,6 +30,9 @@ from .evaluation import RANKS_FILE, evaluate, save_ranks
 from .io import append_jsonl, write_jsonl
 from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
 from .models.base import Backbone
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -308,13 +312,11 @@ def fit(
             "best_epoch": state.best_epoch,
         }
         state.history.append(record)
-        if progress:
+        if main:
             scores = (f"valid ndcg@20 {valid[SELECT_METRIC]:.4f}  recall@10 {valid['recall@10']:.4f}"
                       if validated else "not validated")
-            tqdm.write(
-                f"epoch {epoch:3d}  loss {record['loss']:.4f}  {scores}  best {state.best_epoch}  "
-                f"({train_seconds:.1f}s train, {eval_seconds:.1f}s eval)"
-            )
+            log.info("epoch %3d  loss %.4f  %s  best %d  (%.1fs train, %.1fs eval)",
+                     epoch, record["loss"], scores, state.best_epoch, train_seconds, eval_seconds)
         state.epoch = epoch
         if run_dir:
             full_meta = {**meta, "epoch": state.best_epoch, "train": asdict(params)}

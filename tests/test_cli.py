@@ -289,7 +289,25 @@ def test_progress_written_to_a_file_has_the_epoch_lines_and_no_bars(tmp_path):
                               stdout=handle, stderr=subprocess.STDOUT, timeout=300).returncode
     text = log.read_text()
     assert code == 0 and "\r" not in text
-    assert sum(line.startswith("epoch ") for line in text.splitlines()) == 4  # 2 epochs x 2 rounds
+    assert sum(line.startswith("rsir: epoch ") for line in text.splitlines()) == 4  # 2 epochs x 2 rounds
+    assert "rsir: round 1: training sasrec on" in text
+    quiet = subprocess.run([sys.executable, "-m", "rsir.cli", "train", "--out", str(tmp_path / "quiet"), "--quiet",
+                            "--synthetic-users", "200", "--synthetic-items", "60", "--dim", "16", "--max-epochs", "1"],
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == ""  # --quiet: results on stdout, nothing else
+
+
+def test_the_library_logs_and_never_prints(small_dataset, small_split, capsys, caplog):
+    from rsir.models import build_backbone
+    from rsir.training import fit
+
+    from .conftest import quick
+
+    model = build_backbone("sasrec", small_dataset.n_items, {"dim": 16, "blocks": 1}, seed=0)
+    with caplog.at_level("INFO", logger="rsir"):
+        fit(model, small_split, quick(max_epochs=2), progress=False)
+    assert capsys.readouterr() == ("", "")
+    assert [r.name for r in caplog.records] == ["rsir.training"] * 2 and caplog.records[0].getMessage().startswith("epoch   1")
 
 
 def test_compare_puts_train_and_improve_runs_side_by_side(trained, tmp_path, capsys):
