@@ -33,7 +33,11 @@ def resolve(document: Any, path: list[Any], where: str) -> Any:
     value = document
     for step in path:
         if isinstance(step, dict):
-            matches = [row for row in value if all(row.get(k) == v for k, v in step.items())] if isinstance(value, list) else []
+            matches = (
+                [row for row in value if all(row.get(k) == v for k, v in step.items())]
+                if isinstance(value, list)
+                else []
+            )
             if len(matches) != 1:
                 raise ClaimError(f"{where}: {len(matches)} elements match {step}")
             value = matches[0]
@@ -57,7 +61,10 @@ def render_claim(claim: dict[str, Any], results: Path) -> str:
     source = results / f"{study}.json"
     document = json.loads(source.read_text())
     where = f"claim {claim['title']!r}"
-    values = {name: _plain(resolve(document, path, f"{where}, value {name!r}")) for name, path in claim.get("values", {}).items()}
+    values = {
+        name: _plain(resolve(document, path, f"{where}, value {name!r}"))
+        for name, path in claim.get("values", {}).items()
+    }
     written = hand_written_numbers(claim["text"])
     if written:
         raise ClaimError(f"{where}: numbers written by hand ({', '.join(written)}); take them from {source.name}")

@@ -23,7 +23,9 @@ from .models.base import Backbone
 
 
 @torch.no_grad()
-def disagreement(model: Backbone, seqs: Sequences, samples: int = 8, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+def disagreement(
+    model: Backbone, seqs: Sequences, samples: int = 8, seed: int = 0, batch_size: int = 256
+) -> np.ndarray:
     """MC-dropout disagreement of every sequence (0 for a sequence of one item)."""
     was_training = model.training
     model.train()  # dropout on, gradients off
@@ -41,7 +43,9 @@ def disagreement(model: Backbone, seqs: Sequences, samples: int = 8, seed: int =
                 log_probs.append(torch.log_softmax(scores, dim=1).gather(1, targets[valid].unsqueeze(1)).squeeze(1))
             spread = torch.stack(log_probs).std(dim=0).cpu().numpy()
             owner = np.repeat(np.arange(len(rows)), valid.sum(1).cpu().numpy())
-            out[rows] = np.bincount(owner, weights=spread, minlength=len(rows)) / np.bincount(owner, minlength=len(rows))
+            out[rows] = np.bincount(owner, weights=spread, minlength=len(rows)) / np.bincount(
+                owner, minlength=len(rows)
+            )
     model.train(was_training)
     return out
 
@@ -49,8 +53,9 @@ def disagreement(model: Backbone, seqs: Sequences, samples: int = 8, seed: int =
 ACQUIRE_BY = ("disagreement", "random")
 
 
-def acquire(model: Backbone, synthetic: Sequences, share: float, samples: int = 8, seed: int = 0,
-            by: str = "disagreement") -> Sequences:
+def acquire(
+    model: Backbone, synthetic: Sequences, share: float, samples: int = 8, seed: int = 0, by: str = "disagreement"
+) -> Sequences:
     """The ``share`` of ``synthetic`` with the highest disagreement (or, ``by="random"``, a
     seeded uniform draw of the same size), in their original order."""
     if share >= 1.0 or len(synthetic) == 0:

@@ -41,12 +41,16 @@ def reorder(items: torch.Tensor, share: float) -> torch.Tensor:
     inside = (cols >= start[:, None]) & (cols < (start + size)[:, None])
     # Positions inside the block get random keys within the block's range, so a sort by
     # key permutes the block and leaves everything else where it was.
-    keys = torch.where(inside, start[:, None] + torch.rand(items.shape, device=items.device) * size[:, None].clamp(min=1), cols.float())
+    keys = torch.where(
+        inside, start[:, None] + torch.rand(items.shape, device=items.device) * size[:, None].clamp(min=1), cols.float()
+    )
     keys = torch.where(inside, keys.clamp(max=(start + size)[:, None].float() - 1e-3), keys)
     return items.gather(1, keys.argsort(1))
 
 
-def random_views(items: torch.Tensor, keep: float, mask_share: float, reorder_share: float, mask_token: int) -> torch.Tensor:
+def random_views(
+    items: torch.Tensor, keep: float, mask_share: float, reorder_share: float, mask_token: int
+) -> torch.Tensor:
     """One augmentation per row, chosen uniformly among crop, mask and reorder."""
     choice = torch.randint(0, 3, (len(items), 1), device=items.device)
     views = (crop(items, keep), mask(items, mask_share, mask_token), reorder(items, reorder_share))

@@ -63,7 +63,9 @@ def embedded_dataset(payload: dict[str, Any], path: str | Path) -> Dataset | Non
     try:
         offsets = payload["data_offsets"].numpy()
         users = np.asarray(ids["users"])
-        sequences = Sequences(payload["data_items"].numpy(), offsets, np.arange(len(offsets) - 1), np.zeros(len(offsets) - 1, np.int16))
+        sequences = Sequences(
+            payload["data_items"].numpy(), offsets, np.arange(len(offsets) - 1), np.zeros(len(offsets) - 1, np.int16)
+        )
         if len(users) != len(sequences):
             raise ValueError("one user id per history expected")
         return Dataset(sequences, item_ids=np.asarray(ids["items"]), user_ids=users, name=str(ids["name"]))
@@ -87,8 +89,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         # torch explains at length; the line after "WeightsUnpickler error:" names the cause.
         cause = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(exc))
         reason = cause.group(1)[:160] if cause else _one_line(exc)
-        raise CheckpointError(f"{path}: refused, it holds objects other than tensors or is damaged ({reason})") from None
-    except Exception as exc:  # a damaged archive can fail anywhere in the reader (IndexError, KeyError, struct.error, ...)
+        raise CheckpointError(
+            f"{path}: refused, it holds objects other than tensors or is damaged ({reason})"
+        ) from None
+    except (
+        Exception
+    ) as exc:  # a damaged archive can fail anywhere in the reader (IndexError, KeyError, struct.error, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an rsir checkpoint (expected format {FORMAT})")
@@ -145,12 +151,17 @@ def check_same_model(payload: dict[str, Any], model: Backbone, path: str | Path)
     expected = {"n_items": model.n_items, **model.describe()}
     # An option added to the backbone since the checkpoint was saved had its value then.
     if isinstance(saved.get("backbone"), str) and saved["backbone"] == model.name:
-        saved = {"n_items": saved.get("n_items"), "backbone": model.name,
-                 **as_written(model.name, {k: v for k, v in saved.items() if k not in ("n_items", "backbone")})}
+        saved = {
+            "n_items": saved.get("n_items"),
+            "backbone": model.name,
+            **as_written(model.name, {k: v for k, v in saved.items() if k not in ("n_items", "backbone")}),
+        }
     if saved != expected:
         keys = [k for k in expected if saved.get(k) != expected[k]] + [k for k in saved if k not in expected]
         diff = ", ".join(f"{k} {saved.get(k)!r} instead of {expected.get(k)!r}" for k in keys[:3])
-        raise CheckpointError(f"{path}: checkpoint of another model ({diff}); delete it or choose another run directory")
+        raise CheckpointError(
+            f"{path}: checkpoint of another model ({diff}); delete it or choose another run directory"
+        )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -13,8 +13,9 @@ import signal
 import sys
 import threading
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 import yaml
@@ -22,15 +23,24 @@ from tqdm.auto import tqdm
 
 from . import distributed, rundir
 from .checkpoint import check_same_data, data_entries, embedded_dataset, load_checkpoint, read_checkpoint
-from .config import (PRESETS, SECTIONS, RunConfig, build_config, changed_option, model_option_types, option_docs,
-                     read_config_file, read_saved_config)
+from .config import (
+    PRESETS,
+    SECTIONS,
+    RunConfig,
+    build_config,
+    changed_option,
+    model_option_types,
+    option_docs,
+    read_config_file,
+    read_saved_config,
+)
 from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
-from .data.writers import RECBOLE_CONFIG, write_recbole_benchmark
 from .data.source import DataParams, load_dataset
+from .data.writers import RECBOLE_CONFIG, write_recbole_benchmark
 from .errors import ConfigError, RsirError
 from .evaluation import KS, evaluate, metrics_from_ranks
-from .io import atomic_open, remove_stale_temporaries, write_json
 from .experiment import load_spec, run_experiment
+from .io import atomic_open, remove_stale_temporaries, write_json
 from .loop import LoopSpec, improve, prepare, round_record, round_training_set, run_metrics, training_labels
 from .models import BACKBONES, build_backbone
 from .recommender import Recommender
@@ -138,8 +148,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     with _writing(out):
         _start_run_dir(out, config, TRAIN_SECTIONS, args.overwrite)
         _say_data(args, dataset, split)
-        meta = {"data": dataclasses.asdict(config.data), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
-        result = fit(model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet, carry=data_entries(dataset))
+        meta = {
+            "data": dataclasses.asdict(config.data),
+            "data_fingerprint": dataset.fingerprint(),
+            "n_items": dataset.n_items,
+        }
+        result = fit(
+            model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet, carry=data_entries(dataset)
+        )
         summary = run_metrics(dataset, config.backbone, [round_record(0, split.train, result.summary())])
         if distributed.is_main():
             write_json(out / "metrics.json", summary)
@@ -191,7 +207,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, meta, dataset = _model_and_data(args)
     split = leave_one_out(dataset)
     result = evaluate(model, getattr(split, args.split), exclude_seen=args.exclude_seen)
-    report = {"checkpoint": str(args.checkpoint), "split": args.split, "exclude_seen": args.exclude_seen, **result.metrics}
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "split": args.split,
+        "exclude_seen": args.exclude_seen,
+        **result.metrics,
+    }
     if not args.output:
         _print(json.dumps(report, indent=2))
     elif distributed.is_main():
@@ -202,7 +223,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_segments(args: argparse.Namespace) -> int:
     if len(args.baseline) != len(args.candidate):
-        raise ConfigError(f"--baseline and --candidate pair up: got {len(args.baseline)} and {len(args.candidate)} checkpoints")
+        raise ConfigError(
+            f"--baseline and --candidate pair up: got {len(args.baseline)} and {len(args.candidate)} checkpoints"
+        )
     metrics = tuple(args.metrics)
     unknown = [m for m in metrics if m not in metrics_from_ranks(np.zeros(1))]
     if unknown:
@@ -221,8 +244,10 @@ def cmd_segments(args: argparse.Namespace) -> int:
             ranks[side].append(evaluate(model, split.test, exclude_seen=args.exclude_seen).ranks)
     rows = segment_gains(user_segments(split, dataset.n_items), ranks["baseline"], ranks["candidate"], metrics)
     if args.output:
-        write_json(args.output, {"baseline": args.baseline, "candidate": args.candidate,
-                                 "exclude_seen": args.exclude_seen, "rows": rows})
+        write_json(
+            args.output,
+            {"baseline": args.baseline, "candidate": args.candidate, "exclude_seen": args.exclude_seen, "rows": rows},
+        )
     print(segment_markdown(rows, metrics, len(args.baseline)), end="")
     return 0
 
@@ -235,8 +260,20 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     frame = recommender.recommend(users, args.k, exclude_seen=args.exclude_seen, split=args.split)
     if args.format == "json":
         grouped = frame.groupby("user_id", sort=False)
-        text = json.dumps([{"user_id": _plain(user), "items": [_plain(i) for i in rows["item_id"]],
-                            "scores": rows["score"].astype(float).round(6).tolist()} for user, rows in grouped], indent=1) + "\n"
+        text = (
+            json.dumps(
+                [
+                    {
+                        "user_id": _plain(user),
+                        "items": [_plain(i) for i in rows["item_id"]],
+                        "scores": rows["score"].astype(float).round(6).tolist(),
+                    }
+                    for user, rows in grouped
+                ],
+                indent=1,
+            )
+            + "\n"
+        )
     else:
         text = frame.to_csv(index=False)
     if args.output:
@@ -268,12 +305,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     train = round_training_set(run, split.train, args.round)
     out = Path(args.out)
     written = write_recbole_benchmark(
-        out, out.name, train, (split.valid.history, split.valid.targets), (split.test.history, split.test.targets),
-        item_labels=dataset.item_ids, user_labels=training_labels(dataset, split, train), max_len=args.max_len)
-    _say(args, f"wrote {', '.join(p.name for p in written)} to {out}: round {args.round}'s training data "
-               f"({int((train.origin > 0).sum())} synthetic sequences) and rsir's validation and test split")
-    _print(f"# RecBole config lines for these files\ndata_path: {out.parent}\ndataset: {out.name}\n"
-           + RECBOLE_CONFIG.format(max_len=args.max_len))
+        out,
+        out.name,
+        train,
+        (split.valid.history, split.valid.targets),
+        (split.test.history, split.test.targets),
+        item_labels=dataset.item_ids,
+        user_labels=training_labels(dataset, split, train),
+        max_len=args.max_len,
+    )
+    _say(
+        args,
+        f"wrote {', '.join(p.name for p in written)} to {out}: round {args.round}'s training data "
+        f"({int((train.origin > 0).sum())} synthetic sequences) and rsir's validation and test split",
+    )
+    _print(
+        f"# RecBole config lines for these files\ndata_path: {out.parent}\ndataset: {out.name}\n"
+        + RECBOLE_CONFIG.format(max_len=args.max_len)
+    )
     return 0
 
 
@@ -300,8 +349,10 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.output}: the output is the input file; write the conversion to another path")
     dataset = _read_cli_dataset(args.input, args)
     write_dataset(dataset, args.output, args.to, renumber=args.renumber)
-    print(f"wrote {dataset.n_users} users, {dataset.n_items} items, "
-          f"{dataset.sequences.n_interactions} interactions to {args.output}")
+    print(
+        f"wrote {dataset.n_users} users, {dataset.n_items} items, "
+        f"{dataset.sequences.n_interactions} interactions to {args.output}"
+    )
     return 0
 
 
@@ -341,8 +392,11 @@ def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], ov
     wanted = config.to_dict(sections)
     written = yaml.safe_load(saved_path.read_text())
     saved = read_saved_config(saved_path, sections)
-    if saved is None or changed_option(saved, wanted) or (
-            "improve" in sections and saved["improve"]["rounds"] > wanted["improve"]["rounds"]):
+    if (
+        saved is None
+        or changed_option(saved, wanted)
+        or ("improve" in sections and saved["improve"]["rounds"] > wanted["improve"]["rounds"])
+    ):
         raise ConfigError(f"{out} holds a run with a different config; pass --overwrite or choose another --out")
     if written != wanted and distributed.is_main():
         rundir.write_config(saved_path, wanted)  # record what the resumed run now does
@@ -402,8 +456,12 @@ def _requested_users(args: argparse.Namespace) -> list[str]:
 
 def _read_cli_dataset(path: str, args: argparse.Namespace) -> Dataset:
     return read_dataset(
-        path, args.format, user_col=args.user_col, item_col=args.item_col,
-        time_col=args.time_col or None, kcore=args.kcore,
+        path,
+        args.format,
+        user_col=args.user_col,
+        item_col=args.item_col,
+        time_col=args.time_col or None,
+        kcore=args.kcore,
     )
 
 
@@ -417,9 +475,12 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def _say_data(args: argparse.Namespace, dataset: Dataset, split: LeaveOneOut) -> None:
-    _say(args, f"data {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
-               f"{dataset.sequences.n_interactions} interactions"
-               + (f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else ""))
+    _say(
+        args,
+        f"data {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
+        f"{dataset.sequences.n_interactions} interactions"
+        + (f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else ""),
+    )
 
 
 def _print(text: str, end: str = "\n") -> None:
@@ -441,12 +502,19 @@ def _add_option_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
         docs = option_docs(cls)
         for key, kind in hints.items():
             _add_flag(group, section, key, kind, defaults[key], docs.get(key, ""))
-    parser.add_argument("--preset", choices=list(PRESETS),
-                        help="a named set of model and train options under the config file's and the flags' own "
-                             "(paper: the RSIR paper's SASRec and rsir's training before the parity study)")
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="a named set of model and train options under the config file's and the flags' own "
+        "(paper: the RSIR paper's SASRec and rsir's training before the parity study)",
+    )
     group = parser.add_argument_group("model options (see `backbone`)")
-    group.add_argument("--backbone", dest="model.backbone", default=argparse.SUPPRESS,
-                       help=f"one of {', '.join(BACKBONES)} (default sasrec)")
+    group.add_argument(
+        "--backbone",
+        dest="model.backbone",
+        default=argparse.SUPPRESS,
+        help=f"one of {', '.join(BACKBONES)} (default sasrec)",
+    )
     # An option several backbones share is described as the first of them (sasrec) describes it.
     docs = {key: doc for cls in reversed(BACKBONES.values()) for key, doc in option_docs(cls.Params).items()}
     for key, kind in model_option_types().items():
@@ -457,11 +525,22 @@ def _add_flag(group, section: str, key: str, kind: type, default: Any, doc: str 
     flag = "--" + _FLAG_NAMES.get((section, key), key).replace("_", "-")
     shown = (f": {doc}" if doc else "") + (f" (default {default!r})" if default is not None else "")
     if kind is bool:
-        group.add_argument(flag, dest=f"{section}.{key}", action=argparse.BooleanOptionalAction,
-                           default=argparse.SUPPRESS, help=f"{section}.{key}{shown}")
+        group.add_argument(
+            flag,
+            dest=f"{section}.{key}",
+            action=argparse.BooleanOptionalAction,
+            default=argparse.SUPPRESS,
+            help=f"{section}.{key}{shown}",
+        )
     else:
-        group.add_argument(flag, dest=f"{section}.{key}", type=kind, default=argparse.SUPPRESS,
-                           metavar=kind.__name__.upper(), help=f"{section}.{key}{shown}")
+        group.add_argument(
+            flag,
+            dest=f"{section}.{key}",
+            type=kind,
+            default=argparse.SUPPRESS,
+            metavar=kind.__name__.upper(),
+            help=f"{section}.{key}{shown}",
+        )
 
 
 def _add_reader_flags(parser: argparse.ArgumentParser) -> None:
@@ -497,7 +576,9 @@ def _parser() -> _Parser:
     train.add_argument("--config", help="TOML or YAML file with [data], [model], [train] sections")
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     train.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
-    train.add_argument("--quiet", action="store_true", help="no progress bars, per-epoch lines or notes; errors still show")
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bars, per-epoch lines or notes; errors still show"
+    )
     _add_option_flags(train, TRAIN_SECTIONS)
     train.set_defaults(handler=cmd_train)
 
@@ -506,22 +587,38 @@ def _parser() -> _Parser:
     loop.add_argument("--out", default="runs/improve", help="run directory (default runs/improve)")
     loop.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
     loop.add_argument("--resume", action="store_true", help="continue the run in --out (a rerun also resumes)")
-    loop.add_argument("--quiet", action="store_true", help="no progress bars, per-epoch lines or notes; errors still show")
+    loop.add_argument(
+        "--quiet", action="store_true", help="no progress bars, per-epoch lines or notes; errors still show"
+    )
     _add_option_flags(loop, IMPROVE_SECTIONS)
     loop.set_defaults(handler=cmd_improve)
 
-    experiment = commands.add_parser("experiment", help="run a spec of datasets x variants x sweep x seeds, then aggregate")
+    experiment = commands.add_parser(
+        "experiment", help="run a spec of datasets x variants x sweep x seeds, then aggregate"
+    )
     experiment.add_argument("spec", help="TOML or YAML spec (see experiments/ for the paper's studies)")
     experiment.add_argument("--out", help="output directory (default runs/experiments/NAME)")
     experiment.add_argument("--jobs", type=int, default=1, help="cells run in parallel (give each --threads cores)")
-    experiment.add_argument("--only", nargs="+", metavar="PATTERN",
-                            help="run only the cells whose key DATASET/VARIANT/sSEED matches a glob, e.g. 'Beauty/*/s0'")
-    experiment.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="edit the spec: a dotted key and a TOML value, e.g. 'seeds=[0,1,2,3,4]', "
-                                 "data_root=DIR, common.train.device=cuda (repeatable)")
+    experiment.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PATTERN",
+        help="run only the cells whose key DATASET/VARIANT/sSEED matches a glob, e.g. 'Beauty/*/s0'",
+    )
+    experiment.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="edit the spec: a dotted key and a TOML value, e.g. 'seeds=[0,1,2,3,4]', "
+        "data_root=DIR, common.train.device=cuda (repeatable)",
+    )
     experiment.add_argument("--report-only", action="store_true", help="rewrite the report from finished cells")
-    experiment.add_argument("--no-reuse", action="store_true",
-                            help="run every phase, even those another finished cell ran with the same inputs")
+    experiment.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="run every phase, even those another finished cell ran with the same inputs",
+    )
     experiment.add_argument("--quiet", action="store_true")
     experiment.set_defaults(handler=cmd_experiment)
 
@@ -532,16 +629,24 @@ def _parser() -> _Parser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--checkpoint", required=True)
         sub.add_argument("--data", default=None, help="data file (default: the one the checkpoint was trained on)")
-        sub.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True,
-                         help="rank only items outside the user's own history (default: on)")
+        sub.add_argument(
+            "--exclude-seen",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="rank only items outside the user's own history (default: on)",
+        )
         sub.add_argument("--output", help="write here instead of standard output")
         sub.add_argument("--quiet", action="store_true")
         sub.set_defaults(handler=handler)
         if name == "evaluate":
             sub.add_argument("--split", choices=("valid", "test"), default="test")
         else:
-            sub.add_argument("--split", choices=("valid", "test"), default=None,
-                             help="rank as of that split's cut-off, as the evaluation does (default: after the whole history)")
+            sub.add_argument(
+                "--split",
+                choices=("valid", "test"),
+                default=None,
+                help="rank as of that split's cut-off, as the evaluation does (default: after the whole history)",
+            )
             who = sub.add_mutually_exclusive_group()
             who.add_argument("--users", help="comma-separated original user ids")
             who.add_argument("--users-file", help="file with one original user id per line")
@@ -551,29 +656,51 @@ def _parser() -> _Parser:
 
     compare = commands.add_parser("compare", help="finished runs side by side: validation and test metrics per round")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories of rsir train or rsir improve")
-    compare.add_argument("--metrics", nargs="+", default=["recall@10", "ndcg@10", "recall@20", "ndcg@20"],
-                         help="test metrics to show (default recall@10 ndcg@10 recall@20 ndcg@20)")
+    compare.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["recall@10", "ndcg@10", "recall@20", "ndcg@20"],
+        help="test metrics to show (default recall@10 ndcg@10 recall@20 ndcg@20)",
+    )
     compare.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     compare.add_argument("--output", help="write here instead of standard output")
     compare.set_defaults(handler=cmd_compare)
 
-    export = commands.add_parser("export", help="a loop round's training data and rsir's split as RecBole benchmark files")
+    export = commands.add_parser(
+        "export", help="a loop round's training data and rsir's split as RecBole benchmark files"
+    )
     export.add_argument("run", help="an rsir improve run directory")
-    export.add_argument("--round", type=int, default=1, help="whose training data: real plus the synthetic data "
-                        "of the rounds before it (default 1; 0 = real only)")
-    export.add_argument("--out", required=True, help="folder DIR/NAME for NAME.train.inter, NAME.valid.inter and "
-                        "NAME.test.inter (RecBole's data_path DIR and dataset NAME)")
+    export.add_argument(
+        "--round",
+        type=int,
+        default=1,
+        help="whose training data: real plus the synthetic data of the rounds before it (default 1; 0 = real only)",
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        help="folder DIR/NAME for NAME.train.inter, NAME.valid.inter and "
+        "NAME.test.inter (RecBole's data_path DIR and dataset NAME)",
+    )
     export.add_argument("--max-len", type=int, default=50, help="history items kept before each target (default 50)")
     export.add_argument("--quiet", action="store_true")
     export.set_defaults(handler=cmd_export)
 
-    segments = commands.add_parser("segments", help="test metrics and paired gains by history length and target popularity")
+    segments = commands.add_parser(
+        "segments", help="test metrics and paired gains by history length and target popularity"
+    )
     segments.add_argument("--baseline", nargs="+", required=True, metavar="CHECKPOINT", help="one per seed")
-    segments.add_argument("--candidate", nargs="+", required=True, metavar="CHECKPOINT", help="paired with --baseline in order")
+    segments.add_argument(
+        "--candidate", nargs="+", required=True, metavar="CHECKPOINT", help="paired with --baseline in order"
+    )
     segments.add_argument("--data", default=None, help="data file (default: the one the checkpoints were trained on)")
     segments.add_argument("--metrics", nargs="+", default=["recall@10", "ndcg@10"])
-    segments.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True,
-                          help="rank only items outside each user's own history (default: on)")
+    segments.add_argument(
+        "--exclude-seen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rank only items outside each user's own history (default: on)",
+    )
     segments.add_argument("--output", help="also write the rows as JSON here")
     segments.set_defaults(handler=cmd_segments)
 
@@ -586,7 +713,9 @@ def _parser() -> _Parser:
     convert = data_commands.add_parser("convert", help="convert between formats")
     convert.add_argument("input")
     convert.add_argument("output")
-    convert.add_argument("--to", default="auto", choices=("auto", *FORMATS), help="output format (default: from suffix)")
+    convert.add_argument(
+        "--to", default="auto", choices=("auto", *FORMATS), help="output format (default: from suffix)"
+    )
     convert.add_argument("--renumber", action="store_true", help="write 1-based indices instead of original ids")
     _add_reader_flags(convert)
     convert.set_defaults(handler=cmd_data_convert)

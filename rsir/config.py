@@ -20,9 +20,9 @@ import yaml
 
 from .data.source import DataParams
 from .errors import ConfigError
-from .models import BACKBONES, DEFAULT_BACKBONE, PAPER_MODEL, backbone_class
 from .generation import GenerationParams
 from .loop import ImproveParams
+from .models import BACKBONES, DEFAULT_BACKBONE, PAPER_MODEL, backbone_class
 from .training import TrainParams
 
 
@@ -46,7 +46,12 @@ class RunConfig:
         return {name: full[name] for name in sections}
 
 
-SECTIONS: dict[str, type] = {"data": DataParams, "train": TrainParams, "generate": GenerationParams, "improve": ImproveParams}
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "train": TrainParams,
+    "generate": GenerationParams,
+    "improve": ImproveParams,
+}
 
 # Named sets of options, applied under a config file's and the flags' own values
 # (``--preset NAME``, or ``preset = "NAME"`` at the top of a config file or a spec's [common]).
@@ -57,8 +62,13 @@ SECTIONS: dict[str, type] = {"data": DataParams, "train": TrainParams, "generate
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "model": PAPER_MODEL,
-        "train": {"batch_size": 256, "beta2": 0.999, "target_weighting": "batch", "batching": "length",
-                  "negatives_per": "sequence"},
+        "train": {
+            "batch_size": 256,
+            "beta2": 0.999,
+            "target_weighting": "batch",
+            "batching": "length",
+            "negatives_per": "sequence",
+        },
     },
 }
 
@@ -143,7 +153,10 @@ def build_config(
     if preset is not None:
         if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(f"{source}: unknown preset {preset!r}{_suggest(str(preset), list(PRESETS))}")
-        own = {"model": typing.get_type_hints(cls.Params), **{name: typing.get_type_hints(c) for name, c in SECTIONS.items()}}
+        own = {
+            "model": typing.get_type_hints(cls.Params),
+            **{name: typing.get_type_hints(c) for name, c in SECTIONS.items()},
+        }
         for name, values in PRESETS[preset].items():  # a backbone takes the preset's options it has
             merged[name] = {**{k: v for k, v in values.items() if k in own[name]}, **merged.get(name, {})}
         model = merged["model"]
@@ -173,8 +186,15 @@ def read_saved_config(path: str | Path, sections: tuple[str, ...] | None = None)
 def changed_option(saved: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, str] | None:
     """The first option (section, key) of ``wanted`` that ``saved`` sets otherwise, leaving out
     ``improve.rounds``: a loop's first rounds do not depend on how many follow them."""
-    return next(((section, key) for section, options in wanted.items() for key, value in options.items()
-                 if saved.get(section, {}).get(key) != value and (section, key) != ("improve", "rounds")), None)
+    return next(
+        (
+            (section, key)
+            for section, options in wanted.items()
+            for key, value in options.items()
+            if saved.get(section, {}).get(key) != value and (section, key) != ("improve", "rounds")
+        ),
+        None,
+    )
 
 
 def _make(cls: type, values: dict[str, Any], section: str, source: str):
@@ -206,8 +226,16 @@ def _check_type(value: Any, kind: type, name: str, source: str) -> Any:
 
 
 # Common spellings from other tools that string similarity does not find.
-_SYNONYMS = {"learning_rate": "lr", "epochs": "max_epochs", "num_negatives": "negatives", "hidden_size": "dim",
-             "num_blocks": "blocks", "num_heads": "heads", "max_seq_length": "max_len", "early_stop": "patience"}
+_SYNONYMS = {
+    "learning_rate": "lr",
+    "epochs": "max_epochs",
+    "num_negatives": "negatives",
+    "hidden_size": "dim",
+    "num_blocks": "blocks",
+    "num_heads": "heads",
+    "max_seq_length": "max_len",
+    "early_stop": "patience",
+}
 
 
 def _suggest(name: str, known: list[str]) -> str:

@@ -65,8 +65,9 @@ def per_user(ranks: np.ndarray, metric: str) -> np.ndarray:
     return np.where(hit, value, 0.0)
 
 
-def bootstrap_gain_ci(candidate: list[np.ndarray], baseline: list[np.ndarray], samples: int = 1000,
-                      level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_gain_ci(
+    candidate: list[np.ndarray], baseline: list[np.ndarray], samples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Seed x user bootstrap interval of the mean relative gain (as :func:`paired_gain` computes
     it) of per-user metric values, one array per seed on each side, the same users in the same
     order: each sample draws seeds with replacement and, within each drawn seed, users with

@@ -61,12 +61,12 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
-
+from typing import IO, Any
 
 from .config import build_config, changed_option, read_config_file, read_saved_config
 from .errors import ConfigError
@@ -77,8 +77,20 @@ from .rundir import write_config
 
 log = logging.getLogger(__name__)
 
-SPEC_KEYS = {"name", "data_root", "datasets", "seeds", "baseline", "common", "variants", "sweep", "metrics", "compare",
-             "reference", "select"}
+SPEC_KEYS = {
+    "name",
+    "data_root",
+    "datasets",
+    "seeds",
+    "baseline",
+    "common",
+    "variants",
+    "sweep",
+    "metrics",
+    "compare",
+    "reference",
+    "select",
+}
 COMMANDS = ("train", "improve")
 
 
@@ -137,7 +149,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     for key, kind in (("datasets", str), ("seeds", int)):
         values = raw[key]
         if not isinstance(values, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
-            raise ConfigError(f"{path}: {key!r} must be a list of {'names' if kind is str else 'integers'}, got {values!r}")
+            raise ConfigError(
+                f"{path}: {key!r} must be a list of {'names' if kind is str else 'integers'}, got {values!r}"
+            )
         if len(set(values)) < len(values):
             raise ConfigError(f"{path}: {key!r} lists {next(v for v in values if values.count(v) > 1)!r} twice")
     variants: dict[str, dict[str, Any]] = raw["variants"]
@@ -156,7 +170,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     for variant, options in variants.items():
         if "baseline" in options:
             if options["baseline"] not in variants or options["baseline"] == variant:
-                raise ConfigError(f"{path}: variant {variant!r}: baseline {options['baseline']!r} must be another variant")
+                raise ConfigError(
+                    f"{path}: variant {variant!r}: baseline {options['baseline']!r} must be another variant"
+                )
             baselines[variant] = options["baseline"]
     cells = []
     data_root = Path(raw.get("data_root", "."))
@@ -173,8 +189,11 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
             options.pop("baseline", None)
             if command not in COMMANDS:
                 raise ConfigError(f"{path}: variant {variant!r}: command must be one of {', '.join(COMMANDS)}")
-            points = [()] if variant not in swept or not sweep else itertools.product(*(
-                [(key, value) for value in values] for key, values in sweep.items()))
+            points = (
+                [()]
+                if variant not in swept or not sweep
+                else itertools.product(*([(key, value) for value in values] for key, values in sweep.items()))
+            )
             for point in points:
                 label = variant + _point_label(tuple(point))
                 for seed in raw["seeds"]:
@@ -186,15 +205,26 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
                     sections.setdefault("train", {})["seed"] = seed
                     config = build_config(copy.deepcopy(sections), source=f"{path} ({label})")
                     parts = ("data", "model", "train") + (("generate", "improve") if command == "improve" else ())
-                    cells.append(Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts), tuple(point)))
+                    cells.append(
+                        Cell(Path(str(dataset)).stem, label, int(seed), command, config.to_dict(parts), tuple(point))
+                    )
     labels = {cell.variant for cell in cells}
     compare = raw.get("compare", [])
     if not isinstance(compare, list) or any(
-            not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= labels for pair in compare):
-        raise ConfigError(f"{path}: compare must list pairs of two different variants, like [[\"rsir\", \"reordering\"]]")
-    return Spec(str(raw.get("name", Path(path).stem)), cells, baseline,
-                list(raw.get("metrics", ["recall@10", "ndcg@10"])), baselines, [tuple(pair) for pair in compare],
-                _check_reference(raw.get("reference", {}), path), _check_select(raw.get("select", []), variants, path))
+        not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= labels
+        for pair in compare
+    ):
+        raise ConfigError(f'{path}: compare must list pairs of two different variants, like [["rsir", "reordering"]]')
+    return Spec(
+        str(raw.get("name", Path(path).stem)),
+        cells,
+        baseline,
+        list(raw.get("metrics", ["recall@10", "ndcg@10"])),
+        baselines,
+        [tuple(pair) for pair in compare],
+        _check_reference(raw.get("reference", {}), path),
+        _check_select(raw.get("select", []), variants, path),
+    )
 
 
 def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> dict[str, list[str]]:
@@ -202,9 +232,12 @@ def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> di
         return {}
     groups = {"pick": select} if isinstance(select, list) else select
     if not isinstance(groups, dict) or not all(
-            isinstance(names, list) and names and all(name in variants for name in names) for names in groups.values()):
-        raise ConfigError(f"{path}: select must list variants to choose among on validation, like select = [\"a\", \"b\"], "
-                          "or name groups of them, like select = { plain = [\"a\", \"b\"], round = [\"c\"] }")
+        isinstance(names, list) and names and all(name in variants for name in names) for names in groups.values()
+    ):
+        raise ConfigError(
+            f'{path}: select must list variants to choose among on validation, like select = ["a", "b"], '
+            'or name groups of them, like select = { plain = ["a", "b"], round = ["c"] }'
+        )
     return {str(name): list(names) for name, names in groups.items()}
 
 
@@ -212,11 +245,18 @@ def _check_reference(reference: Any, path: str | Path) -> dict[str, Any]:
     """A spec's ``reference``: a ``source`` naming where the numbers come from, and per data
     set a table of metric values."""
     tables = {k: v for k, v in reference.items() if k != "source"} if isinstance(reference, dict) else None
-    if reference and (tables is None or not isinstance(reference.get("source"), str) or not all(
+    if reference and (
+        tables is None
+        or not isinstance(reference.get("source"), str)
+        or not all(
             isinstance(t, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t.values())
-            for t in tables.values())):
-        raise ConfigError(f"{path}: reference must name a source and give each data set a table of metric values, "
-                          'like reference = { source = "...", Beauty = { "recall@10" = 0.09 } }')
+            for t in tables.values()
+        )
+    ):
+        raise ConfigError(
+            f"{path}: reference must name a source and give each data set a table of metric values, "
+            'like reference = { source = "...", Beauty = { "recall@10" = 0.09 } }'
+        )
     return dict(reference)
 
 
@@ -243,7 +283,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: depth + 1])} is a value, not a section")
         node[parts[-1]] = value
     return raw
 
@@ -260,8 +300,9 @@ def _merge(common: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1,
-                   only: list[str] | None = None, reuse: bool = True) -> dict[str, Any]:
+def run_experiment(
+    spec: Spec, out: str | Path, *, jobs: int = 1, only: list[str] | None = None, reuse: bool = True
+) -> dict[str, Any]:
     """Run every unfinished cell (``jobs`` at a time), then write and return the report.
     ``only`` keeps the cells whose key (``DATASET/VARIANT/sSEED``) matches one of the glob
     patterns; the report still covers every finished cell of the spec. ``reuse=False`` runs
@@ -273,7 +314,9 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1,
     todo = [cell for cell in chosen if not _finished(cell, out)]
     missing = sorted({path for cell in todo if (path := cell.config["data"]["path"]) and not Path(path).is_file()})
     if missing:  # refused before any cell starts, rather than as one failed cell per seed and variant
-        raise ConfigError(f"{missing[0]}: no such data file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise ConfigError(
+            f"{missing[0]}: no such data file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     todo.sort(key=lambda cell: cell.command != "train")  # trainings first: improve runs reuse them as round 0
     log.info("%d of %d cells done; %d to run, %d at a time", len(chosen) - len(todo), len(chosen), len(todo), jobs)
     pending, training = list(todo), {cell.key: cell for cell in todo if cell.command == "train"}
@@ -285,7 +328,11 @@ def run_experiment(spec: Spec, out: str | Path, *, jobs: int = 1,
         with changed:
             while pending:
                 for cell in pending:
-                    if cell.command == "train" or not reuse or not any(_same_training(t, cell) for t in training.values()):
+                    if (
+                        cell.command == "train"
+                        or not reuse
+                        or not any(_same_training(t, cell) for t in training.values())
+                    ):
                         pending.remove(cell)
                         return cell
                 changed.wait()  # every pending loop waits for a training that is running
@@ -341,13 +388,17 @@ def _finished(cell: Cell, out: Path) -> bool:
     # Read with today's defaults: options added to rsir since the cell ran keep the old behaviour.
     saved = read_saved_config(cell_dir / "config.yaml", tuple(cell.config))
     if saved is None:
-        raise ConfigError(f"{cell_dir}: finished, but its config.yaml cannot be read; delete the folder to run the cell again")
+        raise ConfigError(
+            f"{cell_dir}: finished, but its config.yaml cannot be read; delete the folder to run the cell again"
+        )
     wanted = cell.config
     changed = changed_option(saved, wanted)
     if changed is not None:
         section, key = changed
-        raise ConfigError(f"{cell.key} finished with {section}.{key} = {saved[section].get(key)!r} and the spec now gives "
-                          f"{wanted[section][key]!r}; choose another --out, or delete {cell_dir} to run it again")
+        raise ConfigError(
+            f"{cell.key} finished with {section}.{key} = {saved[section].get(key)!r} and the spec now gives "
+            f"{wanted[section][key]!r}; choose another --out, or delete {cell_dir} to run it again"
+        )
     return cell.command != "improve" or saved["improve"]["rounds"] >= wanted["improve"]["rounds"]
 
 
@@ -395,8 +446,16 @@ def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
     config_path = cell_dir / "config.yaml"
     write_config(config_path, cell.config)
     # Not --quiet: the cell's log file gets its per-epoch lines (progress bars only go to a terminal).
-    command = [sys.executable, "-m", "rsir.cli", cell.command, "--config", str(config_path),
-               "--out", str(cell_dir / "run")]
+    command = [
+        sys.executable,
+        "-m",
+        "rsir.cli",
+        cell.command,
+        "--config",
+        str(config_path),
+        "--out",
+        str(cell_dir / "run"),
+    ]
     # Run time of the cell's earlier attempts, so that a resumed cell reports all of it; kept
     # up to date every minute because a runner can die without a chance to write it.
     elapsed_path = cell_dir / "elapsed.json"
@@ -413,11 +472,20 @@ def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
     if returncode != 0:
         lines = (cell_dir / "log.txt").read_text().strip().splitlines()
         return f"{cell.key}: {lines[-1] if lines else 'exit ' + str(returncode)}"
-    write_json(cell_dir / "result.json", {
-        "cell": cell.key, "command": cell.command, "rounds": round_metrics(cell_dir / "run" / "metrics.json"),
-        "wall_seconds": record_elapsed(),  # every attempt's
-        **({"reused": json.loads(reused.read_text())} if (reused := cell_dir / "run" / "reused.json").exists() else {}),
-    })
+    write_json(
+        cell_dir / "result.json",
+        {
+            "cell": cell.key,
+            "command": cell.command,
+            "rounds": round_metrics(cell_dir / "run" / "metrics.json"),
+            "wall_seconds": record_elapsed(),  # every attempt's
+            **(
+                {"reused": json.loads(reused.read_text())}
+                if (reused := cell_dir / "run" / "reused.json").exists()
+                else {}
+            ),
+        },
+    )
     log.info("%s done in %.0f s", cell.key, time.perf_counter() - tick)
     return None
 
@@ -440,8 +508,10 @@ _AFTER_ACQUISITION = ("acquired", "acquisition_seconds", "analysis", "analysis_s
 def _same_training(train: Cell, improve: Cell) -> bool:
     """Whether ``train`` is exactly the round 0 of the loop ``improve``, or its round-0 generator."""
     generator = _generator_training(improve)
-    return train.command == "train" and (_shared_phases(train.config, improve.config) > 0
-                                         or (generator is not None and _shared_phases(train.config, generator) > 0))
+    return train.command == "train" and (
+        _shared_phases(train.config, improve.config) > 0
+        or (generator is not None and _shared_phases(train.config, generator) > 0)
+    )
 
 
 def _without(config: dict[str, Any], train: tuple[str, ...] = (), improve: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -508,8 +578,14 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
         copied.update(_copy_first_pool(sources, cell.config, run))
         generator = _generator_training(cell)
         if generator is not None:
-            copied.update({f"{name} generator": key for name, key in _copy_shared_phases(
-                sources, generator, run / "round-0" / "generator", False, 1).items()})
+            copied.update(
+                {
+                    f"{name} generator": key
+                    for name, key in _copy_shared_phases(
+                        sources, generator, run / "round-0" / "generator", False, 1
+                    ).items()
+                }
+            )
     else:
         copied = _copy_shared_phases(sources, cell.config, run, False, 1)
     if not copied:
@@ -520,7 +596,9 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
 
 
-def _copy_first_pool(sources: list[tuple[str, Path, dict[str, Any]]], config: dict[str, Any], run: Path) -> dict[str, str]:
+def _copy_first_pool(
+    sources: list[tuple[str, Path, dict[str, Any]]], config: dict[str, Any], run: Path
+) -> dict[str, str]:
     """When the loop ``run`` has its round 0 but not its first generation, copy the pool of
     verified sequences (before acquisition) of a finished loop that generated the same one and
     only acquired differently: a capped round acquires from the uncapped round's generation."""
@@ -529,16 +607,22 @@ def _copy_first_pool(sources: list[tuple[str, Path, dict[str, Any]]], config: di
         return {}
     ignored = (_SYNTHETIC_ONLY, _AFTER_FIRST_GENERATION + _ACQUISITION)
     for key, source, source_config in sources:
-        if ("improve" not in source_config or _without(source_config, *ignored) != _without(config, *ignored)
-                or _finished_phases(source, True) < 2):
+        if (
+            "improve" not in source_config
+            or _without(source_config, *ignored) != _without(config, *ignored)
+            or _finished_phases(source, True) < 2
+        ):
             continue
         source_dir = source / "round-0"
         if (source_dir / "generated.json").exists():
             pool, stats = source_dir / "generated.npz", json.loads((source_dir / "generated.json").read_text())
         elif source_config["improve"]["acquire_share"] == 1:  # nothing was cut: its synthetic data is the pool
             pool = source_dir / "synthetic.npz"
-            stats = {k: v for k, v in json.loads((source_dir / "generation.json").read_text()).items()
-                     if k not in _AFTER_ACQUISITION}
+            stats = {
+                k: v
+                for k, v in json.loads((source_dir / "generation.json").read_text()).items()
+                if k not in _AFTER_ACQUISITION
+            }
         else:
             continue
         with atomic_path(round_dir / "generated.npz") as tmp:
@@ -557,8 +641,9 @@ def _generator_training(cell: Cell) -> dict[str, Any] | None:
     return {"data": cell.config["data"], "model": model, "train": cell.config["train"]}
 
 
-def _copy_shared_phases(sources: list[tuple[str, Path, dict[str, Any]]], config: dict[str, Any], run: Path,
-                        is_loop: bool, wanted: int) -> dict[str, str]:
+def _copy_shared_phases(
+    sources: list[tuple[str, Path, dict[str, Any]]], config: dict[str, Any], run: Path, is_loop: bool, wanted: int
+) -> dict[str, str]:
     """Copy from the source sharing the most finished phases with ``config`` those ``run``
     lacks; returns the copied phases' names and their source."""
     have = _finished_phases(run, is_loop)

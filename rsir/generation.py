@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .data.batching import next_item_windows
 from .data.sequences import Sequences
-from .evaluation import pessimistic_ranks
 from .errors import ConfigError
+from .evaluation import pessimistic_ranks
 from .models.base import Backbone, Decoder
 from .retrieval import Retriever, build_retriever, check_retrieval
 
@@ -132,14 +132,29 @@ def generate(
     order = np.argsort(sources.lengths[attempt_rows], kind="stable")  # similar sources together
     batches = [order[start : start + params.attempt_batch] for start in range(0, len(order), params.attempt_batch)]
     mine = distributed.my_share(range(len(batches)))
-    bar = tqdm(total=sum(len(batches[b]) for b in mine), desc="generate", unit="attempt",
-               disable=None if progress and distributed.is_main() else True, leave=False)  # None: a terminal only
+    bar = tqdm(
+        total=sum(len(batches[b]) for b in mine),
+        desc="generate",
+        unit="attempt",
+        disable=None if progress and distributed.is_main() else True,
+        leave=False,
+    )  # None: a terminal only
     for number in mine:
         chunk = batches[number]
-        torch_gen = torch.Generator(model.device).manual_seed(int(np.random.SeedSequence([seed, number]).generate_state(1)[0]))
+        torch_gen = torch.Generator(model.device).manual_seed(
+            int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+        )
         grown, lengths = _grow(
-            model, retriever, sources, attempt_rows[chunk], seed_lengths[chunk], tau_rows[attempt_rows[chunk]], params,
-            torch_gen, checked, passed,
+            model,
+            retriever,
+            sources,
+            attempt_rows[chunk],
+            seed_lengths[chunk],
+            tau_rows[attempt_rows[chunk]],
+            params,
+            torch_gen,
+            checked,
+            passed,
         )
         out[chunk, : grown.shape[1]] = grown
         out_lengths[chunk] = lengths
@@ -221,7 +236,9 @@ def _grow(
             exploit = torch.rand(len(idx), generator=torch_gen, device=device) < params.exploit_prob
             step_result = pool_step(model, retriever, hidden, context, source[idx], remaining[idx], ~exploit, params)
         else:
-            step_result = fidelity_step(model, retriever, hidden, context, source[idx], remaining[idx], tau[idx], params)
+            step_result = fidelity_step(
+                model, retriever, hidden, context, source[idx], remaining[idx], tau[idx], params
+            )
         ok = step_result.ok
         checked[step] += len(idx)
         passed[step] += int(ok.sum())
@@ -306,8 +323,12 @@ def pool_step(
     top_scores = hidden.new_full((rows, 1), float("-inf"))
     top_items = torch.zeros((rows, 1), dtype=torch.long, device=hidden.device)
     if explore.any():
-        scores, items, _ = retriever.search(hidden[explore], params.top_k if params.choice == "topk" else 1,
-                                            exclude=context[explore], score=source[explore, :1])
+        scores, items, _ = retriever.search(
+            hidden[explore],
+            params.top_k if params.choice == "topk" else 1,
+            exclude=context[explore],
+            score=source[explore, :1],
+        )
         top_scores = top_scores.new_full((rows, scores.shape[1]), float("-inf"))
         top_items = top_items.new_zeros((rows, items.shape[1]))
         top_scores[explore], top_items[explore] = scores, items

@@ -34,32 +34,41 @@ from . import distributed
 from .acquisition import ACQUIRE_BY, acquire
 from .analysis import analyse_round
 from .checkpoint import (
-    check_same_data, check_same_model, checkpoint_meta, data_entries, load_checkpoint, load_weights, read_checkpoint,
+    check_same_data,
+    check_same_model,
+    checkpoint_meta,
+    data_entries,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint,
 )
 from .data.dataset import Dataset
 from .data.sequences import Sequences
 from .data.split import LeaveOneOut, leave_one_out
 from .data.writers import pseudo_user_labels, write_sequences
 from .errors import ConfigError, DataFormatError
-from .rundir import provenance
 from .generation import GenerationParams, generate
 from .io import atomic_open, atomic_path, save_figure, write_json
-from .retention import RetainedScores
 from .models import BACKBONES, DEFAULT_BACKBONE, Backbone, build_backbone
+from .retention import RetainedScores
+from .rundir import provenance
 from .training import FitResult, TrainParams, fit, use_threads
-
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ImproveParams:
-    rounds: int = 1  # rounds after the plain model (round 0); 1: later rounds added nothing on average (docs/RESULTS.md)
+    rounds: int = (
+        1  # rounds after the plain model (round 0); 1: later rounds added nothing on average (docs/RESULTS.md)
+    )
     successor: str = "scratch"  # scratch: train f_k anew | finetune: continue from f_{k-1}
     sources: str = "real"  # real: grow from real training sequences | all: from all of D_k
     generator: str = ""  # empty: the round's own model | a backbone name (trained each round) | a checkpoint
     acquire_share: float = 1.0  # keep this share of verified sequences (1 = all)
-    acquire_by: str = "disagreement"  # disagreement: the most MC-dropout-uncertain | random: a uniform draw (the control)
+    acquire_by: str = (
+        "disagreement"  # disagreement: the most MC-dropout-uncertain | random: a uniform draw (the control)
+    )
     mc_samples: int = 8  # dropout samples that estimate the uncertainty
     retain: float = 0.0  # weight of the previous round's model in generation scores (state retention; 0 = off)
 
@@ -139,8 +148,10 @@ def improve(
     previous: Backbone | None = None
     for k in range(spec.improve.rounds + 1):
         round_dir = run_dir / f"round-{k}"
-        _say(f"round {k}: training {spec.backbone} on {len(train)} sequences "
-                       f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)")
+        _say(
+            f"round {k}: training {spec.backbone} on {len(train)} sequences "
+            f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)"
+        )
         model, fitted = _train_round(spec, dataset, split.with_train(train), round_dir, previous, meta, progress)
         record = round_record(k, train, fitted)
         if k < spec.improve.rounds and spec.generation.attempts > 0:  # no attempts: a round only retrains
@@ -151,7 +162,9 @@ def improve(
                 generator, gen_fit = _train_generator(spec, dataset, split.with_train(train), round_dir, meta, progress)
                 record["seconds"]["train_generator"] = gen_fit["train_seconds"]
             sources = split.train if spec.improve.sources == "real" else train
-            synthetic, stats = _generate_round(generator, sources, split.train, train, dataset, spec, k, round_dir, progress)
+            synthetic, stats = _generate_round(
+                generator, sources, split.train, train, dataset, spec, k, round_dir, progress
+            )
             record["generation"] = stats
             record["seconds"]["generate"] = stats["seconds"]
             record["seconds"]["analyse"] = stats["analysis_seconds"]
@@ -185,8 +198,13 @@ def run_metrics(dataset: Dataset, backbone: str, rounds: list[dict[str, Any]]) -
 
 
 def _train_round(
-    spec: LoopSpec, dataset: Dataset, split: LeaveOneOut, round_dir: Path, previous: Backbone | None,
-    meta: dict[str, Any], progress: bool,
+    spec: LoopSpec,
+    dataset: Dataset,
+    split: LeaveOneOut,
+    round_dir: Path,
+    previous: Backbone | None,
+    meta: dict[str, Any],
+    progress: bool,
 ) -> tuple[Backbone, dict[str, Any]]:
     done = round_dir / "metrics.json"
     model = build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)
@@ -196,10 +214,22 @@ def _train_round(
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
     # Distillation starts at round 1, from the previous round's model unless a teacher is named.
-    params = spec.train if previous is not None or spec.train.teacher else dataclasses.replace(spec.train, distill_weight=0.0)
+    params = (
+        spec.train
+        if previous is not None or spec.train.teacher
+        else dataclasses.replace(spec.train, distill_weight=0.0)
+    )
     teacher = previous if params.distill_weight > 0 and not params.teacher else None
-    result = fit(model, split, params, run_dir=round_dir, meta=meta, progress=progress, teacher=teacher,
-                 carry=data_entries(dataset))
+    result = fit(
+        model,
+        split,
+        params,
+        run_dir=round_dir,
+        meta=meta,
+        progress=progress,
+        teacher=teacher,
+        carry=data_entries(dataset),
+    )
     summary = result.summary()
     if distributed.is_main():
         write_json(done, summary)
@@ -229,9 +259,14 @@ def _finished_training(path: Path) -> dict[str, Any]:
     if "rounds" not in data:
         return data
     record = data["rounds"][0]
-    return {"best_epoch": record["best_epoch"], "best_valid": record["valid"], "test": record["test"],
-            "epochs": record["epochs"], "train_seconds": record["seconds"]["train"],
-            "eval_seconds": record["seconds"]["evaluate"]}
+    return {
+        "best_epoch": record["best_epoch"],
+        "best_valid": record["valid"],
+        "test": record["test"],
+        "epochs": record["epochs"],
+        "train_seconds": record["seconds"]["train"],
+        "eval_seconds": record["seconds"]["evaluate"],
+    }
 
 
 def _load_finished(path: Path, expected: Backbone, meta: dict[str, Any]) -> Backbone:
@@ -253,8 +288,15 @@ def _fixed_generator(generator: str, dataset: Dataset) -> Backbone | None:
 
 
 def _generate_round(
-    generator: Backbone, sources: Sequences, real: Sequences, train: Sequences, dataset: Dataset,
-    spec: LoopSpec, k: int, round_dir: Path, progress: bool,
+    generator: Backbone,
+    sources: Sequences,
+    real: Sequences,
+    train: Sequences,
+    dataset: Dataset,
+    spec: LoopSpec,
+    k: int,
+    round_dir: Path,
+    progress: bool,
 ) -> tuple[Sequences, dict[str, Any]]:
     store = round_dir / "synthetic.npz"
     stats_path = round_dir / "generation.json"
@@ -268,15 +310,22 @@ def _generate_round(
         _say(f"round {k}: acquiring from {len(pool)} sequences generated earlier")
     else:
         _say(f"round {k}: generating from {len(sources)} source sequences")
-        result = generate(generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1,
-                          progress=progress)
+        result = generate(
+            generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1, progress=progress
+        )
         pool, generation = result.sequences, result.stats
         if spec.improve.acquire_share < 1 and distributed.is_main():
             save_synthetic(pool_store, pool)
             write_json(pool_stats_path, generation)
     tick = time.perf_counter()
-    synthetic = acquire(generator, pool, spec.improve.acquire_share, spec.improve.mc_samples,
-                        seed=spec.train.seed * 1000 + k, by=spec.improve.acquire_by)
+    synthetic = acquire(
+        generator,
+        pool,
+        spec.improve.acquire_share,
+        spec.improve.mc_samples,
+        seed=spec.train.seed * 1000 + k,
+        by=spec.improve.acquire_by,
+    )
     generation = {**generation, "acquired": len(synthetic), "acquisition_seconds": round(time.perf_counter() - tick, 3)}
     if spec.improve.sources == "all":
         # ``users`` of a synthetic sequence holds the real training row it descends from.
@@ -311,7 +360,7 @@ def training_labels(dataset: Dataset, split: LeaveOneOut, train: Sequences) -> n
     round's export gave it (see :func:`export_synthetic`)."""
     real = dataset.user_ids[split.users]
     blocks, earlier = [real], 0
-    for origin in np.unique(train.origin[len(real):]):  # rounds append in order
+    for origin in np.unique(train.origin[len(real) :]):  # rounds append in order
         count = int((train.origin == origin).sum())
         blocks.append(pseudo_user_labels(dataset, count, earlier, int(origin)))
         earlier += count
@@ -331,7 +380,9 @@ def load_synthetic(path: Path) -> Sequences:
             seqs = Sequences(data["items"], data["offsets"], data["users"], data["origin"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise DataFormatError(f"{path}: not a readable synthetic store ({reason}); delete it to generate again") from None
+        raise DataFormatError(
+            f"{path}: not a readable synthetic store ({reason}); delete it to generate again"
+        ) from None
     if seqs.offsets[-1] != len(seqs.items) or (len(seqs.items) and seqs.items.min() < 1):
         raise DataFormatError(f"{path}: inconsistent synthetic store; delete it to generate again")
     return seqs
@@ -342,7 +393,9 @@ def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number
     RecBole atomic), so other tools can train on them next to the real file. Their ids follow
     the ``earlier`` rounds' pseudo-users, so the files of all rounds can be put together."""
     users = pseudo_user_labels(dataset, len(seqs), earlier, round_number)
-    formats = ["atomic"] + (["s3rec"] if np.issubdtype(dataset.item_ids.dtype, np.integer) and users.dtype.kind == "i" else [])
+    formats = ["atomic"] + (
+        ["s3rec"] if np.issubdtype(dataset.item_ids.dtype, np.integer) and users.dtype.kind == "i" else []
+    )
     for fmt in formats:
         suffix = ".inter" if fmt == "atomic" else ".txt"
         write_sequences(seqs, stem.with_suffix(suffix), fmt, item_labels=dataset.item_ids, user_labels=users)

@@ -13,7 +13,6 @@ from .errors import ConfigError
 from .models.base import Backbone
 from .sampling import uniform_items, uniform_negatives_excluding_own
 
-
 NEGATIVES_PER = ("sequence", "target")
 
 
@@ -133,8 +132,13 @@ class CatalogueDistillation(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, hidden: torch.Tensor, weights: torch.Tensor, teacher_hidden: torch.Tensor, teacher_weights: torch.Tensor,
-        target_weights: torch.Tensor, temperature: float,
+        ctx,
+        hidden: torch.Tensor,
+        weights: torch.Tensor,
+        teacher_hidden: torch.Tensor,
+        teacher_weights: torch.Tensor,
+        target_weights: torch.Tensor,
+        temperature: float,
     ) -> torch.Tensor:
         exact = torch.promote_types(hidden.dtype, torch.float32)
         hidden, weights = hidden.to(exact), weights.to(exact)

@@ -17,7 +17,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .checkpoint import check_same_data, data_entries, embedded_dataset, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    check_same_data,
+    data_entries,
+    embedded_dataset,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .config import build_config
 from .data import Dataset, leave_one_out
 from .errors import CheckpointError, ConfigError, DataFormatError
@@ -82,17 +89,22 @@ class Recommender:
 
     # ---- training -----------------------------------------------------------------------
 
-    def fit(self, data: Dataset, *, run_dir: str | Path | None = None, progress: bool = False) -> "Recommender":
+    def fit(self, data: Dataset, *, run_dir: str | Path | None = None, progress: bool = False) -> Recommender:
         """Train on ``data`` (leave-one-out: the last item of each user is the test target, the
         one before it validates). With ``run_dir`` the run is saved there and resumes there."""
         split = leave_one_out(data)
         module = build_backbone(self.backbone_name, data.n_items, self.model_options, seed=self.train_params.seed)
         meta = {"data_fingerprint": data.fingerprint(), "n_items": data.n_items}
-        self.result = fit(module, split, self.train_params, run_dir=run_dir, meta=meta, progress=progress,
-                          carry=data_entries(data))
+        self.result = fit(
+            module, split, self.train_params, run_dir=run_dir, meta=meta, progress=progress, carry=data_entries(data)
+        )
         self.module, self.dataset = module, data
-        log.info("trained %s: test recall@10 %.4f, ndcg@10 %.4f", self.backbone_name,
-                 self.result.test["recall@10"], self.result.test["ndcg@10"])
+        log.info(
+            "trained %s: test recall@10 %.4f, ndcg@10 %.4f",
+            self.backbone_name,
+            self.result.test["recall@10"],
+            self.result.test["ndcg@10"],
+        )
         return self
 
     def improve(
@@ -108,9 +120,15 @@ class Recommender:
         """Run ``rounds`` self-improvement rounds on ``data`` in ``run_dir`` (resumable) and
         keep the last round's model. ``generate`` and ``loop`` take the options of ``rsir
         improve`` (its generate and improve sections)."""
-        config = build_config({"model": {"backbone": self.backbone_name, **self.model_options},
-                               "train": dataclasses.asdict(self.train_params), "generate": dict(generate or {}),
-                               "improve": {**(loop or {}), "rounds": rounds}}, source="Recommender.improve")
+        config = build_config(
+            {
+                "model": {"backbone": self.backbone_name, **self.model_options},
+                "train": dataclasses.asdict(self.train_params),
+                "generate": dict(generate or {}),
+                "improve": {**(loop or {}), "rounds": rounds},
+            },
+            source="Recommender.improve",
+        )
         spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
         report = improve(data, spec, run_dir, progress=progress)
         results = [RoundResult(**record) for record in report["rounds"]]
@@ -124,7 +142,9 @@ class Recommender:
     def evaluate(self, split: Split = "test", *, exclude_seen: bool = True) -> dict[str, float]:
         """Full-ranking Recall, NDCG and MRR at 5, 10 and 20 on the data's validation or test targets."""
         module, dataset = self._ready()
-        return evaluate(module, getattr(leave_one_out(dataset), _checked_split(split)), exclude_seen=exclude_seen).metrics
+        return evaluate(
+            module, getattr(leave_one_out(dataset), _checked_split(split)), exclude_seen=exclude_seen
+        ).metrics
 
     def recommend(
         self,
@@ -155,17 +175,21 @@ class Recommender:
             rows = np.searchsorted(user_index, wanted)  # user_index is sorted: kept users in order
             missing = (rows >= len(user_index)) | (user_index[np.minimum(rows, len(user_index) - 1)] != wanted)
             if missing.any():
-                raise DataFormatError(f"user {users[int(np.flatnonzero(missing)[0])]} has fewer than the 3 "
-                                      f"interactions a {split} split needs")
+                raise DataFormatError(
+                    f"user {users[int(np.flatnonzero(missing)[0])]} has fewer than the 3 "
+                    f"interactions a {split} split needs"
+                )
         k = min(k, dataset.n_items)
         items, scores = recommend_top_k(module, history, rows, k, exclude_seen=exclude_seen)
         kept = np.isfinite(scores).ravel()
-        frame = pd.DataFrame({
-            "user_id": np.repeat(dataset.user_ids[user_index[rows]], k),
-            "rank": np.tile(np.arange(1, k + 1), len(rows)),
-            "item_id": dataset.item_ids[items.ravel() - 1],
-            "score": scores.ravel(),
-        })
+        frame = pd.DataFrame(
+            {
+                "user_id": np.repeat(dataset.user_ids[user_index[rows]], k),
+                "rank": np.tile(np.arange(1, k + 1), len(rows)),
+                "item_id": dataset.item_ids[items.ravel() - 1],
+                "score": scores.ravel(),
+            }
+        )
         return frame[kept].reset_index(drop=True)
 
     # ---- persistence --------------------------------------------------------------------
@@ -173,25 +197,30 @@ class Recommender:
     def save(self, path: str | Path) -> None:
         """Write the model with its options and its data's ids and histories (one file)."""
         module, dataset = self._ready()
-        meta = {"data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items,
-                "train": dataclasses.asdict(self.train_params)}
+        meta = {
+            "data_fingerprint": dataset.fingerprint(),
+            "n_items": dataset.n_items,
+            "train": dataclasses.asdict(self.train_params),
+        }
         save_checkpoint(path, module, meta, **data_entries(dataset))
 
     @classmethod
-    def load(cls, path: str | Path, data: Dataset | None = None) -> "Recommender":
+    def load(cls, path: str | Path, data: Dataset | None = None) -> Recommender:
         """A saved model (by :meth:`save`, ``rsir train`` or ``rsir improve``). ``data`` is needed
         only for a checkpoint that does not carry its own, and must be the data it was trained on."""
         module, meta = load_checkpoint(path)
         if data is None:
             data = embedded_dataset(read_checkpoint(path), path)
             if data is None:
-                raise CheckpointError(f"{path}: this checkpoint carries no data (written before rsir kept it there); "
-                                      "pass the data it was trained on")
+                raise CheckpointError(
+                    f"{path}: this checkpoint carries no data (written before rsir kept it there); "
+                    "pass the data it was trained on"
+                )
         check_same_data(meta, data.fingerprint(), data.n_items, path)
         return cls.wrap(module, data, meta.get("train"))
 
     @classmethod
-    def wrap(cls, module: Backbone, data: Dataset, train: dict[str, Any] | None = None) -> "Recommender":
+    def wrap(cls, module: Backbone, data: Dataset, train: dict[str, Any] | None = None) -> Recommender:
         """A recommender around a trained backbone and the data it was trained on."""
         description = module.describe()
         recommender = cls(description.pop("backbone"), model=description, train=train)

@@ -17,13 +17,11 @@ import pandas as pd
 
 from .errors import ConfigError
 from .evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
-from .training import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 from .io import atomic_open, save_figure, write_json
+from .training import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 
 if TYPE_CHECKING:
     from .experiment import Spec
-
-
 
 
 def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:
@@ -31,9 +29,15 @@ def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:
     an improve run lists its rounds."""
     metrics = json.loads(metrics_path.read_text())
     if "rounds" in metrics:
-        return [{"round": r["round"], "test": r["test"], "valid": r.get("valid", {}),
-                 **({"epochs": r["epochs"], "train_seconds": r["seconds"]["train"]} if "epochs" in r else {})}
-                for r in metrics["rounds"]]
+        return [
+            {
+                "round": r["round"],
+                "test": r["test"],
+                "valid": r.get("valid", {}),
+                **({"epochs": r["epochs"], "train_seconds": r["seconds"]["train"]} if "epochs" in r else {}),
+            }
+            for r in metrics["rounds"]
+        ]
     # A training written before train and improve shared one layout.
     cost = {"epochs": metrics["epochs"], "train_seconds": metrics["train_seconds"]} if "epochs" in metrics else {}
     return [{"round": 0, "test": metrics["test"], "valid": metrics.get("best_valid", {}), **cost}]
@@ -51,9 +55,15 @@ def compare_runs(runs: list[Path], metrics: list[str]) -> pd.DataFrame:
             unknown = [m for m in metrics if m not in record["test"]]
             if unknown:
                 raise ConfigError(f"unknown metric {unknown[0]!r} (known: {', '.join(record['test'])})")
-            rows.append({"run": str(run), "round": record["round"],
-                         f"valid {SELECT_METRIC}": record["valid"].get(SELECT_METRIC),
-                         **{f"test {m}": record["test"][m] for m in metrics}, "epochs": record.get("epochs")})
+            rows.append(
+                {
+                    "run": str(run),
+                    "round": record["round"],
+                    f"valid {SELECT_METRIC}": record["valid"].get(SELECT_METRIC),
+                    **{f"test {m}": record["test"][m] for m in metrics},
+                    "epochs": record.get("epochs"),
+                }
+            )
     frame = pd.DataFrame(rows)
     frame["epochs"] = frame["epochs"].astype("Int64")  # blank where a run's records lack it
     return frame
@@ -61,17 +71,24 @@ def compare_runs(runs: list[Path], metrics: list[str]) -> pd.DataFrame:
 
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
     """A DataFrame as a Markdown table, floats to ``digits`` places, missing values blank."""
+
     def cell(value: Any) -> str:
         if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
             return ""
         return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
-def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()) -> tuple[
-        dict[tuple[str, str, int], dict[int, dict[str, float]]], dict[tuple[str, str], int], dict[tuple[str, str, int], list[int]]]:
+def _by_seed(
+    spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()
+) -> tuple[
+    dict[tuple[str, str, int], dict[int, dict[str, float]]],
+    dict[tuple[str, str], int],
+    dict[tuple[str, str, int], list[int]],
+]:
     """Test metrics by (dataset, variant, round) and seed; each variant's final round; the
     seeds of each row that come from unfinished loops."""
     values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
@@ -80,8 +97,11 @@ def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] =
         for record in results.get(cell.key, {}).get("rounds", []):
             metrics = {**{f"valid_{k}": v for k, v in record.get("valid", {}).items()}, **record["test"]}
             if record.get("epochs"):  # a training's cost: its epochs and the seconds each took
-                metrics.update(epochs=record["epochs"], train_seconds=record["train_seconds"],
-                               seconds_per_epoch=record["train_seconds"] / record["epochs"])
+                metrics.update(
+                    epochs=record["epochs"],
+                    train_seconds=record["train_seconds"],
+                    seconds_per_epoch=record["train_seconds"] / record["epochs"],
+                )
             values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = metrics
             if cell.key in interim:
                 unfinished.setdefault((cell.dataset, cell.variant, record["round"]), []).append(cell.seed)
@@ -91,9 +111,13 @@ def _by_seed(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] =
     return values, finals, unfinished
 
 
-def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset(),
-                 ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None,
-                 pairs: list[tuple[str, str, str]] | None = None) -> list[dict[str, Any]]:
+def head_to_head(
+    spec: Spec,
+    results: dict[str, dict[str, Any]],
+    interim: set[str] = frozenset(),
+    ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None,
+    pairs: list[tuple[str, str, str]] | None = None,
+) -> list[dict[str, Any]]:
     """For each ``compare`` pair and dataset (or each (dataset, variant, against) of ``pairs``),
     paired by seed (relative gain and paired t-test per metric, Holm-adjusted over the rows):
     two loops round by round (round k against round k, for every k >= 1 both reached),
@@ -103,26 +127,43 @@ def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[st
     loops = {cell.variant for cell in spec.cells if cell.command == "improve"}
     rows = []
     if pairs is None:
-        pairs = [(dataset, variant, against) for dataset in dict.fromkeys(cell.dataset for cell in spec.cells)
-                 for variant, against in spec.compare]
+        pairs = [
+            (dataset, variant, against)
+            for dataset in dict.fromkeys(cell.dataset for cell in spec.cells)
+            for variant, against in spec.compare
+        ]
     for dataset, variant, against in pairs:
         last, their_last = finals.get((dataset, variant), 0), finals.get((dataset, against), 0)
         if (variant in loops and not last) or (against in loops and not their_last):
             continue  # a loop's round 0 is the plain training: nothing of the loop to compare yet
         rounds = [(k, k) for k in range(1, min(last, their_last) + 1)] if last and their_last else [(last, their_last)]
         for mine_round, their_round in rounds:
-            mine, theirs = values.get((dataset, variant, mine_round), {}), values.get((dataset, against, their_round), {})
+            mine, theirs = (
+                values.get((dataset, variant, mine_round), {}),
+                values.get((dataset, against, their_round), {}),
+            )
             paired = sorted(set(mine) & set(theirs))
             if not paired:
                 continue
-            late = set(unfinished.get((dataset, variant, mine_round), [])) | set(unfinished.get((dataset, against, their_round), []))
-            row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": mine_round, "against": against,
-                                   "against_round": their_round, "seeds": paired, "interim_seeds": sorted(late & set(paired))}
+            late = set(unfinished.get((dataset, variant, mine_round), [])) | set(
+                unfinished.get((dataset, against, their_round), [])
+            )
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "variant": variant,
+                "round": mine_round,
+                "against": against,
+                "against_round": their_round,
+                "seeds": paired,
+                "interim_seeds": sorted(late & set(paired)),
+            }
             for metric in spec.metrics:
-                row[metric] = paired_gain(np.array([mine[s][metric] for s in paired]),
-                                          np.array([theirs[s][metric] for s in paired]))
-                interval = _interval(ranks or {}, (dataset, variant, mine_round), (dataset, against, their_round),
-                                     paired, metric)
+                row[metric] = paired_gain(
+                    np.array([mine[s][metric] for s in paired]), np.array([theirs[s][metric] for s in paired])
+                )
+                interval = _interval(
+                    ranks or {}, (dataset, variant, mine_round), (dataset, against, their_round), paired, metric
+                )
                 if interval:
                     row[metric]["ci"] = interval
             rows.append(row)
@@ -133,14 +174,21 @@ def head_to_head(spec: Spec, results: dict[str, dict[str, Any]], interim: set[st
     return rows
 
 
-def _interval(ranks: dict[tuple[str, str, int], dict[int, Path]], mine: tuple[str, str, int],
-              theirs: tuple[str, str, int], seeds: list[int], metric: str) -> tuple[float, float] | None:
+def _interval(
+    ranks: dict[tuple[str, str, int], dict[int, Path]],
+    mine: tuple[str, str, int],
+    theirs: tuple[str, str, int],
+    seeds: list[int],
+    metric: str,
+) -> tuple[float, float] | None:
     """The bootstrap interval of a paired gain, where every paired run kept its users' ranks."""
     mine_ranks, their_ranks = ranks.get(mine, {}), ranks.get(theirs, {})
     if not seeds or not all(s in mine_ranks and s in their_ranks for s in seeds):
         return None
-    return bootstrap_gain_ci([per_user(np.load(mine_ranks[s]), metric) for s in seeds],
-                             [per_user(np.load(their_ranks[s]), metric) for s in seeds])
+    return bootstrap_gain_ci(
+        [per_user(np.load(mine_ranks[s]), metric) for s in seeds],
+        [per_user(np.load(their_ranks[s]), metric) for s in seeds],
+    )
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -154,8 +202,12 @@ def holm(p_values: list[float | None]) -> list[float | None]:
     return adjusted
 
 
-def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset(),
-              ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None) -> list[dict[str, Any]]:
+def aggregate(
+    spec: Spec,
+    results: dict[str, dict[str, Any]],
+    interim: set[str] = frozenset(),
+    ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None,
+) -> list[dict[str, Any]]:
     """One row per (dataset, variant, round): mean and std over seeds, and for every row
     the relative gain over the baseline variant's final round, paired seed by seed, with a
     paired t-test when at least two seeds pair up. When the baseline itself is swept, each
@@ -168,8 +220,13 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
     names = {cell.variant: cell.variant.removesuffix(cell.point) for cell in spec.cells}
     rows = []
     for (dataset, variant, round_), by_seed in values.items():
-        row: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": round_, "seeds": sorted(by_seed),
-                               "interim_seeds": sorted(unfinished.get((dataset, variant, round_), []))}
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "variant": variant,
+            "round": round_,
+            "seeds": sorted(by_seed),
+            "interim_seeds": sorted(unfinished.get((dataset, variant, round_), [])),
+        }
         baseline = spec.baseline_of(names[variant]) + points.get(variant, "")
         if baseline not in points:
             baseline = spec.baseline_of(names[variant])
@@ -177,14 +234,22 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
         paired = sorted(set(by_seed) & set(base))
         for metric in spec.metrics:
             sample = np.array([by_seed[s][metric] for s in sorted(by_seed)])
-            row[metric] = {"mean": float(sample.mean()), "std": float(sample.std(ddof=1)) if len(sample) > 1 else 0.0,
-                           "values": sample.tolist()}  # per seed, in the order of ``seeds``: the evidence travels with the report
+            row[metric] = {
+                "mean": float(sample.mean()),
+                "std": float(sample.std(ddof=1)) if len(sample) > 1 else 0.0,
+                "values": sample.tolist(),
+            }  # per seed, in the order of ``seeds``: the evidence travels with the report
             if paired and variant != baseline:
                 mine = np.array([by_seed[s][metric] for s in paired])
                 theirs = np.array([base[s][metric] for s in paired])
                 row[metric].update(paired_gain(mine, theirs))
-                interval = _interval(ranks, (dataset, variant, round_),
-                                     (dataset, baseline, finals.get((dataset, baseline), 0)), paired, metric)
+                interval = _interval(
+                    ranks,
+                    (dataset, variant, round_),
+                    (dataset, baseline, finals.get((dataset, baseline), 0)),
+                    paired,
+                    metric,
+                )
                 if interval:
                     row[metric]["ci"] = interval
         for cost in ("epochs", "train_seconds", "seconds_per_epoch"):
@@ -192,8 +257,10 @@ def aggregate(spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] 
                 row[cost] = float(np.mean([by_seed[s][cost] for s in by_seed]))
         chosen_by = f"valid_{SELECT_METRIC}"
         if all(chosen_by in by_seed[s] for s in by_seed):  # runs made before validation was recorded lack it
-            row[chosen_by] = {"mean": float(np.mean([by_seed[s][chosen_by] for s in by_seed])),
-                              "values": [by_seed[s][chosen_by] for s in sorted(by_seed)]}
+            row[chosen_by] = {
+                "mean": float(np.mean([by_seed[s][chosen_by] for s in by_seed])),
+                "values": [by_seed[s][chosen_by] for s in sorted(by_seed)],
+            }
         rows.append(row)
     order = {cell.variant: i for i, cell in reversed(list(enumerate(spec.cells)))}
     datasets = list(dict.fromkeys(cell.dataset for cell in spec.cells))
@@ -222,26 +289,51 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     rows = aggregate(spec, {**interim, **results}, interim=set(interim), ranks=ranks)
     cell_seconds = sum(r["wall_seconds"] for r in results.values())
     reused = sorted(key for key, r in results.items() if r.get("reused"))
-    report = {"name": spec.name, "baseline": spec.baseline, "baselines": spec.baselines, "cells": len(spec.cells),
-              "cells_done": len(results), "cells_interim": sorted(interim), "cells_reusing": reused,
-              "cell_seconds": round(cell_seconds, 1), "rows": rows, "head_to_head": head_to_head(spec, {**interim, **results}, set(interim), ranks),
-              "reference": against_reference(spec, rows), "selection": select_on_validation(spec, rows)}
-    report["picks_head_to_head"] = picks_head_to_head(spec, report["selection"], {**interim, **results}, set(interim), ranks)
+    report = {
+        "name": spec.name,
+        "baseline": spec.baseline,
+        "baselines": spec.baselines,
+        "cells": len(spec.cells),
+        "cells_done": len(results),
+        "cells_interim": sorted(interim),
+        "cells_reusing": reused,
+        "cell_seconds": round(cell_seconds, 1),
+        "rows": rows,
+        "head_to_head": head_to_head(spec, {**interim, **results}, set(interim), ranks),
+        "reference": against_reference(spec, rows),
+        "selection": select_on_validation(spec, rows),
+    }
+    report["picks_head_to_head"] = picks_head_to_head(
+        spec, report["selection"], {**interim, **results}, set(interim), ranks
+    )
     write_json(out / "report.json", report)
-    header = "| dataset | variant | round | seeds | " + " | ".join(
-        f"{m} | gain {m} (p)" for m in spec.metrics) + f" | valid {SELECT_METRIC} | epochs | train s / epoch | train s |"
+    header = (
+        "| dataset | variant | round | seeds | "
+        + " | ".join(f"{m} | gain {m} (p)" for m in spec.metrics)
+        + f" | valid {SELECT_METRIC} | epochs | train s / epoch | train s |"
+    )
     lines = [
-        f"# {spec.name}", "",
+        f"# {spec.name}",
+        "",
         f"{len(results)} of {len(spec.cells)} cells done; their total run time {cell_seconds / 3600:.2f} h"
-        + (f", not counting the phases {len(reused)} of them reused from other runs (`reused` in their "
-           "result.json)" if reused else "") + ". "
-        + (f"{len(interim)} unfinished loop cell(s) contribute their finished rounds (the seeds marked "
-           "interim). " if interim else "")
+        + (
+            f", not counting the phases {len(reused)} of them reused from other runs (`reused` in their result.json)"
+            if reused
+            else ""
+        )
+        + ". "
+        + (
+            f"{len(interim)} unfinished loop cell(s) contribute their finished rounds (the seeds marked interim). "
+            if interim
+            else ""
+        )
         + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`"
         + "".join(f", for `{v}` to `{b}`" for v, b in spec.baselines.items())
         + ", paired by seed, with a 95% seed x user bootstrap interval in brackets where every run kept its "
-        "users' ranks, and the p-value of a paired t-test.", "",
-        header, "|" + "---|" * (8 + 2 * len(spec.metrics)),
+        "users' ranks, and the p-value of a paired t-test.",
+        "",
+        header,
+        "|" + "---|" * (8 + 2 * len(spec.metrics)),
     ]
     for row in rows:
         cells = []
@@ -251,46 +343,87 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
             cells.append(_gain_text(m) if "gain" in m else "")
         seeds = f"{len(row['seeds'])}" + (f" ({len(row['interim_seeds'])} interim)" if row["interim_seeds"] else "")
         valid = row.get(f"valid_{SELECT_METRIC}")
-        cells += [f"{valid['mean']:.4f}" if valid else "", f"{row['epochs']:.0f}" if "epochs" in row else "",
-                  f"{row['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in row else "",
-                  f"{row['train_seconds']:.0f}" if "train_seconds" in row else ""]
+        cells += [
+            f"{valid['mean']:.4f}" if valid else "",
+            f"{row['epochs']:.0f}" if "epochs" in row else "",
+            f"{row['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in row else "",
+            f"{row['train_seconds']:.0f}" if "train_seconds" in row else "",
+        ]
         lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {seeds} | " + " | ".join(cells) + " |")
     if report["head_to_head"]:
-        lines += ["", "Head to head (paired by seed; two loops round by round, otherwise final round against final round; "
-                  "p-values also Holm-adjusted over these comparisons):", "",
-                  "| dataset | variant | round | against | round | seeds | " + " | ".join(f"gain {m} (p)" for m in spec.metrics) + " |",
-                  "|" + "---|" * (6 + len(spec.metrics))]
-        lines += [f"| {r['dataset']} | {r['variant']} | {r['round']} | {r['against']} | {r['against_round']} | "
-                  + f"{len(r['seeds'])}" + (f" ({len(r['interim_seeds'])} interim)" if r["interim_seeds"] else "") + " | "
-                  + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |" for r in report["head_to_head"]]
+        lines += [
+            "",
+            "Head to head (paired by seed; two loops round by round, otherwise final round against final round; "
+            "p-values also Holm-adjusted over these comparisons):",
+            "",
+            "| dataset | variant | round | against | round | seeds | "
+            + " | ".join(f"gain {m} (p)" for m in spec.metrics)
+            + " |",
+            "|" + "---|" * (6 + len(spec.metrics)),
+        ]
+        lines += [
+            f"| {r['dataset']} | {r['variant']} | {r['round']} | {r['against']} | {r['against_round']} | "
+            + f"{len(r['seeds'])}"
+            + (f" ({len(r['interim_seeds'])} interim)" if r["interim_seeds"] else "")
+            + " | "
+            + " | ".join(_gain_text(r[m]) for m in spec.metrics)
+            + " |"
+            for r in report["head_to_head"]
+        ]
     if report["selection"]:
         groups = "; ".join(f"{name}: {', '.join(names)}" for name, names in spec.select.items())
-        lines += ["", f"Chosen on validation {SELECT_METRIC} (mean over seeds) within each group ({groups}); "
-                  "test metrics of the picks only:", "",
-                  "| dataset | group | candidates (validation " + SELECT_METRIC + ", seeds) | pick | "
-                  + " | ".join(f"test {m}" for m in spec.metrics) + " |", "|" + "---|" * (4 + len(spec.metrics))]
+        lines += [
+            "",
+            f"Chosen on validation {SELECT_METRIC} (mean over seeds) within each group ({groups}); "
+            "test metrics of the picks only:",
+            "",
+            "| dataset | group | candidates (validation "
+            + SELECT_METRIC
+            + ", seeds) | pick | "
+            + " | ".join(f"test {m}" for m in spec.metrics)
+            + " |",
+            "|" + "---|" * (4 + len(spec.metrics)),
+        ]
         for r in report["selection"]:
             candidates = ", ".join(f"{c['variant']} {c['valid']:.4f} ({len(c['seeds'])})" for c in r["candidates"])
-            lines.append(f"| {r['dataset']} | {r['group']} | {candidates} | {r['pick']} | "
-                         + " | ".join(f"{r['test'][m]['mean']:.4f} ± {r['test'][m]['std']:.4f}" for m in spec.metrics) + " |")
+            lines.append(
+                f"| {r['dataset']} | {r['group']} | {candidates} | {r['pick']} | "
+                + " | ".join(f"{r['test'][m]['mean']:.4f} ± {r['test'][m]['std']:.4f}" for m in spec.metrics)
+                + " |"
+            )
     if report["picks_head_to_head"]:
-        lines += ["", f"Each group's pick against the `{next(iter(spec.select))}` pick, paired by seed "
-                  "(95% seed x user bootstrap interval; p of a paired t-test, Holm-adjusted over these rows):", "",
-                  "| dataset | group | pick | against | seeds | " + " | ".join(f"gain {m}" for m in spec.metrics) + " |",
-                  "|" + "---|" * (5 + len(spec.metrics))]
-        lines += [f"| {r['dataset']} | {r['group']} | {r['variant']} (round {r['round']}) | {r['against']} | "
-                  f"{len(r['seeds'])} | " + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |"
-                  for r in report["picks_head_to_head"]]
+        lines += [
+            "",
+            f"Each group's pick against the `{next(iter(spec.select))}` pick, paired by seed "
+            "(95% seed x user bootstrap interval; p of a paired t-test, Holm-adjusted over these rows):",
+            "",
+            "| dataset | group | pick | against | seeds | " + " | ".join(f"gain {m}" for m in spec.metrics) + " |",
+            "|" + "---|" * (5 + len(spec.metrics)),
+        ]
+        lines += [
+            f"| {r['dataset']} | {r['group']} | {r['variant']} (round {r['round']}) | {r['against']} | "
+            f"{len(r['seeds'])} | " + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |"
+            for r in report["picks_head_to_head"]
+        ]
     if report["reference"]:
         metrics = [m for m in spec.metrics if any(m in r["published"] for r in report["reference"])]
-        lines += ["", f"Against published numbers ({spec.reference['source']}): each variant's final round, "
-                  "its mean over seeds and its gap to the published value, in standard deviations over seeds:", "",
-                  "| dataset | variant | seeds | " + " | ".join(f"{m} | published | gap (sd)" for m in metrics) + " |",
-                  "|" + "---|" * (3 + 3 * len(metrics))]
+        lines += [
+            "",
+            f"Against published numbers ({spec.reference['source']}): each variant's final round, "
+            "its mean over seeds and its gap to the published value, in standard deviations over seeds:",
+            "",
+            "| dataset | variant | seeds | " + " | ".join(f"{m} | published | gap (sd)" for m in metrics) + " |",
+            "|" + "---|" * (3 + 3 * len(metrics)),
+        ]
         for r in report["reference"]:
-            cells = [f"{r[m]['mean']:.4f} | {r['published'][m]:.4f} | {100 * r[m]['gap']:+.1f}% ("
-                     + ("n/a" if r[m]["gap_sd"] is None else f"{r[m]['gap_sd']:+.1f}") + ")"
-                     if m in r["published"] else " | | " for m in metrics]
+            cells = [
+                f"{r[m]['mean']:.4f} | {r['published'][m]:.4f} | {100 * r[m]['gap']:+.1f}% ("
+                + ("n/a" if r[m]["gap_sd"] is None else f"{r[m]['gap_sd']:+.1f}")
+                + ")"
+                if m in r["published"]
+                else " | | "
+                for m in metrics
+            ]
             lines.append(f"| {r['dataset']} | {r['variant']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
     with atomic_open(out / "report.md") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -310,16 +443,28 @@ def select_on_validation(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[st
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         finals = {r["variant"]: r for r in rows if r["dataset"] == dataset}  # rows ascend by round: the last wins
         for group, names in spec.select.items():
-            candidates = [row for label, row in finals.items() if _covers(names, label)
-                          and chosen_by in row and not row["interim_seeds"]]
+            candidates = [
+                row
+                for label, row in finals.items()
+                if _covers(names, label) and chosen_by in row and not row["interim_seeds"]
+            ]
             if not candidates:
                 continue
             pick = max(candidates, key=lambda r: r[chosen_by]["mean"])
-            out.append({"dataset": dataset, "group": group, "pick": pick["variant"], "round": pick["round"],
-                        "seeds": pick["seeds"],
-                        "candidates": [{"variant": r["variant"], "valid": r[chosen_by]["mean"], "seeds": r["seeds"]}
-                                       for r in candidates],
-                        "test": {m: pick[m] for m in spec.metrics}})
+            out.append(
+                {
+                    "dataset": dataset,
+                    "group": group,
+                    "pick": pick["variant"],
+                    "round": pick["round"],
+                    "seeds": pick["seeds"],
+                    "candidates": [
+                        {"variant": r["variant"], "valid": r[chosen_by]["mean"], "seeds": r["seeds"]}
+                        for r in candidates
+                    ],
+                    "test": {m: pick[m] for m in spec.metrics},
+                }
+            )
     return out
 
 
@@ -328,14 +473,22 @@ def _covers(names: list[str], label: str) -> bool:
     return any(label == name or label.startswith(f"{name}[") for name in names)
 
 
-def picks_head_to_head(spec: Spec, selection: list[dict[str, Any]], results: dict[str, dict[str, Any]],
-                       interim: set[str], ranks: dict[tuple[str, str, int], dict[int, Path]]) -> list[dict[str, Any]]:
+def picks_head_to_head(
+    spec: Spec,
+    selection: list[dict[str, Any]],
+    results: dict[str, dict[str, Any]],
+    interim: set[str],
+    ranks: dict[tuple[str, str, int], dict[int, Path]],
+) -> list[dict[str, Any]]:
     """Each group's pick against the first group's pick on the same data set, paired by seed,
     Holm-adjusted over all of them: a study's headline comparisons."""
     first = next(iter(spec.select), None)
     reference = {r["dataset"]: r["pick"] for r in selection if r["group"] == first}
-    pairs = [(r["dataset"], r["pick"], reference[r["dataset"]]) for r in selection
-             if r["group"] != first and r["dataset"] in reference]
+    pairs = [
+        (r["dataset"], r["pick"], reference[r["dataset"]])
+        for r in selection
+        if r["group"] != first and r["dataset"] in reference
+    ]
     rows = head_to_head(spec, results, interim, ranks, pairs) if pairs else []
     groups = {(r["dataset"], r["pick"]): r["group"] for r in selection}
     for row in rows:
@@ -353,8 +506,13 @@ def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, 
         shown = {m: v for m, v in published.items() if m in spec.metrics}
         if not shown:
             continue
-        entry: dict[str, Any] = {"dataset": dataset, "variant": variant, "round": row["round"], "seeds": row["seeds"],
-                                 "published": shown}
+        entry: dict[str, Any] = {
+            "dataset": dataset,
+            "variant": variant,
+            "round": row["round"],
+            "seeds": row["seeds"],
+            "published": shown,
+        }
         for metric, value in shown.items():
             mean, std = row[metric]["mean"], row[metric]["std"]
             entry[metric] = {"mean": mean, "gap": mean / value - 1, "gap_sd": (mean - value) / std if std > 0 else None}
@@ -363,8 +521,11 @@ def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def _gain_text(gain: dict[str, Any]) -> str:
-    p = f" (p={gain['p']:.3f}" + (f", Holm {gain['p_holm']:.3f}" if gain.get("p_holm") is not None else "") + ")" \
-        if gain.get("p") is not None else ""
+    p = (
+        f" (p={gain['p']:.3f}" + (f", Holm {gain['p_holm']:.3f}" if gain.get("p_holm") is not None else "") + ")"
+        if gain.get("p") is not None
+        else ""
+    )
     ci = f" [{100 * gain['ci'][0]:+.1f}, {100 * gain['ci'][1]:+.1f}]" if gain.get("ci") else ""
     return ("n/a" if gain["gain"] is None else f"{100 * gain['gain']:+.1f}%") + ci + p
 
@@ -376,7 +537,9 @@ def _plot(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(4.5 * len(metrics), 0.5 + 0.35 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets), len(metrics), figsize=(4.5 * len(metrics), 0.5 + 0.35 * len(rows)), squeeze=False
+    )
     for i, dataset in enumerate(datasets):
         mine = [r for r in rows if r["dataset"] == dataset]
         labels = [f"{r['variant']} r{r['round']}" for r in mine]
@@ -412,20 +575,31 @@ def _plot_curves(path: Path, spec: Spec, rows: list[dict[str, Any]]) -> None:
     values = [value for labels in curves.values() for value in labels.values()]
     if not values:
         return
-    fig, axes = plt.subplots(len(datasets), len(spec.metrics), figsize=(4.5 * len(spec.metrics), 3.2 * len(datasets)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets), len(spec.metrics), figsize=(4.5 * len(spec.metrics), 3.2 * len(datasets)), squeeze=False
+    )
     for i, dataset in enumerate(datasets):
         for j, metric in enumerate(spec.metrics):
             axis = axes[i][j]
             for name, labels in curves.items():
-                points = sorted((value, finals[(dataset, label)][metric]) for label, value in labels.items()
-                                if (dataset, label) in finals)
+                points = sorted(
+                    (value, finals[(dataset, label)][metric])
+                    for label, value in labels.items()
+                    if (dataset, label) in finals
+                )
                 if points:
-                    axis.errorbar([x for x, _ in points], [m["mean"] for _, m in points],
-                                  yerr=[m["std"] for _, m in points], marker="o", capsize=3, label=name)
+                    axis.errorbar(
+                        [x for x, _ in points],
+                        [m["mean"] for _, m in points],
+                        yerr=[m["std"] for _, m in points],
+                        marker="o",
+                        capsize=3,
+                        label=name,
+                    )
             if (dataset, spec.baseline) in finals:
-                axis.axhline(finals[(dataset, spec.baseline)][metric]["mean"], linestyle="--", color="grey",
-                             label=spec.baseline)
+                axis.axhline(
+                    finals[(dataset, spec.baseline)][metric]["mean"], linestyle="--", color="grey", label=spec.baseline
+                )
             if min(values) > 0 and max(values) / min(values) >= 20:  # tau 1..100 reads best on a log axis
                 axis.set_xscale("log")
             axis.set_xlabel(next(iter(keys)), fontsize=8)

@@ -30,8 +30,16 @@ def provenance() -> dict[str, str | None]:
 
     source = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(source), "describe", "--always", "--dirty=+dirty", "--abbrev=12"],
-                                capture_output=True, text=True, timeout=5, check=True).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(source), "describe", "--always", "--dirty=+dirty", "--abbrev=12"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"version": __version__, "commit": commit}
@@ -46,7 +54,11 @@ def write_config(path: str | os.PathLike, sections: dict) -> None:
 
     origin = provenance()
     with atomic_open(path) as handle:
-        handle.write(f"# written by rsir {origin['version']}" + (f", commit {origin['commit']}" if origin["commit"] else "") + "\n")
+        handle.write(
+            f"# written by rsir {origin['version']}"
+            + (f", commit {origin['commit']}" if origin["commit"] else "")
+            + "\n"
+        )
         yaml.safe_dump(sections, handle, sort_keys=False)
 
 
@@ -83,8 +95,9 @@ def _acquire(run_dir: Path, path: Path) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunInUseError(f"{run_dir} is being written by process {holder}; wait for it to end or choose "
-                                "another --out") from None
+            raise RunInUseError(
+                f"{run_dir} is being written by process {holder}; wait for it to end or choose another --out"
+            ) from None
         try:  # the file may have been removed by the holder that just released it: lock the new one
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd

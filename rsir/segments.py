@@ -32,7 +32,9 @@ class Segments:
 def user_segments(split: LeaveOneOut, n_items: int) -> Segments:
     history = split.test.history.lengths
     edges = np.asarray(HISTORY_EDGES)
-    names = [f"{lo + 1}-{hi}" for lo, hi in zip((0, *HISTORY_EDGES[:-1]), HISTORY_EDGES)] + [f"{HISTORY_EDGES[-1] + 1}+"]
+    names = [f"{lo + 1}-{hi}" for lo, hi in zip((0, *HISTORY_EDGES[:-1]), HISTORY_EDGES)] + [
+        f"{HISTORY_EDGES[-1] + 1}+"
+    ]
     history_labels = np.asarray(names)[np.searchsorted(edges, history, side="left")]
 
     real = split.train.items[np.repeat(split.train.origin == 0, split.train.lengths)]
@@ -61,7 +63,8 @@ def segment_gains(
         raise ValueError("baseline and candidate need the same number (>= 1) of paired rank arrays")
     n_users = len(baseline[0])
     groups = [("all users", "all", np.ones(n_users, bool))] + [
-        (how, segment, labels == segment) for how, labels in segments.labels.items() for segment in segments.order[how]]
+        (how, segment, labels == segment) for how, labels in segments.labels.items() for segment in segments.order[how]
+    ]
     rows = []
     for how, segment, mask in groups:
         if mask.any():
@@ -76,10 +79,17 @@ def segment_gains(
 
 
 def segment_markdown(rows: list[dict[str, Any]], metrics: tuple[str, ...], pairs: int) -> str:
-    header = "| segmentation | segment | users | " + " | ".join(
-        f"{m} baseline | {m} candidate | gain (p)" for m in metrics) + " |"
-    lines = [f"Test metrics by user segment, mean over {pairs} baseline/candidate pair(s); gains paired by pair.", "",
-             header, "|" + "---|" * (3 + 3 * len(metrics))]
+    header = (
+        "| segmentation | segment | users | "
+        + " | ".join(f"{m} baseline | {m} candidate | gain (p)" for m in metrics)
+        + " |"
+    )
+    lines = [
+        f"Test metrics by user segment, mean over {pairs} baseline/candidate pair(s); gains paired by pair.",
+        "",
+        header,
+        "|" + "---|" * (3 + 3 * len(metrics)),
+    ]
     for row in rows:
         cells = []
         for metric in metrics:

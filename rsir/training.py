@@ -21,7 +21,13 @@ from tqdm.auto import tqdm
 from . import distributed
 from .baselines import augmented, check_augmentation
 from .checkpoint import (
-    check_same_data, check_same_model, checkpoint_meta, load_checkpoint, load_weights, read_checkpoint, save_checkpoint,
+    check_same_data,
+    check_same_model,
+    checkpoint_meta,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
 )
 from .data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
 from .data.split import LeaveOneOut
@@ -30,7 +36,6 @@ from .evaluation import RANKS_FILE, evaluate, save_ranks
 from .io import append_jsonl, write_jsonl
 from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
 from .models.base import Backbone
-
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +86,9 @@ class TrainParams:
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
     teacher: str = ""
-    precision: str = "fp32"  # fp32 | bf16: matrix products of the training step in bfloat16 (weights, evaluation stay fp32)
+    precision: str = (
+        "fp32"  # fp32 | bf16: matrix products of the training step in bfloat16 (weights, evaluation stay fp32)
+    )
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -97,10 +104,15 @@ class TrainParams:
             raise ConfigError(f"train option synthetic_per_epoch must be >= 0, got {self.synthetic_per_epoch}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"train option weight_decay must be >= 0, got {self.weight_decay}")
-        for name, allowed in (("negatives_per", NEGATIVES_PER), ("batching", BATCHING),
-                              ("target_weighting", TARGET_WEIGHTING)):
+        for name, allowed in (
+            ("negatives_per", NEGATIVES_PER),
+            ("batching", BATCHING),
+            ("target_weighting", TARGET_WEIGHTING),
+        ):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"train option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"train option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         if not 0 <= self.distill_weight <= 1:
             raise ConfigError(f"train option distill_weight must be in [0, 1], got {self.distill_weight}")
         if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
@@ -166,8 +178,15 @@ class LossStep(torch.nn.Module):
     forward pass and averages the gradients of every parameter across ranks; ``precision``
     (a key of ``PRECISIONS``) picks the autocast type of the step's products."""
 
-    def __init__(self, model: Backbone, loss_fn, precision: str = "fp32", teacher: Backbone | None = None,
-                 distill_weight: float = 0.0, distill_temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        model: Backbone,
+        loss_fn,
+        precision: str = "fp32",
+        teacher: Backbone | None = None,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
@@ -175,27 +194,41 @@ class LossStep(torch.nn.Module):
         self.teacher = [teacher] if teacher is not None and distill_weight > 0 else []  # a list: not a submodule
         self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float) -> torch.Tensor:
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float
+    ) -> torch.Tensor:
         # Mixed precision: autocast runs the products in bfloat16; weights, optimiser and loss sums stay fp32.
-        with (torch.autocast(inputs.device.type, dtype=self.low_precision, enabled=self.low_precision is not None),
-              self.model.training_step()):
+        with (
+            torch.autocast(inputs.device.type, dtype=self.low_precision, enabled=self.low_precision is not None),
+            self.model.training_step(),
+        ):
             # This rank's weighted sum over the whole batch's weight, times the number of ranks:
             # averaging the ranks' gradients then gives the gradient of the batch's weighted mean.
             hidden = self.model.encode(inputs)
             loss = self.loss_fn(self.model, hidden, inputs, targets, weights)
             if self.teacher:
-                loss = (1 - self.distill_weight) * loss + self.distill_weight * self._distillation(hidden, inputs, targets, weights)
+                loss = (1 - self.distill_weight) * loss + self.distill_weight * self._distillation(
+                    hidden, inputs, targets, weights
+                )
             loss = loss.float() * (distributed.world_size() / batch_weight)
             extra = self.model.auxiliary_loss(inputs)
             return loss if extra is None else loss + extra.float()
 
-    def _distillation(self, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _distillation(
+        self, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         teacher, valid = self.teacher[0], targets != 0
         with torch.no_grad():
             teacher_hidden = teacher.encode(inputs)[valid]
             teacher_weights = teacher.item_weights()
-        return CatalogueDistillation.apply(hidden[valid], self.model.item_weights(), teacher_hidden, teacher_weights,
-                                           weights[valid], self.distill_temperature)
+        return CatalogueDistillation.apply(
+            hidden[valid],
+            self.model.item_weights(),
+            teacher_hidden,
+            teacher_weights,
+            weights[valid],
+            self.distill_temperature,
+        )
 
 
 def fit(
@@ -229,8 +262,9 @@ def fit(
     meta = dict(meta or {})
     run_dir = Path(run_dir) if run_dir else None
     started = time.perf_counter()
-    split = split.with_train(augmented(split.train, params.augment, params.augment_rate, params.seed, model.n_items,
-                                       params.augment_copies))
+    split = split.with_train(
+        augmented(split.train, params.augment, params.augment_rate, params.seed, model.n_items, params.augment_copies)
+    )
     model.prepare(split.train)
     device = distributed.resolve_device(params.device)
     model.to(device)
@@ -239,10 +273,18 @@ def fit(
 
     main = distributed.is_main()
     progress = progress and main
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2), weight_decay=params.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=params.lr, betas=(0.9, params.beta2), weight_decay=params.weight_decay
+    )
     teacher = _teacher(params, teacher, model, device)
-    step: torch.nn.Module = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per), params.precision,
-                                     teacher, params.distill_weight, params.distill_temperature)
+    step: torch.nn.Module = LossStep(
+        model,
+        build_loss(params.loss, params.negatives, params.negatives_per),
+        params.precision,
+        teacher,
+        params.distill_weight,
+        params.distill_temperature,
+    )
     if distributed.active():
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     rng = np.random.default_rng(params.seed)  # batch order: the same on every rank
@@ -270,13 +312,23 @@ def fit(
         model.train()
         total, count = 0.0, 0
         # disable=None: the bar only on a terminal, so a log file holds the per-epoch lines alone
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=None if progress else True, unit="batch")
-        batches = next_item_batches(rows, model.max_len, params.batch_size, rng, distributed.rank(),
-                                    distributed.world_size(), params.synthetic_weight, last_target_only,
-                                    augment_weight=params.augment_weight,
-                                    by_length=params.batching == "length",
-                                    equal_weight=params.target_weighting == "equal",
-                                    synthetic_per_epoch=params.synthetic_per_epoch)
+        bar = tqdm(
+            total=n_batches, desc=f"epoch {epoch}", leave=False, disable=None if progress else True, unit="batch"
+        )
+        batches = next_item_batches(
+            rows,
+            model.max_len,
+            params.batch_size,
+            rng,
+            distributed.rank(),
+            distributed.world_size(),
+            params.synthetic_weight,
+            last_target_only,
+            augment_weight=params.augment_weight,
+            by_length=params.batching == "length",
+            equal_weight=params.target_weighting == "equal",
+            synthetic_per_epoch=params.synthetic_per_epoch,
+        )
         for inputs, targets, weights, batch_weight in batches:
             loss = step(inputs.to(device), targets.to(device), weights.to(device), batch_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -293,8 +345,11 @@ def fit(
         tick = time.perf_counter()
         # The last epoch is validated too: the one the epoch cap, patience or the time budget ends on.
         validated = epoch % params.eval_every == 0 or distributed.broadcast_flag(stops_after(epoch) or budget_spent())
-        valid = evaluate(model, split.valid, batch_size=params.eval_batch_size,
-                         exclude_seen=params.exclude_seen).metrics if validated else {}
+        valid = (
+            evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
+            if validated
+            else {}
+        )
         eval_seconds = time.perf_counter() - tick
         state.train_seconds += train_seconds
         state.eval_seconds += eval_seconds
@@ -313,10 +368,20 @@ def fit(
         }
         state.history.append(record)
         if main:
-            scores = (f"valid ndcg@20 {valid[SELECT_METRIC]:.4f}  recall@10 {valid['recall@10']:.4f}"
-                      if validated else "not validated")
-            log.info("epoch %3d  loss %.4f  %s  best %d  (%.1fs train, %.1fs eval)",
-                     epoch, record["loss"], scores, state.best_epoch, train_seconds, eval_seconds)
+            scores = (
+                f"valid ndcg@20 {valid[SELECT_METRIC]:.4f}  recall@10 {valid['recall@10']:.4f}"
+                if validated
+                else "not validated"
+            )
+            log.info(
+                "epoch %3d  loss %.4f  %s  best %d  (%.1fs train, %.1fs eval)",
+                epoch,
+                record["loss"],
+                scores,
+                state.best_epoch,
+                train_seconds,
+                eval_seconds,
+            )
         state.epoch = epoch
         if run_dir:
             full_meta = {**meta, "epoch": state.best_epoch, "train": asdict(params)}
@@ -357,16 +422,24 @@ def _teacher(params: TrainParams, teacher: Backbone | None, model: Backbone, dev
         return None
     if teacher is None:
         if not params.teacher:
-            raise ConfigError("train option distill_weight needs a teacher: a checkpoint (train.teacher), "
-                              "or a loop's previous round")
+            raise ConfigError(
+                "train option distill_weight needs a teacher: a checkpoint (train.teacher), or a loop's previous round"
+            )
         teacher, _ = load_checkpoint(params.teacher)
         if teacher.n_items != model.n_items:
-            raise CheckpointError(f"{params.teacher}: teacher of {teacher.n_items} items for a model of {model.n_items}")
+            raise CheckpointError(
+                f"{params.teacher}: teacher of {teacher.n_items} items for a model of {model.n_items}"
+            )
     return teacher.to(device).eval()
 
 
 def _fit_untrained(
-    model: Backbone, split: LeaveOneOut, params: TrainParams, run_dir: Path | None, meta: dict, started: float,
+    model: Backbone,
+    split: LeaveOneOut,
+    params: TrainParams,
+    run_dir: Path | None,
+    meta: dict,
+    started: float,
     carry: dict[str, Any] | None,
 ) -> FitResult:
     tick = time.perf_counter()

@@ -17,9 +17,33 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # The small self-improvement run shared by the loop and reliability tests: 300 users,
 # 80 items, three rounds (0, 1, 2) of 4 epochs each.
-LOOP = ["--synthetic-users", "300", "--synthetic-items", "80", "--dim", "16", "--blocks", "1", "--heads", "1",
-        "--max-len", "20", "--max-epochs", "4", "--negatives", "16", "--batch-size", "64", "--lr", "0.003",
-        "--rounds", "2", "--tau", "10", "--quiet"]
+LOOP = [
+    "--synthetic-users",
+    "300",
+    "--synthetic-items",
+    "80",
+    "--dim",
+    "16",
+    "--blocks",
+    "1",
+    "--heads",
+    "1",
+    "--max-len",
+    "20",
+    "--max-epochs",
+    "4",
+    "--negatives",
+    "16",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.003",
+    "--rounds",
+    "2",
+    "--tau",
+    "10",
+    "--quiet",
+]
 LOOP_ROUNDS = 3
 
 

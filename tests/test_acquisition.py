@@ -16,9 +16,13 @@ from .conftest import LOOP
 
 def test_disagreement_needs_dropout_and_is_seeded(small_dataset, small_split):
     seqs = small_split.train.select(np.arange(50))
-    quiet = build_backbone("sasrec", small_dataset.n_items, {"dim": 16, "blocks": 1, "heads": 1, "dropout": 0.0}, seed=0)
+    quiet = build_backbone(
+        "sasrec", small_dataset.n_items, {"dim": 16, "blocks": 1, "heads": 1, "dropout": 0.0}, seed=0
+    )
     assert np.allclose(disagreement(quiet, seqs, samples=4), 0.0, atol=1e-5)  # no dropout: every sample agrees
-    noisy = build_backbone("sasrec", small_dataset.n_items, {"dim": 16, "blocks": 1, "heads": 1, "dropout": 0.3}, seed=0)
+    noisy = build_backbone(
+        "sasrec", small_dataset.n_items, {"dim": 16, "blocks": 1, "heads": 1, "dropout": 0.3}, seed=0
+    )
     fit(noisy, small_split, TrainParams(max_epochs=2, batch_size=64, lr=3e-3, negatives=16), progress=False)
     first, again = disagreement(noisy, seqs, samples=4, seed=1), disagreement(noisy, seqs, samples=4, seed=1)
     assert np.array_equal(first, again) and (first[seqs.lengths >= 2] > 0).all()
@@ -49,4 +53,6 @@ def test_loop_keeps_the_acquired_share(tmp_path):
     control = tmp_path / "control"
     assert main(["improve", "--out", str(control), *options, "--acquire-share", "0.5", "--acquire-by", "random"]) == 0
     drawn = json.loads((control / "round-0" / "generation.json").read_text())
-    assert drawn["kept"] == generation["kept"] and drawn["acquired"] == generation["acquired"]  # same generation, same share kept
+    assert (
+        drawn["kept"] == generation["kept"] and drawn["acquired"] == generation["acquired"]
+    )  # same generation, same share kept

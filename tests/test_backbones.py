@@ -65,9 +65,31 @@ def test_backbone_is_causal(name, small_dataset):
 def test_weak_to_strong_round(learner, generator, tmp_path):
     out = tmp_path / "run"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL[learner].items()]
-    code = main(["improve", "--out", str(out), "--backbone", learner, *flags, "--generator", generator,
-                 "--synthetic-users", "200", "--synthetic-items", "60", "--max-epochs", "2", "--negatives", "16",
-                 "--batch-size", "64", "--rounds", "1", "--quiet"])
+    code = main(
+        [
+            "improve",
+            "--out",
+            str(out),
+            "--backbone",
+            learner,
+            *flags,
+            "--generator",
+            generator,
+            "--synthetic-users",
+            "200",
+            "--synthetic-items",
+            "60",
+            "--max-epochs",
+            "2",
+            "--negatives",
+            "16",
+            "--batch-size",
+            "64",
+            "--rounds",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == 0
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
     assert rounds[1]["synthetic_sequences"] > 0
@@ -117,8 +139,10 @@ def test_incremental_decoder_matches_re_encoding(name, small_dataset):
 def test_generation_with_and_without_the_cache_agree(name, small_dataset, small_split):
     model = build_backbone(name, small_dataset.n_items, SMALL[name], seed=0)
     fit(model, small_split, TrainParams(max_epochs=2, batch_size=64, lr=3e-3, negatives=32), progress=False)
-    runs = [generate(model, small_split.train, GenerationParams(attempts=2, tau=10, incremental=flag), progress=False)
-            for flag in (True, False)]
+    runs = [
+        generate(model, small_split.train, GenerationParams(attempts=2, tau=10, incremental=flag), progress=False)
+        for flag in (True, False)
+    ]
     cached, encoded = ({tuple(seq) for seq in r.sequences.to_lists()} for r in runs)
     assert len(cached) > 20
     # Equal up to float rounding, which can flip a near-tie of this two-epoch model and so change
@@ -179,7 +203,7 @@ def test_attending_to_padding_equals_a_window_left_padded_with_zero_inputs(block
         out = layer(x, padding=padding)
         for row in range(3):
             window = torch.cat([torch.zeros(int(padding[row]), 16), x[row]])[None]
-            assert torch.allclose(out[row], layer(window)[0, int(padding[row]):], atol=1e-5)
+            assert torch.allclose(out[row], layer(window)[0, int(padding[row]) :], atol=1e-5)
         assert not torch.allclose(out[0], layer(x[:1])[0], atol=1e-3)  # the padding changes the result
     model = build_backbone("sasrec", 30, {"dim": 16, "max_len": 8, "pad_keys": "attended"}, seed=0).eval()
     history = torch.tensor([[4, 9, 2, 7]])
@@ -205,7 +229,9 @@ def test_markov_scores_the_training_transitions_over_popularity():
                 expected[row, b] += a == latest
     scores = model.score_all(model.last_hidden(torch.tensor([[4, 1], [1, 2], [5, 0]])))
     assert np.allclose(scores.numpy(), expected)
-    assert torch.equal(model.score_items(model.encode(torch.tensor([[2]])), torch.tensor([[[3, 4]]])), torch.tensor([[[2.5, 1.5]]]))
+    assert torch.equal(
+        model.score_items(model.encode(torch.tensor([[2]])), torch.tensor([[[3, 4]]])), torch.tensor([[[2.5, 1.5]]])
+    )
 
 
 def test_markov_round_trips_through_a_checkpoint(tmp_path, small_dataset, small_split):

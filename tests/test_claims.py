@@ -21,30 +21,44 @@ def test_the_claims_page_is_rendered_from_the_current_result_files():
 
 def toy_docs(tmp_path: Path, text: str, values: str) -> Path:
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "study.json").write_text(json.dumps(
-        {"rows": [{"dataset": "A", "variant": "x", "recall@10": {"mean": 0.08421, "gain": 0.163, "ci": [0.11, 0.21]}},
-                  {"dataset": "B", "variant": "x", "recall@10": {"mean": 0.05, "gain": -0.02, "ci": [-0.05, 0.01]}}]}))
+    (tmp_path / "results" / "study.json").write_text(
+        json.dumps(
+            {
+                "rows": [
+                    {"dataset": "A", "variant": "x", "recall@10": {"mean": 0.08421, "gain": 0.163, "ci": [0.11, 0.21]}},
+                    {"dataset": "B", "variant": "x", "recall@10": {"mean": 0.05, "gain": -0.02, "ci": [-0.05, 0.01]}},
+                ]
+            }
+        )
+    )
     (tmp_path / "claims.toml").write_text(
         f'intro = "I"\noutro = "O"\n[[claims]]\ntitle = "T."\nstudy = "study"\ncommand = "rsir x"\n'
-        f'text = "{text}"\n[claims.values]\n{values}\n')
+        f'text = "{text}"\n[claims.values]\n{values}\n'
+    )
     return tmp_path
 
 
 def test_a_claim_takes_its_numbers_from_the_json_through_paths(tmp_path):
-    docs = toy_docs(tmp_path, "B gains {g:+.1%} (CI {lo:+.1%} to {hi:+.1%}) at `k = 2.5`.",
-                    'g = ["rows", {dataset = "B"}, "recall@10", "gain"]\n'
-                    'lo = ["rows", {dataset = "B"}, "recall@10", "ci", 0]\nhi = ["rows", {dataset = "B"}, "recall@10", "ci", -1]')
+    docs = toy_docs(
+        tmp_path,
+        "B gains {g:+.1%} (CI {lo:+.1%} to {hi:+.1%}) at `k = 2.5`.",
+        'g = ["rows", {dataset = "B"}, "recall@10", "gain"]\n'
+        'lo = ["rows", {dataset = "B"}, "recall@10", "ci", 0]\nhi = ["rows", {dataset = "B"}, "recall@10", "ci", -1]',
+    )
     page = render_claims.render(docs)
     assert "- **T.** B gains -2.0% (CI -5.0% to +1.0%) at `k = 2.5`. Details: [results/study.json]" in page
 
 
-@pytest.mark.parametrize("text, values, message", [
-    ("A reaches 0.0842.", "", "numbers written by hand (0.0)"),
-    ("A gains 16%.", "", "numbers written by hand (6%)"),
-    ("A reaches {r:.4f}.", 'r = ["rows", {variant = "x"}, "recall@10", "mean"]', "2 elements match"),
-    ("A reaches {r:.4f}.", 'r = ["rows", {dataset = "A"}, "ndcg@10", "mean"]', "no 'ndcg@10' in the result file"),
-    ("A reaches {s:.4f}.", 'r = ["rows", {dataset = "A"}, "recall@10", "mean"]', "KeyError 's'"),
-])
+@pytest.mark.parametrize(
+    "text, values, message",
+    [
+        ("A reaches 0.0842.", "", "numbers written by hand (0.0)"),
+        ("A gains 16%.", "", "numbers written by hand (6%)"),
+        ("A reaches {r:.4f}.", 'r = ["rows", {variant = "x"}, "recall@10", "mean"]', "2 elements match"),
+        ("A reaches {r:.4f}.", 'r = ["rows", {dataset = "A"}, "ndcg@10", "mean"]', "no 'ndcg@10' in the result file"),
+        ("A reaches {s:.4f}.", 'r = ["rows", {dataset = "A"}, "recall@10", "mean"]', "KeyError 's'"),
+    ],
+)
 def test_hand_written_or_unresolved_numbers_are_refused(tmp_path, text, values, message):
     with pytest.raises(render_claims.ClaimError, match=message.replace("(", r"\(").replace(")", r"\)")):
         render_claims.render(toy_docs(tmp_path, text, values))

@@ -97,7 +97,9 @@ def test_evaluate_matches_training_metrics(trained, capsys):
 def test_evaluate_output_goes_to_the_file_only(trained, capsys, tmp_path):
     root, data, out = trained
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--output", str(tmp_path / "e.json"), "--quiet"]) == 0
+    assert (
+        main(["evaluate", "--checkpoint", str(out / "model.pt"), "--output", str(tmp_path / "e.json"), "--quiet"]) == 0
+    )
     assert capsys.readouterr().out == ""
     expected = json.loads((out / "metrics.json").read_text())["rounds"][0]["test"]
     assert json.loads((tmp_path / "e.json").read_text())["ndcg@10"] == pytest.approx(expected["ndcg@10"])
@@ -108,8 +110,23 @@ def test_recommend_in_original_ids_csv_and_json(trained, capsys, tmp_path):
     frame = pd.read_csv(data)
     users = [int(frame.user_id.iloc[0]), int(frame.user_id.iloc[-1])]
     target = tmp_path / "recs.csv"
-    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--users", f"{users[0]},{users[1]}",
-                 "--k", "5", "--output", str(target), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--checkpoint",
+                str(out / "model.pt"),
+                "--users",
+                f"{users[0]},{users[1]}",
+                "--k",
+                "5",
+                "--output",
+                str(target),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     recs = pd.read_csv(target)
     assert recs.user_id.tolist() == [users[0]] * 5 + [users[1]] * 5
     assert recs["rank"].tolist() == [1, 2, 3, 4, 5] * 2
@@ -117,8 +134,22 @@ def test_recommend_in_original_ids_csv_and_json(trained, capsys, tmp_path):
     assert not seen & set(recs[recs.user_id == users[0]].item_id)  # seen items excluded
     assert set(recs.item_id) <= set(frame.item_id)
     capsys.readouterr()
-    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--users", str(users[0]),
-                 "--k", "3", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--checkpoint",
+                str(out / "model.pt"),
+                "--users",
+                str(users[0]),
+                "--k",
+                "3",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     assert payload[0]["user_id"] == users[0] and len(payload[0]["items"]) == 3
 
@@ -133,7 +164,22 @@ def test_recommend_beyond_the_unseen_items_lists_each_unseen_item_once(trained, 
     unseen = set(frame.item_id) - set(frame[frame.user_id == user].item_id)
     assert sorted(recs.item_id) == sorted(unseen) and np.isfinite(recs.score).all()
     assert recs["rank"].tolist() == list(range(1, len(unseen) + 1))
-    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--users", str(user), "--k", "100000", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--checkpoint",
+                str(out / "model.pt"),
+                "--users",
+                str(user),
+                "--k",
+                "100000",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)[0]["items"] == recs.item_id.tolist()
 
 
@@ -155,7 +201,7 @@ def test_checkpoint_used_with_other_data_is_refused(trained, tmp_path, capsys):
 def test_crafted_checkpoint_with_code_is_refused(tmp_path, capsys):
     class Payload:
         def __reduce__(self):
-            return (exec, ("open(%r, 'w').write('owned')" % str(tmp_path / "owned"),))
+            return (exec, (f"open({str(tmp_path / 'owned')!r}, 'w').write('owned')",))
 
     bad = tmp_path / "evil.pt"
     torch.save({"format": "rsir-checkpoint/1", "x": Payload()}, bad)
@@ -169,8 +215,10 @@ def test_crafted_checkpoint_with_code_is_refused(tmp_path, capsys):
 
 def test_config_file_and_unknown_keys(tmp_path, capsys):
     good = tmp_path / "c.toml"
-    good.write_text('[data]\nsynthetic_users = 200\nsynthetic_items = 60\n[model]\ndim = 16\nblocks = 1\nheads = 1\n'
-                    '[train]\nmax_epochs = 1\nnegatives = 8\n')
+    good.write_text(
+        "[data]\nsynthetic_users = 200\nsynthetic_items = 60\n[model]\ndim = 16\nblocks = 1\nheads = 1\n"
+        "[train]\nmax_epochs = 1\nnegatives = 8\n"
+    )
     assert main(["train", "--config", str(good), "--out", str(tmp_path / "r"), "--quiet"]) == 0
     saved = (tmp_path / "r" / "config.yaml").read_text()
     assert "dim: 16" in saved and "max_epochs: 1" in saved
@@ -197,12 +245,17 @@ def test_bad_data_file_leaves_nothing_behind(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("device, message", [
-    ("tpu", "unknown device 'tpu'"),
-    ("mps", "unsupported device 'mps'"),
-    ("gpu:0", "unknown device 'gpu:0'"),
-    pytest.param("cuda", "has no usable CUDA GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
-])
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("tpu", "unknown device 'tpu'"),
+        ("mps", "unsupported device 'mps'"),
+        ("gpu:0", "unknown device 'gpu:0'"),
+        pytest.param(
+            "cuda", "has no usable CUDA GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")
+        ),
+    ],
+)
 def test_unusable_device_is_a_clear_error(device, message, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--device", device, "--out", str(out), "--max-epochs", "1"]) == 2
@@ -283,17 +336,61 @@ def test_progress_written_to_a_file_has_the_epoch_lines_and_no_bars(tmp_path):
 
     log = tmp_path / "log.txt"
     with open(log, "w") as handle:
-        code = subprocess.run([sys.executable, "-m", "rsir.cli", "improve", "--out", str(tmp_path / "run"),
-                               "--synthetic-users", "200", "--synthetic-items", "60", "--dim", "16", "--blocks", "1",
-                               "--heads", "1", "--negatives", "16", "--max-epochs", "2", "--rounds", "1"],
-                              stdout=handle, stderr=subprocess.STDOUT, timeout=300).returncode
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rsir.cli",
+                "improve",
+                "--out",
+                str(tmp_path / "run"),
+                "--synthetic-users",
+                "200",
+                "--synthetic-items",
+                "60",
+                "--dim",
+                "16",
+                "--blocks",
+                "1",
+                "--heads",
+                "1",
+                "--negatives",
+                "16",
+                "--max-epochs",
+                "2",
+                "--rounds",
+                "1",
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        ).returncode
     text = log.read_text()
     assert code == 0 and "\r" not in text
     assert sum(line.startswith("rsir: epoch ") for line in text.splitlines()) == 4  # 2 epochs x 2 rounds
     assert "rsir: round 1: training sasrec on" in text
-    quiet = subprocess.run([sys.executable, "-m", "rsir.cli", "train", "--out", str(tmp_path / "quiet"), "--quiet",
-                            "--synthetic-users", "200", "--synthetic-items", "60", "--dim", "16", "--max-epochs", "1"],
-                           capture_output=True, text=True, timeout=300)
+    quiet = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rsir.cli",
+            "train",
+            "--out",
+            str(tmp_path / "quiet"),
+            "--quiet",
+            "--synthetic-users",
+            "200",
+            "--synthetic-items",
+            "60",
+            "--dim",
+            "16",
+            "--max-epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert quiet.returncode == 0 and quiet.stderr == ""  # --quiet: results on stdout, nothing else
 
 
@@ -307,7 +404,9 @@ def test_the_library_logs_and_never_prints(small_dataset, small_split, capsys, c
     with caplog.at_level("INFO", logger="rsir"):
         fit(model, small_split, quick(max_epochs=2), progress=False)
     assert capsys.readouterr() == ("", "")
-    assert [r.name for r in caplog.records] == ["rsir.training"] * 2 and caplog.records[0].getMessage().startswith("epoch   1")
+    assert [r.name for r in caplog.records] == ["rsir.training"] * 2 and caplog.records[0].getMessage().startswith(
+        "epoch   1"
+    )
 
 
 def test_compare_puts_train_and_improve_runs_side_by_side(trained, tmp_path, capsys):
@@ -321,6 +420,8 @@ def test_compare_puts_train_and_improve_runs_side_by_side(trained, tmp_path, cap
     assert table["round"].tolist() == [0, 0, 1] and table["epochs"].tolist() == [2, 2, 2]
     trained_metrics = json.loads((out / "metrics.json").read_text())["rounds"][0]
     assert table["test ndcg@10"][0] == pytest.approx(trained_metrics["test"]["ndcg@10"])
-    assert table["test ndcg@10"][1] == pytest.approx(table["test ndcg@10"][0])  # the same config: round 0 is the plain run
+    assert table["test ndcg@10"][1] == pytest.approx(
+        table["test ndcg@10"][0]
+    )  # the same config: round 0 is the plain run
     assert main(["compare", str(out), str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.endswith("none: no finished run there (no metrics.json)\n")

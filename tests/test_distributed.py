@@ -29,8 +29,16 @@ OPTIONS = [*TRAIN_OPTIONS, "--rounds", "1", "--tau", "10"]  # one self-improveme
 
 
 def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "rsir.cli", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "rsir.cli",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -68,11 +76,16 @@ def test_two_process_evaluation_equals_one_process(trained_by_two, tmp_path):
     checkpoint = str(trained_by_two / "model.pt")
     for split in ("valid", "test"):
         torchrun("evaluate", "--checkpoint", checkpoint, "--split", split, "--output", str(tmp_path / "two.json"))
-        assert main(["evaluate", "--checkpoint", checkpoint, "--split", split, "--output", str(tmp_path / "one.json")]) == 0
+        assert (
+            main(["evaluate", "--checkpoint", checkpoint, "--split", split, "--output", str(tmp_path / "one.json")])
+            == 0
+        )
         two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
         assert two == one  # exactly: ranks are integers, summed over processes
     # The training run's own (2-process) test metrics are the same numbers.
-    assert json.loads((trained_by_two / "metrics.json").read_text())["rounds"][0]["test"] == {k: v for k, v in one.items() if "@" in k}
+    assert json.loads((trained_by_two / "metrics.json").read_text())["rounds"][0]["test"] == {
+        k: v for k, v in one.items() if "@" in k
+    }
 
 
 def test_two_process_generation_equals_one_process(improved_by_two):
@@ -81,7 +94,9 @@ def test_two_process_generation_equals_one_process(improved_by_two):
     split = leave_one_out(load_dataset(DataParams(**meta["data"])))
     config = yaml.safe_load((improved_by_two / "config.yaml").read_text())
     params = GenerationParams(**config["generate"])
-    alone = generate(model, split.train, params, seed=config["train"]["seed"] * 1000, origin=1, progress=False).sequences
+    alone = generate(
+        model, split.train, params, seed=config["train"]["seed"] * 1000, origin=1, progress=False
+    ).sequences
     assert len(merged) > 0
     for field in ("items", "offsets", "users", "origin"):
         assert np.array_equal(getattr(merged, field), getattr(alone, field)), field

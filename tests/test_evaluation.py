@@ -35,7 +35,9 @@ def test_metrics_by_hand():
 
 
 def test_leave_one_out_split():
-    data = from_interactions(np.array([1, 1, 1, 1, 2, 2, 2, 3, 3]), np.array([1, 2, 3, 4, 5, 6, 7, 8, 9]), None, name="t")
+    data = from_interactions(
+        np.array([1, 1, 1, 1, 2, 2, 2, 3, 3]), np.array([1, 2, 3, 4, 5, 6, 7, 8, 9]), None, name="t"
+    )
     split = leave_one_out(data)
     assert split.dropped_users == 1  # user 3 has 2 interactions
     assert split.train.to_lists() == [[1, 2], [5]]

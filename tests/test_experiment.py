@@ -4,8 +4,8 @@ augmentation baselines."""
 from __future__ import annotations
 
 import json
-import shutil
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,13 @@ import torch
 
 from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_successors
 from rsir.cli import main
-from rsir.errors import ConfigError
-from rsir.data import Sequences
 from rsir.config import build_config
+from rsir.data import Sequences
+from rsir.errors import ConfigError
 from rsir.experiment import Cell, Spec, load_spec
-from rsir.report import _plot_curves, aggregate, head_to_head
 from rsir.loop import load_synthetic
+from rsir.report import _plot_curves, aggregate, head_to_head
+
 from .conftest import without_timings
 
 SPEC = """
@@ -63,8 +64,14 @@ def test_every_cell_runs_once_and_is_reported(experiment):
     report = json.loads((experiment / "out" / "report.json").read_text())
     assert report["cells"] == report["cells_done"] == 8  # (plain, reordering, rsir x 2 taus) x 2 seeds
     rows = {(r["variant"], r["round"]): r for r in report["rows"]}
-    assert set(rows) == {("plain", 0), ("reordering", 0), ("rsir[generate.tau=5]", 0), ("rsir[generate.tau=5]", 1),
-                         ("rsir[generate.tau=10]", 0), ("rsir[generate.tau=10]", 1)}
+    assert set(rows) == {
+        ("plain", 0),
+        ("reordering", 0),
+        ("rsir[generate.tau=5]", 0),
+        ("rsir[generate.tau=5]", 1),
+        ("rsir[generate.tau=10]", 0),
+        ("rsir[generate.tau=10]", 1),
+    }
     assert all(r["seeds"] == [0, 1] for r in rows.values())
     # Round 0 of an improve cell is the plain training of the same seed, reused, not retrained.
     assert rows[("rsir[generate.tau=5]", 0)]["recall@10"]["mean"] == rows[("plain", 0)]["recall@10"]["mean"]
@@ -110,8 +117,12 @@ def test_an_unfinished_loop_reports_its_finished_rounds_as_interim(experiment, t
     report = json.loads((out / "report.json").read_text())
     rows = {(r["variant"], r["round"]): r for r in report["rows"]}
     assert report["cells_done"] == 7 and report["cells_interim"] == ["synthetic/rsir[generate.tau=5]/s1"]
-    assert rows[("rsir[generate.tau=5]", 0)]["seeds"] == [0, 1] and rows[("rsir[generate.tau=5]", 0)]["interim_seeds"] == [1]
-    assert rows[("rsir[generate.tau=5]", 1)]["seeds"] == [0] and rows[("rsir[generate.tau=5]", 1)]["interim_seeds"] == []
+    assert rows[("rsir[generate.tau=5]", 0)]["seeds"] == [0, 1] and rows[("rsir[generate.tau=5]", 0)][
+        "interim_seeds"
+    ] == [1]
+    assert (
+        rows[("rsir[generate.tau=5]", 1)]["seeds"] == [0] and rows[("rsir[generate.tau=5]", 1)]["interim_seeds"] == []
+    )
     assert "| synthetic | rsir[generate.tau=5] | 0 | 2 (1 interim) |" in capsys.readouterr().out
 
 
@@ -135,7 +146,9 @@ def test_only_runs_the_matching_cells(experiment, tmp_path, capsys):
     spec = str(experiment / "spec.toml")
     assert main(["experiment", spec, "--out", str(tmp_path), "--only", "synthetic/plain/s1", "*/reordering/s0"]) == 0
     assert sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.rglob("result.json")) == [
-        "synthetic/plain/s1", "synthetic/reordering/s0"]
+        "synthetic/plain/s1",
+        "synthetic/reordering/s0",
+    ]
     assert json.loads((tmp_path / "report.json").read_text())["cells_done"] == 2
     assert main(["experiment", spec, "--out", str(tmp_path), "--only", "Beauty/*"]) == 2
     assert "matches no cell (keys look like synthetic/plain/s0)" in capsys.readouterr().err
@@ -184,11 +197,16 @@ def _run(root: Path, name: str, variants: str, *flags: str) -> Path:
 def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
     loop = '[variants.rsir]\ncommand = "improve"\nimprove = { rounds = ROUNDS }\ngenerate = { tau = 5 }\n'
     recursion = _run(tmp_path, "recursion", loop.replace("ROUNDS", "2"))
-    main_table = _run(tmp_path, "main_table", '[variants.plain]\ncommand = "train"\n' + loop.replace("ROUNDS", "1")
-                      + loop.replace("rsir]", "rsir_finetune]").replace("ROUNDS", '1, successor = "finetune"')
-                      + '[variants.weak_to_strong]\ncommand = "improve"\nmodel = { backbone = "hstu" }\n'
-                        'improve = { rounds = 1, generator = "sasrec" }\n'
-                      + '[variants.sasrec]\nmodel = { dim = 256, blocks = 1, heads = 1, max_len = 50 }\n')
+    main_table = _run(
+        tmp_path,
+        "main_table",
+        '[variants.plain]\ncommand = "train"\n'
+        + loop.replace("ROUNDS", "1")
+        + loop.replace("rsir]", "rsir_finetune]").replace("ROUNDS", '1, successor = "finetune"')
+        + '[variants.weak_to_strong]\ncommand = "improve"\nmodel = { backbone = "hstu" }\n'
+        'improve = { rounds = 1, generator = "sasrec" }\n'
+        + "[variants.sasrec]\nmodel = { dim = 256, blocks = 1, heads = 1, max_len = 50 }\n",
+    )
     source = recursion / "rsir" / "s0"
     plain, rsir, finetune = (main_table / v / "s0" for v in ("plain", "rsir", "rsir_finetune"))
 
@@ -199,7 +217,10 @@ def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
     assert same(plain / "run" / "model.pt", source / "run" / "round-0" / "model.pt")
     assert json.loads((plain / "result.json").read_text())["reused"] == {"train round 0": "recursion/synthetic/rsir/s0"}
     assert set(json.loads((rsir / "result.json").read_text())["reused"]) == {
-        "train round 0", "generate round 0", "train round 1"}
+        "train round 0",
+        "generate round 0",
+        "train round 1",
+    }
     for k in (0, 1):
         assert same(rsir / "run" / f"round-{k}" / "model.pt", source / "run" / f"round-{k}" / "model.pt")
     assert not list((rsir / "run").rglob("last.pt")) and not list(plain.rglob("last.pt"))  # nothing trained
@@ -215,15 +236,21 @@ def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
     assert same(generator / "model.pt", main_table / "sasrec" / "s0" / "run" / "model.pt")
     assert not (generator / "last.pt").exists()
     assert json.loads((main_table / "weak_to_strong" / "s0" / "result.json").read_text())["reused"] == {
-        "train round 0 generator": "synthetic/sasrec/s0"}
+        "train round 0 generator": "synthetic/sasrec/s0"
+    }
     # What is copied is what running gives: the same cells run from scratch match to the last digit.
     fresh = _run(tmp_path / "apart", "fresh", loop.replace("ROUNDS", "1"), "--no-reuse")
-    assert (without_timings(json.loads((fresh / "rsir" / "s0" / "result.json").read_text())["rounds"])
-            == without_timings(json.loads((rsir / "result.json").read_text())["rounds"]))
+    assert without_timings(
+        json.loads((fresh / "rsir" / "s0" / "result.json").read_text())["rounds"]
+    ) == without_timings(json.loads((rsir / "result.json").read_text())["rounds"])
     assert (fresh / "rsir" / "s0" / "run" / "round-1" / "last.pt").exists()
     report = json.loads((tmp_path / "main_table" / "report.json").read_text())
-    assert report["cells_reusing"] == ["synthetic/plain/s0", "synthetic/rsir/s0", "synthetic/rsir_finetune/s0",
-                                       "synthetic/weak_to_strong/s0"]
+    assert report["cells_reusing"] == [
+        "synthetic/plain/s0",
+        "synthetic/rsir/s0",
+        "synthetic/rsir_finetune/s0",
+        "synthetic/weak_to_strong/s0",
+    ]
     assert "not counting the phases 4 of them reused" in (tmp_path / "main_table" / "report.md").read_text()
 
 
@@ -234,7 +261,9 @@ def test_a_capped_round_acquires_from_the_pool_of_the_uncapped_round(tmp_path):
     capped = _run(tmp_path, "capped", capped_loop)
     cell = capped / "capped" / "s0"
     assert json.loads((cell / "result.json").read_text())["reused"] == {
-        "train round 0": "uncapped/synthetic/rsir/s0", "generate round 0 (before acquisition)": "uncapped/synthetic/rsir/s0"}
+        "train round 0": "uncapped/synthetic/rsir/s0",
+        "generate round 0 (before acquisition)": "uncapped/synthetic/rsir/s0",
+    }
     pool = load_synthetic(uncapped / "rsir" / "s0" / "run" / "round-0" / "synthetic.npz")
     kept = load_synthetic(cell / "run" / "round-0" / "synthetic.npz")
     assert len(kept) == math.ceil(len(pool) / 2)
@@ -243,8 +272,9 @@ def test_a_capped_round_acquires_from_the_pool_of_the_uncapped_round(tmp_path):
     assert (fresh / "run" / "round-0" / "generated.npz").exists()  # a capped run keeps its pool
     regenerated = load_synthetic(fresh / "run" / "round-0" / "synthetic.npz")
     assert np.array_equal(regenerated.items, kept.items) and np.array_equal(regenerated.users, kept.users)
-    assert (without_timings(json.loads((fresh / "result.json").read_text())["rounds"])
-            == without_timings(json.loads((cell / "result.json").read_text())["rounds"]))
+    assert without_timings(json.loads((fresh / "result.json").read_text())["rounds"]) == without_timings(
+        json.loads((cell / "result.json").read_text())["rounds"]
+    )
 
 
 def test_aggregation_on_known_inputs():
@@ -263,11 +293,26 @@ def test_aggregation_on_known_inputs():
 
 
 def test_a_swept_baseline_pairs_each_point_with_its_own():
-    cells = [Cell("d", f"{v}[data.noise={n}]", s, "train", {}, (("data.noise", n),))
-             for v in ("plain", "rsir") for n in (0.0, 0.2) for s in (0, 1)]
+    cells = [
+        Cell("d", f"{v}[data.noise={n}]", s, "train", {}, (("data.noise", n),))
+        for v in ("plain", "rsir")
+        for n in (0.0, 0.2)
+        for s in (0, 1)
+    ]
     recall = {("plain", 0.0): 0.10, ("plain", 0.2): 0.05, ("rsir", 0.0): 0.11, ("rsir", 0.2): 0.06}
-    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": recall[(
-        c.variant.removesuffix(c.point), c.setting[0][1])] * (1 + c.seed / 100)}}]} for c in cells}
+    results = {
+        c.key: {
+            "rounds": [
+                {
+                    "round": 0,
+                    "test": {
+                        "recall@10": recall[(c.variant.removesuffix(c.point), c.setting[0][1])] * (1 + c.seed / 100)
+                    },
+                }
+            ]
+        }
+        for c in cells
+    }
     rows = {r["variant"]: r["recall@10"] for r in aggregate(Spec("t", cells, "plain", ["recall@10"]), results)}
     assert "gain" not in rows["plain[data.noise=0.2]"]
     assert math.isclose(rows["rsir[data.noise=0.0]"]["gain"], 0.1)
@@ -277,10 +322,15 @@ def test_a_swept_baseline_pairs_each_point_with_its_own():
 @pytest.mark.parametrize("values, drawn", [((5, 10, float("inf")), True), (("first", "prefix"), False)])
 def test_curves_are_drawn_for_a_numeric_sweep_only(values, drawn, tmp_path):
     cells = [Cell("d", "plain", 0, "train", {})] + [
-        Cell("d", f"rsir[generate.x={v}]", 0, "improve", {}, (("generate.x", v),)) for v in values]
-    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": 0.1}}]
-                       + ([{"round": 1, "test": {"recall@10": 0.1 + i / 100}}] if c.setting else [])}
-               for i, c in enumerate(cells)}
+        Cell("d", f"rsir[generate.x={v}]", 0, "improve", {}, (("generate.x", v),)) for v in values
+    ]
+    results = {
+        c.key: {
+            "rounds": [{"round": 0, "test": {"recall@10": 0.1}}]
+            + ([{"round": 1, "test": {"recall@10": 0.1 + i / 100}}] if c.setting else [])
+        }
+        for i, c in enumerate(cells)
+    }
     spec = Spec("t", cells, "plain", ["recall@10"])
     _plot_curves(tmp_path / "curves.png", spec, aggregate(spec, results))
     assert (tmp_path / "curves.png").exists() == drawn  # the infinite point is left off the axis, not an error
@@ -299,8 +349,15 @@ def test_a_variant_pairs_against_its_own_baseline():
 def test_head_to_head_pairs_final_rounds_of_two_variants():
     rounds = {"reordering": [0.10, 0.20], "rsir": [0.30, 0.12, 0.24]}  # rsir: rounds 0..2 of two seeds
     cells = [Cell("d", v, s, "train" if v == "reordering" else "improve", {}) for v in rounds for s in (0, 1)]
-    results = {c.key: {"rounds": [{"round": r, "test": {"recall@10": rounds[c.variant][c.seed] * (1 + r / 10)}}
-                                  for r in range(3 if c.variant == "rsir" else 1)]} for c in cells}
+    results = {
+        c.key: {
+            "rounds": [
+                {"round": r, "test": {"recall@10": rounds[c.variant][c.seed] * (1 + r / 10)}}
+                for r in range(3 if c.variant == "rsir" else 1)
+            ]
+        }
+        for c in cells
+    }
     spec = Spec("t", cells, "reordering", ["recall@10"], compare=[("rsir", "reordering")])
     (row,) = head_to_head(spec, results)
     assert row["against"] == "reordering" and row["seeds"] == [0, 1]
@@ -313,15 +370,25 @@ def test_head_to_head_pairs_final_rounds_of_two_variants():
 def test_head_to_head_pairs_two_loops_round_by_round_with_interim_seeds():
     final = {"with_check": 3, "without_check": 2}  # without_check seed 1 stopped after round 1
     cells = [Cell("d", v, s, "improve", {}) for v in final for s in (0, 1)]
+
     def test(variant: str, seed: int, r: int) -> dict[str, float]:
         return {"recall@10": 0.1 + 0.01 * r * (2 if variant == "without_check" else 1) + 0.001 * seed}
-    results = {c.key: {"rounds": [{"round": r, "test": test(c.variant, c.seed, r)}
-                                  for r in range((1 if c.key == "d/without_check/s1" else final[c.variant]) + 1)]}
-               for c in cells}
+
+    results = {
+        c.key: {
+            "rounds": [
+                {"round": r, "test": test(c.variant, c.seed, r)}
+                for r in range((1 if c.key == "d/without_check/s1" else final[c.variant]) + 1)
+            ]
+        }
+        for c in cells
+    }
     spec = Spec("t", cells, "with_check", ["recall@10"], compare=[("without_check", "with_check")])
     rows = head_to_head(spec, results, interim={"d/without_check/s1"})
     assert [(r["round"], r["against_round"], r["seeds"], r["interim_seeds"]) for r in rows] == [
-        (1, 1, [0, 1], [1]), (2, 2, [0], [])]  # round 3 of with_check has no partner
+        (1, 1, [0, 1], [1]),
+        (2, 2, [0], []),
+    ]  # round 3 of with_check has no partner
     assert math.isclose(rows[0]["recall@10"]["gain"], (0.12 / 0.11 - 1 + 0.121 / 0.111 - 1) / 2)
     assert math.isclose(rows[1]["recall@10"]["gain"], 0.14 / 0.12 - 1)
 
@@ -331,23 +398,31 @@ def _t_cdf(t: float, dof: int) -> float:
     return 0.5 + t / (2 * math.sqrt(2 + t * t))
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("colour = 1", "unknown spec key 'colour'"),
-    ('[sweep]\nvariants = ["nope"]', "sweep names unknown variant 'nope'"),
-    ("[variants.x]\ntrain = { lr = -1 }", "lr must be > 0"),
-    ('baseline = "other"', "baseline 'other' is not one of the variants"),
-    ('[variants.x]\nbaseline = "nope"', "variant 'x': baseline 'nope' must be another variant"),
-    ('compare = [["plain", "nope"]]', "compare must list pairs of two different variants"),
-    ('seeds = "0"', "'seeds' must be a list of integers, got '0'"),
-    ("seeds = [0, 1, 0]", "'seeds' lists 0 twice"),
-    ('datasets = "Beauty"', "'datasets' must be a list of names, got 'Beauty'"),
-    ('datasets = ["Nope"]\ndata_root = "."', "Nope/Nope.txt: no such data file"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("colour = 1", "unknown spec key 'colour'"),
+        ('[sweep]\nvariants = ["nope"]', "sweep names unknown variant 'nope'"),
+        ("[variants.x]\ntrain = { lr = -1 }", "lr must be > 0"),
+        ('baseline = "other"', "baseline 'other' is not one of the variants"),
+        ('[variants.x]\nbaseline = "nope"', "variant 'x': baseline 'nope' must be another variant"),
+        ('compare = [["plain", "nope"]]', "compare must list pairs of two different variants"),
+        ('seeds = "0"', "'seeds' must be a list of integers, got '0'"),
+        ("seeds = [0, 1, 0]", "'seeds' lists 0 twice"),
+        ('datasets = "Beauty"', "'datasets' must be a list of names, got 'Beauty'"),
+        ('datasets = ["Nope"]\ndata_root = "."', "Nope/Nope.txt: no such data file"),
+    ],
+)
 def test_bad_spec_is_refused_before_anything_runs(bad, message, tmp_path, capsys):
     spec = tmp_path / "spec.toml"
-    defaults = "".join(f"{line}\n" for line in ('datasets = ["synthetic"]', "seeds = [0]") if line.split()[0] not in bad)
-    spec.write_text(f'{bad}\n{defaults}[variants.plain]\ncommand = "train"\n'
-                    if not bad.startswith("[") else f'{defaults}[variants.plain]\ncommand = "train"\n{bad}\n')
+    defaults = "".join(
+        f"{line}\n" for line in ('datasets = ["synthetic"]', "seeds = [0]") if line.split()[0] not in bad
+    )
+    spec.write_text(
+        f'{bad}\n{defaults}[variants.plain]\ncommand = "train"\n'
+        if not bad.startswith("[")
+        else f'{defaults}[variants.plain]\ncommand = "train"\n{bad}\n'
+    )
     assert main(["experiment", str(spec), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -355,9 +430,19 @@ def test_bad_spec_is_refused_before_anything_runs(bad, message, tmp_path, capsys
 
 def test_set_edits_the_spec_before_its_cells_are_built(tmp_path):
     spec = tmp_path / "spec.toml"
-    spec.write_text(SPEC.replace('datasets = ["synthetic"]', 'datasets = ["synthetic", "Beauty"]\ndata_root = "../shared/data"'))
-    cells = load_spec(spec, ["seeds=[0, 1, 2]", "data_root=/elsewhere", "variants.rsir.generate.attempts=7",
-                             "common.generate.tau=inf", "sweep.variants=[]"]).cells
+    spec.write_text(
+        SPEC.replace('datasets = ["synthetic"]', 'datasets = ["synthetic", "Beauty"]\ndata_root = "../shared/data"')
+    )
+    cells = load_spec(
+        spec,
+        [
+            "seeds=[0, 1, 2]",
+            "data_root=/elsewhere",
+            "variants.rsir.generate.attempts=7",
+            "common.generate.tau=inf",
+            "sweep.variants=[]",
+        ],
+    ).cells
     assert sorted({cell.seed for cell in cells}) == [0, 1, 2]
     assert {cell.config["data"]["path"] for cell in cells} == {"", "/elsewhere/Beauty/Beauty.txt"}
     rsir = [cell for cell in cells if cell.command == "improve"]
@@ -366,14 +451,17 @@ def test_set_edits_the_spec_before_its_cells_are_built(tmp_path):
     assert {cell.config["data"]["path"] for cell in load_spec(spec).cells} == {"", "../shared/data/Beauty/Beauty.txt"}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("seeds", "expected KEY=VALUE"),
-    ("variants.nope.train.lr=1", "no variant 'nope' (variants: plain, reordering, rsir)"),
-    ("seeds.first=1", "seeds is a value, not a section"),
-    ("colour=red", "unknown spec key 'colour'"),
-    ("common.train.lr=fast", "option train.lr must be float, got 'fast'"),
-    ("seeds=[0", "seeds: '[0' is not a TOML value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seeds", "expected KEY=VALUE"),
+        ("variants.nope.train.lr=1", "no variant 'nope' (variants: plain, reordering, rsir)"),
+        ("seeds.first=1", "seeds is a value, not a section"),
+        ("colour=red", "unknown spec key 'colour'"),
+        ("common.train.lr=fast", "option train.lr must be float, got 'fast'"),
+        ("seeds=[0", "seeds: '[0' is not a TOML value"),
+    ],
+)
 def test_a_bad_set_is_refused_before_anything_runs(override, message, experiment, tmp_path, capsys):
     assert main(["experiment", str(experiment / "spec.toml"), "--out", str(tmp_path / "out"), "--set", override]) == 2
     err = capsys.readouterr().err
@@ -422,8 +510,12 @@ def _insertions_explain(before: list, after: list, successor: np.ndarray, count:
         return False
     if _insertions_explain(before[1:], after[1:], successor, count):
         return True
-    return count > 0 and len(after) > 1 and after[1] == successor[before[0]] and \
-        _insertions_explain(before[1:], after[2:], successor, count - 1)
+    return (
+        count > 0
+        and len(after) > 1
+        and after[1] == successor[before[0]]
+        and _insertions_explain(before[1:], after[2:], successor, count - 1)
+    )
 
 
 def test_strongest_successor_counts_transitions():
@@ -433,7 +525,9 @@ def test_strongest_successor_counts_transitions():
     assert successor[4] == 1  # never followed: the most frequent item
 
 
-@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "experiments").glob("*.toml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "spec", sorted((Path(__file__).parents[1] / "experiments").glob("*.toml")), ids=lambda p: p.stem
+)
 def test_shipped_specs_are_valid(spec):
     loaded = load_spec(spec)
     assert loaded.baseline in {cell.variant.removesuffix(cell.point) for cell in loaded.cells}
@@ -452,15 +546,34 @@ def test_the_report_picks_on_validation_and_sets_published_numbers_beside():
     cells = [Cell("d", v, s, "train", {}) for v in ("a", "b", "c") for s in (0, 1)]
     valid = {"a": [0.05, 0.07], "b": [0.065, 0.066], "c": [0.09, 0.09]}
     test = {"a": [0.30, 0.30], "b": [0.10, 0.12], "c": [0.20, 0.22]}
-    results = {c.key: {"rounds": [{"round": 0, "test": {"recall@10": test[c.variant][c.seed]},
-                                   "valid": {"ndcg@20": valid[c.variant][c.seed]}}]} for c in cells}
-    spec = Spec("t", cells, "a", ["recall@10"], select={"pick": ["a", "b"]}, reference={"source": "paper", "d": {"recall@10": 0.1}})
+    results = {
+        c.key: {
+            "rounds": [
+                {
+                    "round": 0,
+                    "test": {"recall@10": test[c.variant][c.seed]},
+                    "valid": {"ndcg@20": valid[c.variant][c.seed]},
+                }
+            ]
+        }
+        for c in cells
+    }
+    spec = Spec(
+        "t",
+        cells,
+        "a",
+        ["recall@10"],
+        select={"pick": ["a", "b"]},
+        reference={"source": "paper", "d": {"recall@10": 0.1}},
+    )
     rows = aggregate(spec, results)
-    picked, = select_on_validation(spec, rows)
+    (picked,) = select_on_validation(spec, rows)
     assert picked["pick"] == "b" and [c["variant"] for c in picked["candidates"]] == ["a", "b"]  # c is no candidate
     assert math.isclose(picked["test"]["recall@10"]["mean"], 0.11)
     gaps = {r["variant"]: r["recall@10"] for r in against_reference(spec, rows)}
-    assert math.isclose(gaps["b"]["gap"], 0.1) and math.isclose(gaps["b"]["gap_sd"], 0.01 / np.std([0.10, 0.12], ddof=1))
+    assert math.isclose(gaps["b"]["gap"], 0.1) and math.isclose(
+        gaps["b"]["gap_sd"], 0.01 / np.std([0.10, 0.12], ddof=1)
+    )
     assert math.isclose(gaps["a"]["gap"], 2.0) and gaps["a"]["gap_sd"] is None  # no spread over seeds
 
 
@@ -469,32 +582,66 @@ def test_groups_pick_on_validation_and_each_pick_meets_the_first_groups_pick_by_
     compared with the first group's pick, paired by seed, with Holm-adjusted p-values."""
     from rsir.report import picks_head_to_head, select_on_validation
 
-    labels = {"plain": "train", "wide": "train", "round[train.synthetic_weight=0.1]": "improve",
-              "round[train.synthetic_weight=0.5]": "improve", "distil": "train"}
-    valid = {"plain": 0.05, "wide": 0.06, "round[train.synthetic_weight=0.1]": 0.07,
-             "round[train.synthetic_weight=0.5]": 0.08, "distil": 0.055}
-    test = {"plain": 0.10, "wide": 0.20, "round[train.synthetic_weight=0.1]": 0.40,
-            "round[train.synthetic_weight=0.5]": 0.22, "distil": 0.19}
+    labels = {
+        "plain": "train",
+        "wide": "train",
+        "round[train.synthetic_weight=0.1]": "improve",
+        "round[train.synthetic_weight=0.5]": "improve",
+        "distil": "train",
+    }
+    valid = {
+        "plain": 0.05,
+        "wide": 0.06,
+        "round[train.synthetic_weight=0.1]": 0.07,
+        "round[train.synthetic_weight=0.5]": 0.08,
+        "distil": 0.055,
+    }
+    test = {
+        "plain": 0.10,
+        "wide": 0.20,
+        "round[train.synthetic_weight=0.1]": 0.40,
+        "round[train.synthetic_weight=0.5]": 0.22,
+        "distil": 0.19,
+    }
     cells = [Cell("d", v, s, kind, {}) for v, kind in labels.items() for s in (0, 1, 2)]
 
     def record(variant: str, seed: int, r: int) -> dict:
         scale = 1 + 0.05 * seed
-        return {"round": r, "test": {"recall@10": test[variant] * scale if r or labels[variant] == "train" else 0.2 * scale},
-                "valid": {"ndcg@20": valid[variant]}}
-    results = {c.key: {"rounds": [record(c.variant, c.seed, r) for r in range(2 if c.command == "improve" else 1)]}
-               for c in cells}
-    spec = Spec("t", cells, "plain", ["recall@10"], select={"plain": ["plain", "wide"], "round": ["round"],
-                                                            "distil": ["distil"]})
+        return {
+            "round": r,
+            "test": {"recall@10": test[variant] * scale if r or labels[variant] == "train" else 0.2 * scale},
+            "valid": {"ndcg@20": valid[variant]},
+        }
+
+    results = {
+        c.key: {"rounds": [record(c.variant, c.seed, r) for r in range(2 if c.command == "improve" else 1)]}
+        for c in cells
+    }
+    spec = Spec(
+        "t",
+        cells,
+        "plain",
+        ["recall@10"],
+        select={"plain": ["plain", "wide"], "round": ["round"], "distil": ["distil"]},
+    )
     selection = select_on_validation(spec, aggregate(spec, results))
     assert [(r["group"], r["pick"]) for r in selection] == [
-        ("plain", "wide"), ("round", "round[train.synthetic_weight=0.5]"), ("distil", "distil")]
+        ("plain", "wide"),
+        ("round", "round[train.synthetic_weight=0.5]"),
+        ("distil", "distil"),
+    ]
     rows = picks_head_to_head(spec, selection, results, set(), {})
     assert [(r["group"], r["variant"], r["against"], r["round"]) for r in rows] == [
-        ("round", "round[train.synthetic_weight=0.5]", "wide", 1), ("distil", "distil", "wide", 0)]
+        ("round", "round[train.synthetic_weight=0.5]", "wide", 1),
+        ("distil", "distil", "wide", 0),
+    ]
     assert math.isclose(rows[0]["recall@10"]["gain"], 0.1) and math.isclose(rows[1]["recall@10"]["gain"], -0.05)
     p_values = [r["recall@10"]["p"] for r in rows]
     assert [r["recall@10"]["p_holm"] for r in rows] == pytest.approx(
-        [min(1.0, 2 * min(p_values)), max(min(1.0, 2 * min(p_values)), max(p_values))][::1 if p_values[0] <= p_values[1] else -1])
+        [min(1.0, 2 * min(p_values)), max(min(1.0, 2 * min(p_values)), max(p_values))][
+            :: 1 if p_values[0] <= p_values[1] else -1
+        ]
+    )
 
 
 def test_a_spec_with_a_bad_reference_or_selection_is_refused(tmp_path):
@@ -521,7 +668,9 @@ def test_the_report_gives_a_bootstrap_interval_where_runs_kept_their_users_ranks
     rows = aggregate(Spec("t", cells, "base", ["recall@10"]), results, ranks=ranks)
     gain = rows[1]["recall@10"]
     assert gain["ci"][0] < gain["gain"] < gain["ci"][1] and gain["ci"][0] > 0
-    assert "ci" not in aggregate(Spec("t", cells, "base", ["recall@10"]), results)[1]["recall@10"]  # no ranks, no interval
+    assert (
+        "ci" not in aggregate(Spec("t", cells, "base", ["recall@10"]), results)[1]["recall@10"]
+    )  # no ranks, no interval
 
 
 def test_holm_adjusts_a_family_of_p_values():
@@ -529,5 +678,7 @@ def test_holm_adjusts_a_family_of_p_values():
 
     adjusted = holm([0.01, 0.04, None, 0.03])
     assert adjusted[2] is None
-    assert adjusted[0] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.06) and adjusted[1] == pytest.approx(0.06)
+    assert (
+        adjusted[0] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.06) and adjusted[1] == pytest.approx(0.06)
+    )
     assert holm([0.5, 0.9]) == [1.0, 1.0]

@@ -93,15 +93,29 @@ def test_exploration_picks_from_the_whole_catalogue_and_excludes_items_already_i
 
 def test_prefix_seeds_and_dedupe():
     model = TransitionTable(table(6, {1: [2, 3], 2: [3, 4], 3: [4]}))
-    out = generate(model, Sequences.from_lists([[1, 2, 3, 4]]),
-                   GenerationParams(attempts=6, seed_mode="prefix", tau=3, min_length=1), seed=1, progress=False)
+    out = generate(
+        model,
+        Sequences.from_lists([[1, 2, 3, 4]]),
+        GenerationParams(attempts=6, seed_mode="prefix", tau=3, min_length=1),
+        seed=1,
+        progress=False,
+    )
     # Every attempt ends as [1, 2, 3, 4] whatever its real prefix: dedupe keeps one.
     assert out.sequences.to_lists() == [[1, 2, 3, 4]]
     assert out.stats["attempts"] == 6 and out.stats["kept"] == 1
 
 
-@pytest.mark.parametrize("bad", [{"tau": 0.5}, {"exploit_prob": 1.5}, {"seed_mode": "random"}, {"choice": "beam"},
-                                 {"tau_mode": "per-user"}, {"tau_quantile": 1.5}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tau": 0.5},
+        {"exploit_prob": 1.5},
+        {"seed_mode": "random"},
+        {"choice": "beam"},
+        {"tau_mode": "per-user"},
+        {"tau_quantile": 1.5},
+    ],
+)
 def test_invalid_options(bad):
     with pytest.raises(ConfigError):
         GenerationParams(**bad).validate()
@@ -167,8 +181,9 @@ def test_faiss_index_scanning_every_list_decides_as_the_exact_scan(trained, smal
 def test_faiss_with_few_probes_stays_close_to_the_exact_scan(trained, small_split):
     params = dict(attempts=2, tau=5, exploit_prob=0.5)
     exact = generate(trained, small_split.train, GenerationParams(**params), progress=False)
-    coarse = generate(trained, small_split.train, GenerationParams(**params, retrieval="faiss", faiss_probe=1),
-                      progress=False)
+    coarse = generate(
+        trained, small_split.train, GenerationParams(**params, retrieval="faiss", faiss_probe=1), progress=False
+    )
     first_step = exact.stats["acceptance_by_step"][0], coarse.stats["acceptance_by_step"][0]
     assert abs(first_step[0] - first_step[1]) < 0.05  # both answer the same first question for every attempt
     assert 0.7 < coarse.stats["kept"] / exact.stats["kept"] < 1.3

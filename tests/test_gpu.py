@@ -29,7 +29,9 @@ def gpu_model(small_dataset, small_split):
 
 @pytest.mark.parametrize("loss, precision", [("sampled_softmax", "fp32"), ("softmax", "bf16"), ("bce", "fp32")])
 def test_gpu_training_beats_popularity(small_dataset, small_split, loss, precision):
-    popularity = fit(build_backbone("popularity", small_dataset.n_items), small_split, quick(device="cuda"), progress=False).test
+    popularity = fit(
+        build_backbone("popularity", small_dataset.n_items), small_split, quick(device="cuda"), progress=False
+    ).test
     model = build_backbone("sasrec", small_dataset.n_items, {"dim": 32, "max_len": 20}, seed=0)
     result = fit(model, small_split, quick(device="cuda", loss=loss, precision=precision), progress=False)
     assert model.device.type == "cuda"

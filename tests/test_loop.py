@@ -20,7 +20,7 @@ from .conftest import LOOP, quick, without_timings
 
 def with_rounds(options: list[str], rounds: int) -> list[str]:
     at = options.index("--rounds") + 1
-    return [*options[:at], str(rounds), *options[at + 1:]]
+    return [*options[:at], str(rounds), *options[at + 1 :]]
 
 
 def test_two_rounds_write_a_complete_run_dir(finished):
@@ -35,8 +35,14 @@ def test_two_rounds_write_a_complete_run_dir(finished):
     for k in (0, 1):
         gen = rounds[k]["generation"]
         assert gen["kept"] == len(load_synthetic(finished / f"round-{k}" / "synthetic.npz"))
-        assert set(gen["analysis"]) >= {"length_histogram", "density_before", "density_after",
-                                        "novel_transition_share", "apen_synthetic", "own_item_share"}
+        assert set(gen["analysis"]) >= {
+            "length_histogram",
+            "density_before",
+            "density_after",
+            "novel_transition_share",
+            "apen_synthetic",
+            "own_item_share",
+        }
         assert gen["analysis"]["density_after"] != gen["analysis"]["density_before"]
         assert all(0 <= a <= 1 for a in gen["acceptance_by_step"])
     assert (finished / "metrics.md").read_text().count("\n") == 5
@@ -74,7 +80,9 @@ def test_recbole_benchmark_export_keeps_synthetic_users_in_train_and_rsirs_split
     assert parts["test"].user.tolist() == real.user_ids[split.users].astype(str).tolist()
     assert parts["test"].item.tolist() == real.item_ids[split.test.targets - 1].astype(str).tolist()
     assert parts["valid"].item.tolist() == real.item_ids[split.valid.targets - 1].astype(str).tolist()
-    histories = [" ".join(real.item_ids[np.asarray(row[-20:]) - 1].astype(str)) for row in split.test.history.to_lists()]
+    histories = [
+        " ".join(real.item_ids[np.asarray(row[-20:]) - 1].astype(str)) for row in split.test.history.to_lists()
+    ]
     assert parts["test"].history.tolist() == histories
     # Every synthetic sequence of rounds 0 and 1 is in train, under the id its round's file gave it.
     synthetic = set(parts["train"].user) - set(parts["test"].user)
@@ -88,6 +96,7 @@ def test_recbole_benchmark_export_keeps_synthetic_users_in_train_and_rsirs_split
 
 def dataset_of(run):
     from rsir.recommender import Recommender
+
     return Recommender.load(run / "round-0" / "model.pt").dataset
 
 
@@ -131,8 +140,11 @@ def test_resume_without_a_run_is_an_error(tmp_path, capsys):
 
 
 def test_the_loop_from_python_needs_only_the_options_it_changes(small_dataset, tmp_path):
-    spec = LoopSpec(model={"dim": 16, "blocks": 1, "heads": 1, "max_len": 20}, train=quick(max_epochs=2),
-                    generation=GenerationParams(attempts=2, tau=10))
+    spec = LoopSpec(
+        model={"dim": 16, "blocks": 1, "heads": 1, "max_len": 20},
+        train=quick(max_epochs=2),
+        generation=GenerationParams(attempts=2, tau=10),
+    )
     assert (spec.backbone, spec.improve.rounds) == ("sasrec", 1)  # the command line's defaults
     report = improve(small_dataset, spec, tmp_path / "loop", progress=False)
     first, second = report["rounds"]
@@ -146,13 +158,34 @@ def test_a_round_without_generation_distils_from_the_previous_round(tmp_path):
     """attempts = 0 with distill_weight > 0: self-distillation, the cheap rival of a round.
     Round 1 trains on the real data alone, with round 0's model as its teacher; round 0 is
     the plain training (no teacher yet), equal to a run without distillation."""
-    common = ["--synthetic-users", "200", "--synthetic-items", "60", "--dim", "16", "--blocks", "1", "--heads", "1",
-              "--max-epochs", "3", "--negatives", "16", "--batch-size", "64", "--rounds", "1", "--quiet"]
+    common = [
+        "--synthetic-users",
+        "200",
+        "--synthetic-items",
+        "60",
+        "--dim",
+        "16",
+        "--blocks",
+        "1",
+        "--heads",
+        "1",
+        "--max-epochs",
+        "3",
+        "--negatives",
+        "16",
+        "--batch-size",
+        "64",
+        "--rounds",
+        "1",
+        "--quiet",
+    ]
     distilled, plain = tmp_path / "distilled", tmp_path / "plain"
     assert main(["improve", "--out", str(distilled), *common, "--attempts", "0", "--distill-weight", "0.5"]) == 0
     assert main(["improve", "--out", str(plain), *common, "--attempts", "0"]) == 0
     rounds = json.loads((distilled / "metrics.json").read_text())["rounds"]
-    assert [r["synthetic_sequences"] for r in rounds] == [0, 0] and not (distilled / "round-0" / "synthetic.npz").exists()
+    assert [r["synthetic_sequences"] for r in rounds] == [0, 0] and not (
+        distilled / "round-0" / "synthetic.npz"
+    ).exists()
     other = json.loads((plain / "metrics.json").read_text())["rounds"]
     assert rounds[0]["test"] == other[0]["test"]  # round 0 has no teacher
     assert rounds[1]["test"] != other[1]["test"]  # round 1 learns from round 0's model as well

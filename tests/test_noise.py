@@ -36,12 +36,14 @@ def test_noise_adds_its_share_inside_the_training_part_only(timed, share):
     assert np.array_equal(after.last(1), before.last(1)) and np.array_equal(after.last(2), before.last(2))
     assert np.array_equal(leave_one_out(noisy).test.targets, leave_one_out(timed).test.targets)
     for i in range(0, len(before), 7):  # every real item kept, in its order
-        assert _is_subsequence(before.items[before.offsets[i]:before.offsets[i + 1]],
-                               after.items[after.offsets[i]:after.offsets[i + 1]])
+        assert _is_subsequence(
+            before.items[before.offsets[i] : before.offsets[i + 1]],
+            after.items[after.offsets[i] : after.offsets[i + 1]],
+        )
     assert after.items.min() >= 1 and after.items.max() <= timed.n_items
     assert np.array_equal(after.users, before.users)
     for i in range(len(after)):  # times stay chronological within each sequence
-        assert np.all(np.diff(noisy.timestamps[after.offsets[i]:after.offsets[i + 1]]) >= 0)
+        assert np.all(np.diff(noisy.timestamps[after.offsets[i] : after.offsets[i + 1]]) >= 0)
 
 
 def test_noise_is_seeded_and_zero_is_the_identity(timed):

@@ -37,8 +37,10 @@ def test_atomic_reader_sorts_by_time_with_row_order_tie_break(tmp_path):
 
 @pytest.mark.parametrize("fmt, sep", [("csv", ","), ("tsv", "\t")])
 def test_delimited_readers_with_custom_columns(tmp_path, fmt, sep):
-    text = sep.join(["who", "what", "when"]) + "\n" + "\n".join(
-        sep.join(row) for row in [["7", "x", "3"], ["7", "y", "1"], ["8", "x", "2"]]
+    text = (
+        sep.join(["who", "what", "when"])
+        + "\n"
+        + "\n".join(sep.join(row) for row in [["7", "x", "3"], ["7", "y", "1"], ["8", "x", "2"]])
     )
     data = read_dataset(write(tmp_path, f"log.{fmt}", text), user_col="who", item_col="what", time_col="when")
     assert data.item_ids[data.sequences[0] - 1].tolist() == ["y", "x"]
@@ -46,7 +48,9 @@ def test_delimited_readers_with_custom_columns(tmp_path, fmt, sep):
 
 def test_parquet_roundtrip_and_kcore(tmp_path):
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"user_id": rng.integers(0, 40, 600), "item_id": rng.integers(0, 60, 600), "timestamp": np.arange(600)})
+    frame = pd.DataFrame(
+        {"user_id": rng.integers(0, 40, 600), "item_id": rng.integers(0, 60, 600), "timestamp": np.arange(600)}
+    )
     frame.to_parquet(tmp_path / "log.parquet")
     full = read_dataset(tmp_path / "log.parquet")
     core = read_dataset(tmp_path / "log.parquet", kcore=6)
@@ -75,7 +79,11 @@ MALFORMED = [
     ("noheader.inter", "1\t2\t3\n", ":1: header field '1' is not of the form name:type"),
     ("badtype.inter", "user_id:int\titem_id:token\n1\t2\n", "header field 'user_id:int'"),
     ("cols.inter", "user_id:token\titem:token\ttimestamp:float\n1\t2\t3\n", "missing column(s) item_id"),
-    ("ragged.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n1\t2\t3\t4\n", "Expected 3 fields in line 3, saw 4"),
+    (
+        "ragged.inter",
+        "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n1\t2\t3\t4\n",
+        "Expected 3 fields in line 3, saw 4",
+    ),
     ("time.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n1\t3\tnoon\n", ":3: timestamp 'noon'"),
     ("headeronly.csv", "user_id,item_id,timestamp\n", "header but no rows"),
     ("emptyval.csv", "user_id,item_id,timestamp\n1,2,3\n,4,5\n", ":3: missing value in column 'user_id'"),

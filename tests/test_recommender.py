@@ -25,11 +25,13 @@ def interactions(seed: int = 1, users: int = 300, items: int = 80) -> pd.DataFra
     """A small log with string user and item ids, rows shuffled (time orders them)."""
     data = make_synthetic(users, items, n_clusters=4, seed=seed)
     seqs = data.sequences
-    frame = pd.DataFrame({
-        "user": np.char.add("u", np.repeat(seqs.users + 1, seqs.lengths).astype(str)),
-        "item": np.char.add("i", seqs.items.astype(str)),
-        "when": seqs.positions(),
-    })
+    frame = pd.DataFrame(
+        {
+            "user": np.char.add("u", np.repeat(seqs.users + 1, seqs.lengths).astype(str)),
+            "item": np.char.add("i", seqs.items.astype(str)),
+            "when": seqs.positions(),
+        }
+    )
     return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
@@ -103,11 +105,34 @@ def test_cli_recommend_at_the_test_cut_off_matches_cli_evaluate(tmp_path, capsys
     data = tmp_path / "data.csv"
     write_dataset(make_synthetic(300, 80, n_clusters=4, seed=1), data)
     out = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--out", str(out), "--max-epochs", "2", "--dim", "16", "--blocks", "1",
-                 "--heads", "1", "--negatives", "16", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--max-epochs",
+                "2",
+                "--dim",
+                "16",
+                "--blocks",
+                "1",
+                "--heads",
+                "1",
+                "--negatives",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     data.unlink()  # the checkpoint carries its users' histories and ids
     capsys.readouterr()
-    assert main(["recommend", "--checkpoint", str(out / "model.pt"), "--all-users", "--k", "20", "--split", "test"]) == 0
+    assert (
+        main(["recommend", "--checkpoint", str(out / "model.pt"), "--all-users", "--k", "20", "--split", "test"]) == 0
+    )
     recs = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--split", "test"]) == 0
     expected = pd.read_json(io.StringIO(capsys.readouterr().out), typ="series")
@@ -120,8 +145,9 @@ def test_cli_recommend_at_the_test_cut_off_matches_cli_evaluate(tmp_path, capsys
 
 def test_the_readme_python_section_runs_as_written(tmp_path):
     code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
-    interactions(users=100, items=40).rename(columns={"user": "user_id", "item": "item_id", "when": "timestamp"}).to_csv(
-        tmp_path / "interactions.csv", index=False)
+    interactions(users=100, items=40).rename(
+        columns={"user": "user_id", "item": "item_id", "when": "timestamp"}
+    ).to_csv(tmp_path / "interactions.csv", index=False)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:

@@ -108,36 +108,76 @@ ATOMIC = "user_id:token\titem_id:token\ttimestamp:float\n"
 CORPUS = [
     # Data files beyond tests/test_readers.py's MALFORMED (which is run through the CLI below too).
     data_case("negative-id", "neg.txt", "1 4 5 6\n2 -3 4 5\n", "{tmp}/neg.txt:2: id '-3' is negative"),
-    data_case("id-beyond-int64", "big.txt", "1 4 5 99999999999999999999\n", "big.txt:1: id '99999999999999999999' is out of range"),
+    data_case(
+        "id-beyond-int64",
+        "big.txt",
+        "1 4 5 99999999999999999999\n",
+        "big.txt:1: id '99999999999999999999' is out of range",
+    ),
     data_case("underscore-id", "under.txt", "1 4 5 6\n2 1_000 4 5\n", "under.txt:2: id '1_000' is not an integer"),
     data_case("non-ascii-digit", "digit.txt", "1 4 5 6\n2 \u00b2 4 5\n", "digit.txt:2: id '\u00b2' is not an integer"),
     data_case("hex-id", "hex.txt", "1 0x1f 4 5\n", "hex.txt:1: id '0x1f' is not an integer"),
-    data_case("rows-longer-than-header", "long.csv", HEADER + "1,2,3,4\n1,3,4,5\n", "long.csv:2: rows have more fields than the header"),
-    data_case("duplicate-header", "dup.inter", "user_id:token\tuser_id:token\titem_id:token\ttimestamp:float\n1\t1\t2\t3\n",
-              "dup.inter:1: header names the column 'user_id' twice"),
+    data_case(
+        "rows-longer-than-header",
+        "long.csv",
+        HEADER + "1,2,3,4\n1,3,4,5\n",
+        "long.csv:2: rows have more fields than the header",
+    ),
+    data_case(
+        "duplicate-header",
+        "dup.inter",
+        "user_id:token\tuser_id:token\titem_id:token\ttimestamp:float\n1\t1\t2\t3\n",
+        "dup.inter:1: header names the column 'user_id' twice",
+    ),
     data_case("quote-in-header", "quote.inter", '"a:token\tb":token\tuser_id:token\n1\t2\t3\n', "quote.inter"),
     data_case("unterminated-quote", "q.csv", HEADER + '1,"2,3\n', "q.csv: EOF inside string"),
     data_case("infinite-time", "inf.csv", HEADER + "1,2,3\n1,3,inf\n", "inf.csv:3: timestamp 'inf'"),
     data_case("latin1-csv", "l.csv", HEADER.encode() + b"1,caf\xe9,3\n", "l.csv:2: not valid UTF-8"),
     data_case("tsv-with-commas", "c.tsv", HEADER + "1,2,3\n", "c.tsv: missing column(s) user_id"),
-    data_case("wrong-user-column", "cols.csv", HEADER + "1,2,3\n", "cols.csv: missing column(s) uid", "--user-col", "uid"),
-    data_case("csv-read-as-s3rec", "fmt.csv", HEADER + "1,2,3\n", "fmt.csv:1: id 'user_id,item_id,timestamp' is not an integer",
-              "--format", "s3rec"),
+    data_case(
+        "wrong-user-column", "cols.csv", HEADER + "1,2,3\n", "cols.csv: missing column(s) uid", "--user-col", "uid"
+    ),
+    data_case(
+        "csv-read-as-s3rec",
+        "fmt.csv",
+        HEADER + "1,2,3\n",
+        "fmt.csv:1: id 'user_id,item_id,timestamp' is not an integer",
+        "--format",
+        "s3rec",
+    ),
     data_case("atomic-header-only", "h.inter", ATOMIC, "h.inter: file has a header but no rows"),
-    data_case("atomic-no-time-column", "t.inter", "user_id:token\titem_id:token\n1\t2\n", "t.inter: missing column(s) timestamp"),
+    data_case(
+        "atomic-no-time-column",
+        "t.inter",
+        "user_id:token\titem_id:token\n1\t2\n",
+        "t.inter: missing column(s) timestamp",
+    ),
     data_case("too-short-for-split", "short.txt", "1 4 5\n2 6 7\n", "short: no user has the 3 interactions"),
     data_case("kcore-removes-all", "k.txt", "1 4 5 6\n2 5 6 7\n", "no interactions survive 50-core", "--kcore", "50"),
     data_case("negative-kcore", "nk.txt", "1 4 5 6\n", "kcore must be >= 0", "--kcore", "-1"),
-    Bad("data-is-a-directory", ["train", "--data", "{tmp}/adir", "--out", "{tmp}/out"], "{tmp}/adir: no such file",
-        {"adir/x": "1 2 3 4\n"}),
-    Bad("missing-data-file", ["train", "--data", "{tmp}/none.txt", "--out", "{tmp}/out"], "{tmp}/none.txt: no such file"),
+    Bad(
+        "data-is-a-directory",
+        ["train", "--data", "{tmp}/adir", "--out", "{tmp}/out"],
+        "{tmp}/adir: no such file",
+        {"adir/x": "1 2 3 4\n"},
+    ),
+    Bad(
+        "missing-data-file", ["train", "--data", "{tmp}/none.txt", "--out", "{tmp}/out"], "{tmp}/none.txt: no such file"
+    ),
     # Config files.
-    config_case("unknown-key", "c.toml", "[train]\nlearning_rate = 0.1\n", "unknown option train.learning_rate; did you mean 'lr'?"),
+    config_case(
+        "unknown-key",
+        "c.toml",
+        "[train]\nlearning_rate = 0.1\n",
+        "unknown option train.learning_rate; did you mean 'lr'?",
+    ),
     config_case("unknown-section", "c.toml", "[training]\nlr = 0.1\n", "unknown section 'training'"),
     config_case("wrong-type", "c.yaml", "train:\n  batch_size: many\n", "option train.batch_size must be int"),
     config_case("bool-for-int", "c.toml", "[train]\nmax_epochs = true\n", "option train.max_epochs must be int"),
     config_case("string-for-float", "c.toml", '[generate]\ntau = "ten"\n', "option generate.tau must be float"),
-    config_case("exploit-prob-1.5", "c.toml", "[generate]\nexploit_prob = 1.5\n", "exploit_prob must be in [0, 1], got 1.5"),
+    config_case(
+        "exploit-prob-1.5", "c.toml", "[generate]\nexploit_prob = 1.5\n", "exploit_prob must be in [0, 1], got 1.5"
+    ),
     config_case("tau-0", "c.yaml", "generate:\n  tau: 0\n", "tau must be >= 1 (or inf), got 0"),
     config_case("negative-rounds", "c.toml", "[improve]\nrounds = -1\n", "rounds must be >= 0, got -1"),
     config_case("bad-backbone", "c.toml", '[model]\nbackbone = "sasrek"\n', "unknown backbone 'sasrek'"),
@@ -146,71 +186,204 @@ CORPUS = [
     config_case("invalid-toml", "c.toml", "[train\nlr = 1\n", "{tmp}/c.toml: invalid TOML"),
     config_case("invalid-yaml", "c.yaml", "train: [1, 2\n", "{tmp}/c.yaml"),
     config_case("invalid-json", "c.json", '{"train": {"lr": }', "{tmp}/c.json"),
-    config_case("python-tag-yaml", "c.yaml", "train: !!python/object/apply:os.system ['touch {tmp}/owned']\n", "invalid YAML"),
+    config_case(
+        "python-tag-yaml", "c.yaml", "train: !!python/object/apply:os.system ['touch {tmp}/owned']\n", "invalid YAML"
+    ),
     config_case("lr-0", "c.toml", "[train]\nlr = 0\n", "train option lr must be > 0"),
     config_case("weight-decay-negative", "c.toml", "[train]\nweight_decay = -0.1\n", "weight_decay must be >= 0"),
     config_case("negatives-0", "c.toml", "[train]\nnegatives = 0\n", "train option negatives must be > 0"),
     config_case("unknown-loss", "c.toml", '[train]\nloss = "crossentropy"\n', "loss must be one of"),
     config_case("patience-0", "c.toml", "[train]\npatience = 0\n", "patience must be >= 1"),
     config_case("dropout-1.5", "c.toml", "[model]\ndropout = 1.5\n", "dropout must be in [0, 1), got 1.5"),
-    config_case("heads-divide-dim", "c.toml", "[model]\ndim = 16\nheads = 3\n", "dim (16) must be divisible by heads (3)"),
+    config_case(
+        "heads-divide-dim", "c.toml", "[model]\ndim = 16\nheads = 3\n", "dim (16) must be divisible by heads (3)"
+    ),
     config_case("max-len-0", "c.toml", "[model]\nmax_len = 0\n", "max_len must be >= 1"),
     config_case("attempts-negative", "c.toml", "[generate]\nattempts = -1\n", "attempts must be >= 0"),
-    config_case("min-above-max-length", "c.toml", "[generate]\nmin_length = 5\nmax_length = 3\n", "min_length <= max_length"),
-    config_case("bad-successor", "c.toml", '[improve]\nsuccessor = "clone"\n', "successor must be 'scratch' or 'finetune'"),
-    config_case("bad-acquire-by", "c.toml", '[improve]\nacquire_by = "best"\n', "acquire_by must be one of disagreement, random"),
+    config_case(
+        "min-above-max-length", "c.toml", "[generate]\nmin_length = 5\nmax_length = 3\n", "min_length <= max_length"
+    ),
+    config_case(
+        "bad-successor", "c.toml", '[improve]\nsuccessor = "clone"\n', "successor must be 'scratch' or 'finetune'"
+    ),
+    config_case(
+        "bad-acquire-by", "c.toml", '[improve]\nacquire_by = "best"\n', "acquire_by must be one of disagreement, random"
+    ),
     config_case("bad-generator", "c.toml", '[improve]\ngenerator = "gpt"\n', "generator must be empty"),
-    config_case("missing-generator", "c.toml", '[data]\nsynthetic_users = 100\nsynthetic_items = 40\n[improve]\n'
-                'generator = "{tmp}/none.pt"\n', "{tmp}/none.pt: no such checkpoint"),
+    config_case(
+        "missing-generator",
+        "c.toml",
+        '[data]\nsynthetic_users = 100\nsynthetic_items = 40\n[improve]\ngenerator = "{tmp}/none.pt"\n',
+        "{tmp}/none.pt: no such checkpoint",
+    ),
     config_case("bad-data-format", "c.toml", '[data]\nformat = "xls"\n', "data format must be one of"),
     config_case("no-synthetic-users", "c.toml", "[data]\nsynthetic_users = 0\n", "at least 1 user"),
     config_case("too-few-synthetic-items", "c.toml", "[data]\nsynthetic_items = 10\n", "at least 40 items"),
     config_case("ini-suffix", "c.ini", "[train]\nlr = 0.1\n", "config files must end in .toml, .yaml, .yml or .json"),
-    Bad("missing-config", ["improve", "--config", "{tmp}/none.toml", "--out", "{tmp}/out"], "{tmp}/none.toml: no such config file"),
+    Bad(
+        "missing-config",
+        ["improve", "--config", "{tmp}/none.toml", "--out", "{tmp}/out"],
+        "{tmp}/none.toml: no such config file",
+    ),
     # Command-line options.
-    option_case("k-0", "--k must be >= 1", "recommend", "--checkpoint", "{tmp}/m.pt", "--k", "0", "--users", "1",
-                "--output", "{tmp}/out"),
-    option_case("users-and-all-users", "argument --users: not allowed with argument --all-users", "recommend",
-                "--checkpoint", "{tmp}/m.pt", "--all-users", "--users", "1", "--output", "{tmp}/out"),
-    option_case("unknown-format", "argument --format: invalid choice", "recommend", "--checkpoint", "{tmp}/m.pt",
-                "--format", "xml", "--output", "{tmp}/out"),
-    option_case("lr-not-a-number", "argument --lr: invalid float value: 'abc'", "train", "--lr", "abc", "--out", "{tmp}/out"),
-    option_case("precision-fp16", "precision must be one of fp32, bf16, got 'fp16'", "train", "--precision", "fp16",
-                "--out", "{tmp}/out"),
-    option_case("targets-last", "targets must be one of all, prefixes, got 'last'", "train", "--targets", "last",
-                "--out", "{tmp}/out"),
-    option_case("ffn-dim-negative", "ffn_dim must be >= 0 (0 = dim), got -4", "train", "--ffn-dim", "-4", "--out", "{tmp}/out"),
+    option_case(
+        "k-0",
+        "--k must be >= 1",
+        "recommend",
+        "--checkpoint",
+        "{tmp}/m.pt",
+        "--k",
+        "0",
+        "--users",
+        "1",
+        "--output",
+        "{tmp}/out",
+    ),
+    option_case(
+        "users-and-all-users",
+        "argument --users: not allowed with argument --all-users",
+        "recommend",
+        "--checkpoint",
+        "{tmp}/m.pt",
+        "--all-users",
+        "--users",
+        "1",
+        "--output",
+        "{tmp}/out",
+    ),
+    option_case(
+        "unknown-format",
+        "argument --format: invalid choice",
+        "recommend",
+        "--checkpoint",
+        "{tmp}/m.pt",
+        "--format",
+        "xml",
+        "--output",
+        "{tmp}/out",
+    ),
+    option_case(
+        "lr-not-a-number", "argument --lr: invalid float value: 'abc'", "train", "--lr", "abc", "--out", "{tmp}/out"
+    ),
+    option_case(
+        "precision-fp16",
+        "precision must be one of fp32, bf16, got 'fp16'",
+        "train",
+        "--precision",
+        "fp16",
+        "--out",
+        "{tmp}/out",
+    ),
+    option_case(
+        "targets-last",
+        "targets must be one of all, prefixes, got 'last'",
+        "train",
+        "--targets",
+        "last",
+        "--out",
+        "{tmp}/out",
+    ),
+    option_case(
+        "ffn-dim-negative", "ffn_dim must be >= 0 (0 = dim), got -4", "train", "--ffn-dim", "-4", "--out", "{tmp}/out"
+    ),
     option_case("lr-negative", "lr must be > 0", "train", "--lr", "-0.1", "--out", "{tmp}/out"),
-    option_case("exploit-prob-nan", "exploit_prob must be in [0, 1], got nan", "improve", "--exploit-prob", "nan", "--out", "{tmp}/out"),
+    option_case(
+        "exploit-prob-nan",
+        "exploit_prob must be in [0, 1], got nan",
+        "improve",
+        "--exploit-prob",
+        "nan",
+        "--out",
+        "{tmp}/out",
+    ),
     option_case("tau-half", "tau must be >= 1", "improve", "--tau", "0.5", "--out", "{tmp}/out"),
     option_case("rounds-negative", "rounds must be >= 0", "improve", "--rounds", "-2", "--out", "{tmp}/out"),
     option_case("seed-negative", "seed must be in [0, 2**32)", "train", "--seed", "-1", "--out", "{tmp}/out"),
     option_case("heads-0", "heads must be >= 1", "train", "--heads", "0", "--out", "{tmp}/out"),
-    option_case("option-of-other-backbone", "unknown option model.dim", "train", "--backbone", "popularity", "--dim", "16",
-                "--out", "{tmp}/out"),
-    option_case("unknown-flag", "unrecognized arguments: --learning-rate 0.1 (see 'rsir train --help')", "train", "--learning-rate", "0.1", "--out", "{tmp}/out"),
-    option_case("data-unknown-flag", "unrecognized arguments: --foo (see 'rsir data synth --help')", "data", "synth",
-                "{tmp}/out.txt", "--foo"),
-    option_case("abbreviated-flag", "unrecognized arguments: --min-len 10 (see 'rsir improve --help')", "improve",
-                "--min-len", "10", "--out", "{tmp}/out"),  # --min-length spelled short next to the model's --max-len
+    option_case(
+        "option-of-other-backbone",
+        "unknown option model.dim",
+        "train",
+        "--backbone",
+        "popularity",
+        "--dim",
+        "16",
+        "--out",
+        "{tmp}/out",
+    ),
+    option_case(
+        "unknown-flag",
+        "unrecognized arguments: --learning-rate 0.1 (see 'rsir train --help')",
+        "train",
+        "--learning-rate",
+        "0.1",
+        "--out",
+        "{tmp}/out",
+    ),
+    option_case(
+        "data-unknown-flag",
+        "unrecognized arguments: --foo (see 'rsir data synth --help')",
+        "data",
+        "synth",
+        "{tmp}/out.txt",
+        "--foo",
+    ),
+    option_case(
+        "abbreviated-flag",
+        "unrecognized arguments: --min-len 10 (see 'rsir improve --help')",
+        "improve",
+        "--min-len",
+        "10",
+        "--out",
+        "{tmp}/out",
+    ),  # --min-length spelled short next to the model's --max-len
     option_case("resume-nothing", "holds no run to resume", "improve", "--resume", "--out", "{tmp}/out"),
-    option_case("missing-checkpoint", "{tmp}/m.pt: no such checkpoint", "evaluate", "--checkpoint", "{tmp}/m.pt",
-                "--output", "{tmp}/out"),
-    Bad("checkpoint-is-a-data-file", ["evaluate", "--checkpoint", "{tmp}/m.pt", "--output", "{tmp}/out"],
-        "{tmp}/m.pt: not a checkpoint (not a PyTorch zip archive)", {"m.pt": "u1 1 2 3\nu2 4 5\n"}),
-    Bad("checkpoint-damaged", ["recommend", "--checkpoint", "{tmp}/m.pt", "--users", "1", "--output", "{tmp}/out"],
-        "{tmp}/m.pt: not a readable checkpoint (IndexError)", {"m.pt": damaged_checkpoint()}),
+    option_case(
+        "missing-checkpoint",
+        "{tmp}/m.pt: no such checkpoint",
+        "evaluate",
+        "--checkpoint",
+        "{tmp}/m.pt",
+        "--output",
+        "{tmp}/out",
+    ),
+    Bad(
+        "checkpoint-is-a-data-file",
+        ["evaluate", "--checkpoint", "{tmp}/m.pt", "--output", "{tmp}/out"],
+        "{tmp}/m.pt: not a checkpoint (not a PyTorch zip archive)",
+        {"m.pt": "u1 1 2 3\nu2 4 5\n"},
+    ),
+    Bad(
+        "checkpoint-damaged",
+        ["recommend", "--checkpoint", "{tmp}/m.pt", "--users", "1", "--output", "{tmp}/out"],
+        "{tmp}/m.pt: not a readable checkpoint (IndexError)",
+        {"m.pt": damaged_checkpoint()},
+    ),
     option_case("synth-no-users", "at least 1 user", "data", "synth", "{tmp}/out.csv", "--users", "0"),
     option_case("synth-negative-seed", "synthetic seed must be >= 0", "data", "synth", "{tmp}/out.csv", "--seed", "-1"),
-    option_case("synth-unknown-suffix", "{tmp}/out.xyz: cannot tell the format", "data", "synth", "{tmp}/out.xyz",
-                "--users", "20", "--items", "40"),
-    option_case("stats-unknown-format", "argument --format: invalid choice: 'xls'", "data", "stats", "{tmp}/x.txt",
-                "--format", "xls"),
+    option_case(
+        "synth-unknown-suffix",
+        "{tmp}/out.xyz: cannot tell the format",
+        "data",
+        "synth",
+        "{tmp}/out.xyz",
+        "--users",
+        "20",
+        "--items",
+        "40",
+    ),
+    option_case(
+        "stats-unknown-format",
+        "argument --format: invalid choice: 'xls'",
+        "data",
+        "stats",
+        "{tmp}/x.txt",
+        "--format",
+        "xls",
+    ),
 ]
 
-ALL_BAD = CORPUS + [
-    data_case(f"readers-{name}", name, content, "{tmp}/" + name) for name, content, _ in MALFORMED
-]
+ALL_BAD = CORPUS + [data_case(f"readers-{name}", name, content, "{tmp}/" + name) for name, content, _ in MALFORMED]
 
 
 def test_the_corpus_is_large():
@@ -251,7 +424,10 @@ def test_train_and_improve_report_the_users_left_out(tmp_path, capsys, command):
     data.write_text(HEADER + "\n".join(rows + ["short,1,0", "short,2,1"]) + "\n")
     fast = ["--max-epochs", "1", "--dim", "8", "--blocks", "1", "--heads", "1", "--negatives", "2"]
     assert main([command, "--data", str(data), "--out", str(tmp_path / "run"), *fast]) == 0
-    assert "rsir: data d: 7 users, 8 items, 26 interactions (1 users with < 3 interactions left out)" in capsys.readouterr().err
+    assert (
+        "rsir: data d: 7 users, 8 items, 26 interactions (1 users with < 3 interactions left out)"
+        in capsys.readouterr().err
+    )
 
 
 # ------------------------------------------------------------ (b) fuzzing the readers
@@ -268,10 +444,24 @@ _SEPARATORS = {"s3rec": [" ", "\t"], "csv": [","], "atomic": ["\t"]}
 _OTHER_SEPARATORS = [" ", "\t", ",", ";", "|"]
 _HEADERS = {
     "s3rec": [""],
-    "csv": [HEADER, "user_id,item_id\n", "user_id,user_id,item_id,timestamp\n", "a,b,c\n", "user_id;item_id;timestamp\n",
-            '"user_id",item_id,timestamp\n', ""],
-    "atomic": [ATOMIC, "user_id:token\titem_id:token\n", "user_id:token\tuser_id:token\titem_id:token\ttimestamp:float\n",
-               '"a:token\tb":token\tuser_id:token\n', "user_id\titem_id\n", "user_id:token\titem_id:token\t\n", ""],
+    "csv": [
+        HEADER,
+        "user_id,item_id\n",
+        "user_id,user_id,item_id,timestamp\n",
+        "a,b,c\n",
+        "user_id;item_id;timestamp\n",
+        '"user_id",item_id,timestamp\n',
+        "",
+    ],
+    "atomic": [
+        ATOMIC,
+        "user_id:token\titem_id:token\n",
+        "user_id:token\tuser_id:token\titem_id:token\ttimestamp:float\n",
+        '"a:token\tb":token\tuser_id:token\n',
+        "user_id\titem_id\n",
+        "user_id:token\titem_id:token\t\n",
+        "",
+    ],
 }
 
 
@@ -297,7 +487,9 @@ def test_readers_load_or_raise_data_format_error(tmp_path, fmt, suffix):
     path = tmp_path / f"fuzz{suffix}"
 
     @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(content=st.one_of(_file(fmt).map(str.encode), st.text(max_size=200).map(str.encode) | st.binary(max_size=200)))
+    @given(
+        content=st.one_of(_file(fmt).map(str.encode), st.text(max_size=200).map(str.encode) | st.binary(max_size=200))
+    )
     def check(content: bytes) -> None:
         path.write_bytes(content)
         try:
@@ -322,10 +514,14 @@ def test_a_damaged_checkpoint_loads_or_raises_checkpoint_error(tmp_path):
     data_file = st.text(alphabet="0123456789 u\n", min_size=1).map(str.encode)  # e.g. an S3-Rec file given by mistake
 
     @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(cut=st.integers(0, len(intact)), at=st.integers(0, len(intact) - 1), patch=st.binary(min_size=1, max_size=64),
-           foreign=st.none() | data_file | st.binary(min_size=1))
+    @given(
+        cut=st.integers(0, len(intact)),
+        at=st.integers(0, len(intact) - 1),
+        patch=st.binary(min_size=1, max_size=64),
+        foreign=st.none() | data_file | st.binary(min_size=1),
+    )
     def check(cut: int, at: int, patch: bytes, foreign: bytes | None) -> None:
-        path.write_bytes(foreign or (intact[:at] + patch + intact[at + len(patch):])[:cut or None])
+        path.write_bytes(foreign or (intact[:at] + patch + intact[at + len(patch) :])[: cut or None])
         try:
             load_checkpoint(path)
         except CheckpointError as exc:
@@ -359,20 +555,41 @@ def _saved_epoch(path: Path) -> int:
 # phase. Each run resumes what the previous one left; with LOOP every round trains 4 epochs
 # and round-0 generation advances its 1,500 attempts in two batches.
 KILLS = [
-    ("call:rsir.generation._grow:2", "round-0 generation, between its two batches",
-     lambda out: (out / "round-0/metrics.json").exists() and not (out / "round-0/synthetic.npz").exists()),
-    ("call:rsir.loop.export_synthetic:1", "round-0 generation, synthetic.npz saved, exports not yet",
-     lambda out: (out / "round-0/synthetic.npz").exists() and not (out / "round-0/generation.json").exists()),
-    ("replace:round-1/last.pt:2", "round-1 training, inside the atomic write of epoch 2's state",
-     lambda out: _lines(out / "round-1/log.jsonl") == 1 and list((out / "round-1").glob(".last.pt.*.tmp"))),
-    ("call:rsir.training.append_jsonl:1", "round-1 training, epoch 2's state saved, its log line not yet",
-     lambda out: _lines(out / "round-1/log.jsonl") == 1 and _saved_epoch(out / "round-1/last.pt") == 2),
-    ("call:rsir.loop.analyse_round:1", "round-1 generation, analysing the generated data",
-     lambda out: (out / "round-1/metrics.json").exists() and not (out / "round-1/synthetic.npz").exists()),
-    ("call:rsir.training.evaluate:5", "round-2 final test evaluation (after its 4 validation passes)",
-     lambda out: _lines(out / "round-2/log.jsonl") == 4 and not (out / "round-2/metrics.json").exists()),
-    ("replace:metrics.png:3", "writing the final report",
-     lambda out: (out / "round-2/metrics.json").exists() and list(out.glob(".metrics.png.*.tmp"))),
+    (
+        "call:rsir.generation._grow:2",
+        "round-0 generation, between its two batches",
+        lambda out: (out / "round-0/metrics.json").exists() and not (out / "round-0/synthetic.npz").exists(),
+    ),
+    (
+        "call:rsir.loop.export_synthetic:1",
+        "round-0 generation, synthetic.npz saved, exports not yet",
+        lambda out: (out / "round-0/synthetic.npz").exists() and not (out / "round-0/generation.json").exists(),
+    ),
+    (
+        "replace:round-1/last.pt:2",
+        "round-1 training, inside the atomic write of epoch 2's state",
+        lambda out: _lines(out / "round-1/log.jsonl") == 1 and list((out / "round-1").glob(".last.pt.*.tmp")),
+    ),
+    (
+        "call:rsir.training.append_jsonl:1",
+        "round-1 training, epoch 2's state saved, its log line not yet",
+        lambda out: _lines(out / "round-1/log.jsonl") == 1 and _saved_epoch(out / "round-1/last.pt") == 2,
+    ),
+    (
+        "call:rsir.loop.analyse_round:1",
+        "round-1 generation, analysing the generated data",
+        lambda out: (out / "round-1/metrics.json").exists() and not (out / "round-1/synthetic.npz").exists(),
+    ),
+    (
+        "call:rsir.training.evaluate:5",
+        "round-2 final test evaluation (after its 4 validation passes)",
+        lambda out: _lines(out / "round-2/log.jsonl") == 4 and not (out / "round-2/metrics.json").exists(),
+    ),
+    (
+        "replace:metrics.png:3",
+        "writing the final report",
+        lambda out: (out / "round-2/metrics.json").exists() and list(out.glob(".metrics.png.*.tmp")),
+    ),
 ]
 
 
@@ -384,7 +601,9 @@ def test_hard_kills_in_training_generation_and_evaluation_resume_to_the_same_res
         done = subprocess.run([sys.executable, str(KILLPOINT), spec, *command], env=env, capture_output=True, text=True)
         assert done.returncode == -signal.SIGKILL, f"{spec}: {done.stderr[-2000:]}"
         assert landed(out), f"the kill at {spec} did not land in: {phase}"
-    done = subprocess.run([sys.executable, "-m", "rsir.cli", *command, "--resume"], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "rsir.cli", *command, "--resume"], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert_same_run(finished, out)
 
@@ -409,16 +628,39 @@ def _signal_a_worker_thread(process: subprocess.Popen, signum: int) -> None:
     assert workers and ctypes.CDLL(None, use_errno=True).tgkill(process.pid, workers[0], signum) == 0
 
 
-@pytest.mark.parametrize("signum, sigint, to_worker", [
-    (signal.SIGINT, signal.SIG_DFL, False), (signal.SIGTERM, signal.SIG_IGN, False), (signal.SIGTERM, signal.SIG_IGN, True)],
-    ids=["Ctrl-C from a terminal", "SIGTERM to a runner a script started in the background",
-         "SIGTERM that the kernel hands to a worker thread"])
+@pytest.mark.parametrize(
+    "signum, sigint, to_worker",
+    [
+        (signal.SIGINT, signal.SIG_DFL, False),
+        (signal.SIGTERM, signal.SIG_IGN, False),
+        (signal.SIGTERM, signal.SIG_IGN, True),
+    ],
+    ids=[
+        "Ctrl-C from a terminal",
+        "SIGTERM to a runner a script started in the background",
+        "SIGTERM that the kernel hands to a worker thread",
+    ],
+)
 def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, sigint, to_worker, tmp_path):
     (tmp_path / "spec.toml").write_text(ENDLESS_SPEC)
     out = tmp_path / "out"
-    runner = subprocess.Popen([sys.executable, "-m", "rsir.cli", "experiment", str(tmp_path / "spec.toml"), "--out",
-                               str(out), "--jobs", "2", "--quiet"], stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))  # SIG_IGN: cells inherit it
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rsir.cli",
+            "experiment",
+            str(tmp_path / "spec.toml"),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+            "--quiet",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+    )  # SIG_IGN: cells inherit it
     logs = [out / "synthetic" / "plain" / f"s{seed}" / "run" / "log.jsonl" for seed in (0, 1)]
     deadline = time.monotonic() + 120
     while not all(_lines(log) >= 1 for log in logs):  # both cells are training
@@ -444,8 +686,27 @@ def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, si
 
 # ------------------------------------------------------------ (d) write failures
 
-TINY = ["--synthetic-users", "200", "--synthetic-items", "60", "--dim", "16", "--blocks", "1", "--heads", "1",
-        "--max-len", "20", "--max-epochs", "1", "--negatives", "8", "--batch-size", "64", "--quiet"]
+TINY = [
+    "--synthetic-users",
+    "200",
+    "--synthetic-items",
+    "60",
+    "--dim",
+    "16",
+    "--blocks",
+    "1",
+    "--heads",
+    "1",
+    "--max-len",
+    "20",
+    "--max-epochs",
+    "1",
+    "--negatives",
+    "8",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -469,7 +730,9 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tiny_run, 
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(os, "replace", no_space)
-    code_, out, err = run_cli(["evaluate", "--checkpoint", str(run / "model.pt"), "--output", str(run / "eval.json")], capsys)
+    code_, out, err = run_cli(
+        ["evaluate", "--checkpoint", str(run / "model.pt"), "--output", str(run / "eval.json")], capsys
+    )
     assert_one_clear_line(code_, err, f"cannot write {run / 'eval.json'}: {os.strerror(code)}")
     assert snapshot(run) == before  # the previous eval.json intact, no temporary file
     with pytest.raises(RsirError, match=f"cannot write .*model.pt: {os.strerror(code)}"):
@@ -499,7 +762,9 @@ def test_read_only_run_directory_keeps_its_files(tiny_run, tmp_path, capsys):
     run.chmod(0o500)
     before = snapshot(run)
     try:
-        code, _, err = run_cli(["evaluate", "--checkpoint", str(run / "model.pt"), "--output", str(run / "e.json")], capsys)
+        code, _, err = run_cli(
+            ["evaluate", "--checkpoint", str(run / "model.pt"), "--output", str(run / "e.json")], capsys
+        )
         assert_one_clear_line(code, err, f"cannot write {run / 'e.json'}: {os.strerror(errno.EACCES)}")
         assert snapshot(run) == before
     finally:
@@ -518,14 +783,22 @@ def test_a_real_failing_write_reports_the_reason_and_keeps_the_old_file(tmp_path
     file and a checkpoint, each with the reason in one line and the previous state kept."""
     target = tmp_path / "synthetic.csv"
     target.write_text("old content\n")
-    done = subprocess.run([sys.executable, "-m", "rsir.cli", "data", "synth", str(target)],
-                          capture_output=True, text=True, preexec_fn=_limit_file_size(32_000))
+    done = subprocess.run(
+        [sys.executable, "-m", "rsir.cli", "data", "synth", str(target)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(32_000),
+    )
     assert_one_clear_line(done.returncode, done.stderr, f"cannot write {target}: {os.strerror(errno.EFBIG)}")
     assert target.read_text() == "old content\n" and sorted(p.name for p in tmp_path.iterdir()) == ["synthetic.csv"]
 
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "rsir.cli", "train", "--out", str(out), *TINY],
-                          capture_output=True, text=True, preexec_fn=_limit_file_size(8_000))
+    done = subprocess.run(
+        [sys.executable, "-m", "rsir.cli", "train", "--out", str(out), *TINY],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(8_000),
+    )
     assert_one_clear_line(done.returncode, done.stderr, f"cannot write {out / 'model.pt'}: {os.strerror(errno.EFBIG)}")
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
 
@@ -534,8 +807,9 @@ def test_output_to_a_closed_pipe_stops_quietly(tmp_path):
     """`rsir data stats FILE | head -1`: the reader leaves early; rsir stops without an error line."""
     data = tmp_path / "synthetic.csv"
     subprocess.run([sys.executable, "-m", "rsir.cli", "data", "synth", str(data)], check=True, capture_output=True)
-    stats = subprocess.Popen([sys.executable, "-m", "rsir.cli", "data", "stats", str(data)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stats = subprocess.Popen(
+        [sys.executable, "-m", "rsir.cli", "data", "stats", str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     stats.stdout.close()  # before the child has started Python, so its first write meets a closed pipe
     err = stats.stderr.read()
     assert stats.wait() == 1 and err == b""
@@ -555,8 +829,16 @@ class _Payload:
 def _evil_checkpoint(path: Path, marker: Path) -> None:
     """Looks like an rsir checkpoint, but unpickling it would run code."""
     model = build_backbone("sasrec", 60, {"dim": 16, "blocks": 1, "heads": 1, "max_len": 20})
-    torch.save({"format": "rsir-checkpoint/1", "model": json.dumps({"n_items": 60, **model.describe()}),
-                "meta": "{}", "state": model.state_dict(), "optimizer": _Payload(marker)}, path)
+    torch.save(
+        {
+            "format": "rsir-checkpoint/1",
+            "model": json.dumps({"n_items": 60, **model.describe()}),
+            "meta": "{}",
+            "state": model.state_dict(),
+            "optimizer": _Payload(marker),
+        },
+        path,
+    )
 
 
 @pytest.mark.parametrize("where", ["evaluate", "generator", "resume"])
@@ -584,8 +866,13 @@ def test_synthetic_store_with_pickled_objects_is_refused(tmp_path):
     marker = tmp_path / "owned"
     store = tmp_path / "synthetic.npz"
     with open(store, "wb") as handle:
-        np.savez(handle, items=np.array([_Payload(marker)], dtype=object), offsets=np.array([0, 1]),
-                 users=np.array([0]), origin=np.array([1]))
+        np.savez(
+            handle,
+            items=np.array([_Payload(marker)], dtype=object),
+            offsets=np.array([0, 1]),
+            users=np.array([0]),
+            origin=np.array([1]),
+        )
     with pytest.raises(DataFormatError, match="not a readable synthetic store") as info:
         load_synthetic(store)
     assert "\n" not in str(info.value) and not marker.exists()
@@ -599,8 +886,11 @@ def test_checkpoint_weights_of_another_shape_are_refused(tmp_path, capsys):
     payload["state"]["item_embedding.weight"] = torch.zeros(61, 8)  # the description still says dim 16
     torch.save(payload, path)
     code, _, err = run_cli(["evaluate", "--checkpoint", str(path)], capsys)
-    assert_one_clear_line(code, err, f"{path}: weights do not match the sasrec model they describe "
-                                     "(size mismatch for item_embedding.weight")
+    assert_one_clear_line(
+        code,
+        err,
+        f"{path}: weights do not match the sasrec model they describe (size mismatch for item_embedding.weight",
+    )
 
 
 def test_resume_from_a_checkpoint_of_another_size_is_refused(tiny_run, tmp_path, capsys):
@@ -609,7 +899,9 @@ def test_resume_from_a_checkpoint_of_another_size_is_refused(tiny_run, tmp_path,
     for name in ("config.yaml", "model.pt", "log.jsonl"):
         (run / name).write_bytes((tiny_run / name).read_bytes())
     meta = json.loads(read_checkpoint(tiny_run / "last.pt")["meta"])
-    save_checkpoint(run / "last.pt", build_backbone("sasrec", 60, {"dim": 8, "blocks": 1, "heads": 1, "max_len": 20}), meta)
+    save_checkpoint(
+        run / "last.pt", build_backbone("sasrec", 60, {"dim": 8, "blocks": 1, "heads": 1, "max_len": 20}), meta
+    )
     before = snapshot(run)
     code, _, err = run_cli(["train", "--out", str(run), *TINY], capsys)
     assert_one_clear_line(code, err, f"{run / 'last.pt'}: checkpoint of another model (dim 8 instead of 16)")
@@ -635,14 +927,18 @@ def test_finished_round_with_a_model_of_another_backbone_is_refused(tmp_path, ca
     save_checkpoint(out / "round-0" / "model.pt", popularity, meta)
     before = snapshot(out)
     code, _, err = run_cli(argv, capsys)
-    assert_one_clear_line(code, err, "round-0/model.pt: checkpoint of another model (backbone 'popularity' instead of 'sasrec'")
+    assert_one_clear_line(
+        code, err, "round-0/model.pt: checkpoint of another model (backbone 'popularity' instead of 'sasrec'"
+    )
     assert snapshot(out) == before
 
 
 def test_generator_trained_on_other_data_is_refused_before_anything_is_written(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, err = run_cli(["improve", "--out", str(out), "--generator", str(tiny_run / "model.pt"), *TINY,
-                            "--synthetic-seed", "1"], capsys)
+    code, _, err = run_cli(
+        ["improve", "--out", str(out), "--generator", str(tiny_run / "model.pt"), *TINY, "--synthetic-seed", "1"],
+        capsys,
+    )
     assert_one_clear_line(code, err, "model.pt: trained on other data")
     assert not out.exists()
 
@@ -654,16 +950,41 @@ def test_a_second_writer_of_a_run_directory_is_refused_and_a_killed_ones_lock_is
     out = tmp_path / "run"
     data = tmp_path / "data.csv"
     write_dataset(make_synthetic(300, 80, n_clusters=4, seed=1), data)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rsir.rundir import locked\n"
-                               "with locked(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)", str(out)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from rsir.rundir import locked\n"
+            "with locked(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        command = ["train", "--data", str(data), "--out", str(out), "--dim", "16", "--blocks", "1", "--heads", "1",
-                   "--negatives", "16", "--max-epochs", "2", "--quiet"]
+        command = [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--dim",
+            "16",
+            "--blocks",
+            "1",
+            "--heads",
+            "1",
+            "--negatives",
+            "16",
+            "--max-epochs",
+            "2",
+            "--quiet",
+        ]
         assert main(command) == 2
-        assert capsys.readouterr().err.strip() == (f"rsir: error: {out} is being written by process {holder.pid}; "
-                                                   "wait for it to end or choose another --out")
+        assert capsys.readouterr().err.strip() == (
+            f"rsir: error: {out} is being written by process {holder.pid}; wait for it to end or choose another --out"
+        )
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:
         holder.kill()

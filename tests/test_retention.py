@@ -16,13 +16,17 @@ from .conftest import LOOP
 
 
 def test_fused_scores_are_the_weighted_sum_of_both_models(small_dataset):
-    current = build_backbone("sasrec", small_dataset.n_items, {"dim": 16, "blocks": 1, "heads": 1, "max_len": 20}, seed=0)
+    current = build_backbone(
+        "sasrec", small_dataset.n_items, {"dim": 16, "blocks": 1, "heads": 1, "max_len": 20}, seed=0
+    )
     previous = build_backbone("gru4rec", small_dataset.n_items, {"dim": 8, "max_len": 20}, seed=1)
     fused = RetainedScores(current, previous, 0.3).eval()
     items = torch.tensor([[5, 9, 2, 0], [7, 1, 3, 4]])
     lengths = torch.tensor([3, 4])
     with torch.no_grad():
-        expected = 0.7 * current.score_all(current.last_hidden(items)) + 0.3 * previous.score_all(previous.last_hidden(items))
+        expected = 0.7 * current.score_all(current.last_hidden(items)) + 0.3 * previous.score_all(
+            previous.last_hidden(items)
+        )
         assert torch.allclose(fused.score_all(fused.last_hidden(items)), expected, atol=1e-6)
         buffer = torch.zeros(2, 8, dtype=torch.long)
         buffer[0, :2], buffer[1, :3] = items[0, :2], items[1, :3]

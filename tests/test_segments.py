@@ -30,7 +30,11 @@ def test_users_are_bucketed_by_history_length_and_target_popularity():
     # Popularity order: 1 (21 times), 2 (13), then 3, 4, 5, 6... by count, ties by index. Head = 2 items,
     # torso = the next 3 (3, 4, 5), tail = the other 5.
     assert segments.labels["target popularity"].tolist() == [
-        "tail (other 50%)", "head (top 20% items)", "tail (other 50%)", "torso (next 30%)"]
+        "tail (other 50%)",
+        "head (top 20% items)",
+        "tail (other 50%)",
+        "torso (next 30%)",
+    ]
 
 
 def test_gains_per_segment_on_known_ranks():

@@ -47,14 +47,22 @@ def test_prefix_batches_supervise_every_target_once_from_its_whole_prefix(small_
     seqs, max_len = small_split.train, 20
     rows = prefix_rows(seqs, max_len)
     pairs = []
-    for inputs, targets, weights, total in next_item_batches(rows, max_len, 32, np.random.default_rng(0), last_target_only=True):
+    for inputs, targets, weights, total in next_item_batches(
+        rows, max_len, 32, np.random.default_rng(0), last_target_only=True
+    ):
         assert torch.equal((targets != 0).sum(1), torch.ones(len(targets), dtype=torch.long))
         assert torch.equal(weights, (targets != 0).float()) and total == len(targets)
         position = targets.argmax(1)  # the supervised position sees the whole prefix before it
         assert bool(((inputs != 0) | (torch.arange(inputs.shape[1]) > position[:, None])).all())
         pairs += list(zip(inputs[:, 0].tolist(), targets.sum(1).tolist(), (position + 1).tolist()))
-    assert len(pairs) == count_targets(rows, max_len, last_target_only=True)[0] == int(np.clip(seqs.lengths - 1, 0, None).sum())
-    expected = sorted((int(s[max(0, k - max_len)]), int(s[k]), min(k, max_len)) for s in seqs.to_lists() for k in range(1, len(s)))
+    assert (
+        len(pairs)
+        == count_targets(rows, max_len, last_target_only=True)[0]
+        == int(np.clip(seqs.lengths - 1, 0, None).sum())
+    )
+    expected = sorted(
+        (int(s[max(0, k - max_len)]), int(s[k]), min(k, max_len)) for s in seqs.to_lists() for k in range(1, len(s))
+    )
     assert sorted(pairs) == expected
 
 
@@ -66,8 +74,14 @@ def test_a_synthetic_budget_draws_that_many_synthetic_rows_afresh_each_epoch(sma
     firsts = []
     for _ in range(2):
         inputs = torch.cat([b[0][:, 0] for b in next_item_batches(seqs, 20, 64, rng, synthetic_per_epoch=1.0)])
-        weights = torch.cat([b[2].max(1).values for b in next_item_batches(seqs, 20, 64, np.random.default_rng(1), synthetic_weight=0.25,
-                                                                           synthetic_per_epoch=1.0)])
+        weights = torch.cat(
+            [
+                b[2].max(1).values
+                for b in next_item_batches(
+                    seqs, 20, 64, np.random.default_rng(1), synthetic_weight=0.25, synthetic_per_epoch=1.0
+                )
+            ]
+        )
         assert len(inputs) == 2 * len(real)
         assert int((weights == 1).sum()) == len(real) and int((weights == 0.25).sum()) == len(real)  # real, synthetic
         firsts.append(inputs)
@@ -84,10 +98,17 @@ def test_bucket_batches_cover_every_row_once():
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
 
 
-@pytest.mark.parametrize("loss, precision, targets", [
-    ("sampled_softmax", "fp32", "all"), ("softmax", "fp32", "all"), ("bce", "fp32", "all"),
-    ("sampled_softmax", "bf16", "all"), ("softmax", "bf16", "all"), ("sampled_softmax", "fp32", "prefixes"),
-])
+@pytest.mark.parametrize(
+    "loss, precision, targets",
+    [
+        ("sampled_softmax", "fp32", "all"),
+        ("softmax", "fp32", "all"),
+        ("bce", "fp32", "all"),
+        ("sampled_softmax", "bf16", "all"),
+        ("softmax", "bf16", "all"),
+        ("sampled_softmax", "fp32", "prefixes"),
+    ],
+)
 def test_sasrec_beats_popularity(small_dataset, small_split, loss, precision, targets):
     popularity = build_backbone("popularity", small_dataset.n_items)
     baseline = fit(popularity, small_split, quick(), progress=False).test
@@ -126,8 +147,9 @@ def test_early_stopping_and_best_checkpoint(tmp_path, small_dataset, small_split
 def test_eval_every_validates_only_every_nth_and_the_last_epoch(tmp_path, small_dataset, small_split):
     def run(eval_every: int, run_dir=None):
         model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
-        return fit(model, small_split, quick(max_epochs=7, patience=20, eval_every=eval_every), run_dir=run_dir,
-                   progress=False)
+        return fit(
+            model, small_split, quick(max_epochs=7, patience=20, eval_every=eval_every), run_dir=run_dir, progress=False
+        )
 
     every, sparse = run(1), run(3, tmp_path)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -151,10 +173,20 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, small_dataset
     params = quick(max_epochs=6, patience=6)
     straight = fit(build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0), small_split, params, progress=False)
     # First run stops after 3 epochs (as if killed); the second resumes from last.pt.
-    fit(build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0), small_split, quick(max_epochs=3, patience=6),
-        run_dir=tmp_path, progress=False)
-    resumed = fit(build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0), small_split, params,
-                  run_dir=tmp_path, progress=False)
+    fit(
+        build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0),
+        small_split,
+        quick(max_epochs=3, patience=6),
+        run_dir=tmp_path,
+        progress=False,
+    )
+    resumed = fit(
+        build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0),
+        small_split,
+        params,
+        run_dir=tmp_path,
+        progress=False,
+    )
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
     assert resumed.test == straight.test
 
@@ -237,7 +269,9 @@ def test_synthetic_targets_weigh_synthetic_weight_in_the_loss(small_split, loss)
     data = real.concat(synthetic)
     model = build_backbone("sasrec", 1000, SMALL, seed=0).eval()  # no dropout: the same hidden states twice
     loss_fn = build_loss(loss, negatives=8)
-    (inputs, targets, weights, total), = next_item_batches(data, 20, 16, np.random.default_rng(0), synthetic_weight=0.25)
+    ((inputs, targets, weights, total),) = next_item_batches(
+        data, 20, 16, np.random.default_rng(0), synthetic_weight=0.25
+    )
     synthetic_rows = weights.max(1).values == 0.25
     assert synthetic_rows.sum() == 8 and total == pytest.approx(1.25 * int((targets[~synthetic_rows] != 0).sum()))
 
@@ -248,7 +282,9 @@ def test_synthetic_targets_weigh_synthetic_weight_in_the_loss(small_split, loss)
 
     rows = (weights > 0).float()
     per_row = [loss_with(rows * (torch.arange(len(rows)) == r).unsqueeze(1)) for r in range(len(rows))]
-    expected = sum(l * (0.25 if synthetic else 1.0) for l, synthetic in zip(per_row, synthetic_rows.tolist()))
+    expected = sum(
+        row_loss * (0.25 if synthetic else 1.0) for row_loss, synthetic in zip(per_row, synthetic_rows.tolist())
+    )
     assert loss_with(weights) == pytest.approx(expected, rel=1e-5)
     assert min(per_row) > 0
 
@@ -263,8 +299,9 @@ def test_equal_target_weighting_weighs_every_target_of_an_epoch_the_same(by_leng
     shares = {}
     for equal in (False, True):
         per_target = []
-        for _, targets, weights, divisor in next_item_batches(seqs, 50, 16, np.random.default_rng(0),
-                                                              by_length=by_length, equal_weight=equal):
+        for _, targets, weights, divisor in next_item_batches(
+            seqs, 50, 16, np.random.default_rng(0), by_length=by_length, equal_weight=equal
+        ):
             per_target.append((weights[targets != 0] / divisor).numpy())
         shares[equal] = np.concatenate(per_target)
         assert len(shares[equal]) == int((lengths - 1).sum())  # every target once
@@ -332,8 +369,12 @@ def test_training_options_of_the_published_recipe_learn(small_dataset, small_spl
     popularity."""
     options = {**SMALL, "item_dropout": 0.2, "block": block, "init": "xavier", "positions": "recency"}
     model = build_backbone("sasrec", small_dataset.n_items, options, seed=0)
-    result = fit(model, small_split, quick(negatives_per="target", batching="random", target_weighting="equal",
-                                           beta2=0.98), progress=False)
+    result = fit(
+        model,
+        small_split,
+        quick(negatives_per="target", batching="random", target_weighting="equal", beta2=0.98),
+        progress=False,
+    )
     popularity = build_backbone("popularity", small_dataset.n_items, {}, seed=0)
     baseline = fit(popularity, small_split, quick(), progress=False)
     assert result.test["ndcg@10"] > 1.5 * baseline.test["ndcg@10"]
@@ -351,11 +392,12 @@ def test_augmented_copies_are_independent_and_weighted_like_synthetic_data(small
     blocks = [three.select(np.arange(k * len(real), (k + 1) * len(real))).to_lists() for k in (1, 2, 3)]
     assert blocks[0] != blocks[1] != blocks[2] != blocks[0]
     assert all(sorted(a) == sorted(b) for block in blocks for a, b in zip(block, real.to_lists()))
-    assert set(three.origin[len(real):].tolist()) == {AUGMENTED}
+    assert set(three.origin[len(real) :].tolist()) == {AUGMENTED}
     for _, targets, weights, _ in next_item_batches(three, 20, 64, np.random.default_rng(0), augment_weight=0.25):
         assert set(weights[targets != 0].unique().tolist()) <= {1.0, 0.25}
-    weights = torch.cat([w[t != 0] for _, t, w, _ in next_item_batches(three, 20, 64, np.random.default_rng(0),
-                                                                          augment_weight=0.25)])
+    weights = torch.cat(
+        [w[t != 0] for _, t, w, _ in next_item_batches(three, 20, 64, np.random.default_rng(0), augment_weight=0.25)]
+    )
     assert int((weights == 0.25).sum()) == 3 * int((weights == 1.0).sum())
 
 
@@ -384,8 +426,12 @@ def test_a_student_with_distillation_weight_one_moves_towards_its_teacher(small_
     students = {}
     for weight in (0.0, 1.0):
         students[weight] = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=2)
-        fit(students[weight], small_split, quick(distill_weight=weight, distill_temperature=2.0,
-                                                  teacher=str(tmp_path / "teacher.pt")), progress=False)
+        fit(
+            students[weight],
+            small_split,
+            quick(distill_weight=weight, distill_temperature=2.0, teacher=str(tmp_path / "teacher.pt")),
+            progress=False,
+        )
     start = divergence(build_backbone("sasrec", small_dataset.n_items, SMALL, seed=2).eval())
     assert divergence(students[1.0]) < 0.2 * start and divergence(students[1.0]) < 0.2 * divergence(students[0.0])
 
@@ -398,7 +444,8 @@ def test_a_student_with_distillation_weight_one_moves_towards_its_teacher(small_
     student, scores = (hidden @ weights.T / 2)[:, 1:], (teacher_hidden @ teacher_weights.T / 2)[:, 1:]
     direct = 4 * (target_weights * (scores.softmax(1) * (scores.log_softmax(1) - student.log_softmax(1))).sum(1)).sum()
     assert torch.allclose(fused, direct) and all(
-        torch.allclose(a, b) for a, b in zip(fused_grads, torch.autograd.grad(direct, (hidden, weights))))
+        torch.allclose(a, b) for a, b in zip(fused_grads, torch.autograd.grad(direct, (hidden, weights)))
+    )
 
 
 def test_distillation_needs_a_teacher(small_dataset, small_split):

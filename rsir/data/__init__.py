@@ -8,6 +8,18 @@ from .synthetic import make_synthetic
 from .writers import write_dataset, write_sequences
 
 __all__ = [
-    "Dataset", "EvalSet", "FORMATS", "LeaveOneOut", "REAL", "Sequences", "from_dataframe", "from_interactions", "kcore_mask",
-    "leave_one_out", "make_synthetic", "read_dataset", "write_dataset", "write_sequences",
+    "Dataset",
+    "EvalSet",
+    "FORMATS",
+    "LeaveOneOut",
+    "REAL",
+    "Sequences",
+    "from_dataframe",
+    "from_interactions",
+    "kcore_mask",
+    "leave_one_out",
+    "make_synthetic",
+    "read_dataset",
+    "write_dataset",
+    "write_sequences",
 ]

@@ -3,7 +3,7 @@ only to the longest sequence in the batch."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -127,8 +127,9 @@ def _budget(real: int, synthetic: int, per_real: float) -> int:
     return min(synthetic, int(round(per_real * real)))
 
 
-def count_targets(seqs: Sequences, max_len: int, last_target_only: bool = False,
-                  synthetic_per_epoch: float = 0.0) -> tuple[float, int]:
+def count_targets(
+    seqs: Sequences, max_len: int, last_target_only: bool = False, synthetic_per_epoch: float = 0.0
+) -> tuple[float, int]:
     """Supervised next-item targets and rows in one epoch (for throughput numbers and progress);
     under a synthetic budget, their expected numbers."""
     trainable = seqs.lengths >= 2

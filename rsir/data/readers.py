@@ -118,7 +118,9 @@ def _read_atomic(
         names.append(name)
     frame = _parse_delimited(path, "\t", header=0)
     if len(frame.columns) != len(names):  # quotes in the header can join fields
-        raise DataFormatError(f"{path}:1: header has {len(names)} tab-separated fields but reads as {len(frame.columns)}")
+        raise DataFormatError(
+            f"{path}:1: header has {len(names)} tab-separated fields but reads as {len(frame.columns)}"
+        )
     frame.columns = names
     return _columns(frame, path, user_col, item_col, time_col, header_line=True)
 

@@ -29,7 +29,7 @@ class Sequences:
     @classmethod
     def from_lists(
         cls, seqs: list[list[int]] | list[np.ndarray], users: np.ndarray | None = None, origin: int = REAL
-    ) -> "Sequences":
+    ) -> Sequences:
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
         offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -39,7 +39,7 @@ class Sequences:
         return cls(items, offsets, np.asarray(users, dtype=np.int64), np.full(len(seqs), origin, dtype=np.int16))
 
     @classmethod
-    def from_flat(cls, items: np.ndarray, lengths: np.ndarray, users: np.ndarray, origin: int = REAL) -> "Sequences":
+    def from_flat(cls, items: np.ndarray, lengths: np.ndarray, users: np.ndarray, origin: int = REAL) -> Sequences:
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         return cls(
@@ -76,17 +76,17 @@ class Sequences:
         """Position of every stored item inside its own sequence."""
         return np.arange(self.n_interactions, dtype=np.int64) - np.repeat(self.offsets[:-1], self.lengths)
 
-    def select(self, rows: np.ndarray) -> "Sequences":
+    def select(self, rows: np.ndarray) -> Sequences:
         rows = np.asarray(rows, dtype=np.int64)
         return self.spans(rows, self.offsets[rows], self.offsets[rows + 1])
 
-    def trim(self, head: int = 0, tail: int = 0) -> "Sequences":
+    def trim(self, head: int = 0, tail: int = 0) -> Sequences:
         """Drop ``head`` items from the start and ``tail`` items from the end of every sequence."""
         if (self.lengths - head - tail < 0).any():
             raise ValueError("trim longer than a sequence")
         return self.spans(np.arange(len(self)), self.offsets[:-1] + head, self.offsets[1:] - tail)
 
-    def spans(self, rows: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> "Sequences":
+    def spans(self, rows: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> Sequences:
         """New sequences of the stored items ``[starts[i], stops[i])``, each keeping the user
         and origin of sequence ``rows[i]`` (spans may overlap)."""
         lengths = stops - starts
@@ -99,7 +99,7 @@ class Sequences:
         """The item ``k`` places from the end of every sequence (k=1: the last item)."""
         return self.items[self.offsets[1:] - k]
 
-    def concat(self, other: "Sequences") -> "Sequences":
+    def concat(self, other: Sequences) -> Sequences:
         return Sequences(
             np.concatenate([self.items, other.items]),
             np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),

@@ -27,7 +27,7 @@ class LeaveOneOut:
     dropped_users: int  # users with fewer than 3 interactions cannot be split
     users: np.ndarray  # the dataset's user index of each evaluated row (kept users, in order)
 
-    def with_train(self, train: Sequences) -> "LeaveOneOut":
+    def with_train(self, train: Sequences) -> LeaveOneOut:
         return replace(self, train=train)
 
 

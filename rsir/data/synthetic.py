@@ -30,7 +30,9 @@ def make_synthetic(
     if n_users < 1:
         raise ConfigError(f"synthetic data needs at least 1 user, got {n_users}")
     if n_clusters < 1 or n_items < 2 * n_clusters:
-        raise ConfigError(f"synthetic data needs at least {2 * max(1, n_clusters)} items (2 per cluster), got {n_items}")
+        raise ConfigError(
+            f"synthetic data needs at least {2 * max(1, n_clusters)} items (2 per cluster), got {n_items}"
+        )
     if min_length < 3 or mean_length < min_length or max_length < min_length:
         raise ConfigError("synthetic data needs 3 <= min_length <= mean_length and min_length <= max_length")
     if not 0.0 <= transition <= 1.0:
@@ -47,7 +49,9 @@ def make_synthetic(
     rank_in_cluster = np.arange(n_items) - np.repeat(cluster_starts, cluster_sizes)
     weights = 1.0 / (1.0 + rank_in_cluster) ** 0.8
     within = np.cumsum(weights) - np.repeat(np.cumsum(weights)[cluster_starts] - weights[cluster_starts], cluster_sizes)
-    cdf = np.repeat(np.arange(n_clusters), cluster_sizes) + within / np.repeat(within[cluster_starts + cluster_sizes - 1], cluster_sizes)
+    cdf = np.repeat(np.arange(n_clusters), cluster_sizes) + within / np.repeat(
+        within[cluster_starts + cluster_sizes - 1], cluster_sizes
+    )
 
     # Two successors per item, both inside its cluster.
     pos = rank_in_cluster
@@ -80,4 +84,6 @@ def make_synthetic(
     users, items = rows[keep] + 1, flat[keep] + 1
     counts = np.bincount(users, minlength=n_users + 1)
     long_enough = counts[users] >= min_length
-    return from_interactions(users[long_enough], items[long_enough], None, name=f"synthetic-{n_users}x{n_items}-s{seed}")
+    return from_interactions(
+        users[long_enough], items[long_enough], None, name=f"synthetic-{n_users}x{n_items}-s{seed}"
+    )

@@ -87,8 +87,15 @@ MAX_ITEM_LIST_LENGTH: {max_len}"""
 
 
 def write_recbole_benchmark(
-    directory: str | Path, name: str, train: Sequences, valid: tuple[Sequences, np.ndarray],
-    test: tuple[Sequences, np.ndarray], *, item_labels: np.ndarray, user_labels: np.ndarray, max_len: int,
+    directory: str | Path,
+    name: str,
+    train: Sequences,
+    valid: tuple[Sequences, np.ndarray],
+    test: tuple[Sequences, np.ndarray],
+    *,
+    item_labels: np.ndarray,
+    user_labels: np.ndarray,
+    max_len: int,
 ) -> list[Path]:
     """RecBole's benchmark files for a sequential model: ``NAME.train.inter`` holds every
     next-item target of the training sequences (real and synthetic) with the up to ``max_len``
@@ -104,12 +111,21 @@ def write_recbole_benchmark(
     target = np.flatnonzero(positions >= 1)  # every stored item after a sequence's first
     starts = target - np.minimum(positions[target], max_len)
     user_labels = np.asarray(user_labels)
-    parts = {"train": (user_labels[train_rows[target]], _histories(tokens, train.items, starts, target),
-                       tokens[train.items[target] - 1])}
+    parts = {
+        "train": (
+            user_labels[train_rows[target]],
+            _histories(tokens, train.items, starts, target),
+            tokens[train.items[target] - 1],
+        )
+    }
     for part, (history, targets) in (("valid", valid), ("test", test)):
         ends = history.offsets[1:]
         begins = np.maximum(history.offsets[:-1], ends - max_len)
-        parts[part] = (user_labels[: len(history)], _histories(tokens, history.items, begins, ends), tokens[targets - 1])
+        parts[part] = (
+            user_labels[: len(history)],
+            _histories(tokens, history.items, begins, ends),
+            tokens[targets - 1],
+        )
     written = []
     for part, (users, lists, targets) in parts.items():
         path = directory / f"{name}.{part}.inter"

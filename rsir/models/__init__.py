@@ -24,8 +24,16 @@ DEFAULT_BACKBONE = SASRec.name  # what train, improve and the Python API use unl
 # Backbone options as the RSIR paper's SASRec had them: rsir's defaults before the SASRec parity
 # study (docs/results/sasrec_parity.md), and what a checkpoint or a saved config that lacks an
 # option had, since it was written before the option existed (rsir.config's "paper" preset).
-PAPER_MODEL: dict[str, Any] = {"dim": 64, "blocks": 2, "heads": 2, "dropout": 0.5, "item_dropout": 0.0,
-                               "block": "pre_ln", "init": "normal", "positions": "absolute"}
+PAPER_MODEL: dict[str, Any] = {
+    "dim": 64,
+    "blocks": 2,
+    "heads": 2,
+    "dropout": 0.5,
+    "item_dropout": 0.0,
+    "block": "pre_ln",
+    "init": "normal",
+    "positions": "absolute",
+}
 
 
 def as_written(name: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,11 @@ from ..errors import ConfigError
 
 
 def check_ranges(
-    params: Any, *, at_least_one: tuple[str, ...] = (), at_least_zero: tuple[str, ...] = (), dropouts: tuple[str, ...] = ()
+    params: Any,
+    *,
+    at_least_one: tuple[str, ...] = (),
+    at_least_zero: tuple[str, ...] = (),
+    dropouts: tuple[str, ...] = (),
 ) -> None:
     """Range checks shared by the backbones' hyperparameter classes."""
     for name in at_least_one:
@@ -51,8 +55,12 @@ class TransformerParams:
     item_dropout: float = 0.0
 
     def validate(self) -> None:
-        check_ranges(self, at_least_one=("dim", "heads", "max_len"), at_least_zero=("blocks",),
-                     dropouts=("dropout", "item_dropout"))
+        check_ranges(
+            self,
+            at_least_one=("dim", "heads", "max_len"),
+            at_least_zero=("blocks",),
+            dropouts=("dropout", "item_dropout"),
+        )
         if self.dim % self.heads:
             raise ConfigError(f"model option dim ({self.dim}) must be divisible by heads ({self.heads})")
 

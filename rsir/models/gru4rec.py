@@ -33,8 +33,13 @@ class GRU4Rec(Backbone):
         params.validate()
         self.item_embedding = nn.Embedding(n_items + 1, params.dim, padding_idx=0)
         self.embed_dropout = nn.Dropout(params.dropout)
-        self.gru = nn.GRU(params.dim, params.dim, num_layers=params.layers, batch_first=True,
-                          dropout=params.dropout if params.layers > 1 else 0.0)
+        self.gru = nn.GRU(
+            params.dim,
+            params.dim,
+            num_layers=params.layers,
+            batch_first=True,
+            dropout=params.dropout if params.layers > 1 else 0.0,
+        )
         self.project = nn.Linear(params.dim, params.dim)
         self.apply(init_weights)
 
@@ -56,7 +61,9 @@ class _RecurrentDecoder(Decoder):
     def __init__(self, model: GRU4Rec, items: torch.Tensor, lengths: torch.Tensor) -> None:
         self.model, self.lengths = model, lengths.clone()
         # Packed, so each row's final state is taken at its own last item, not after padding.
-        packed = pack_padded_sequence(model.item_embedding(items), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            model.item_embedding(items), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         _, self.state = model.gru(packed)  # (layers, batch, dim)
         self.hidden = model.project(self.state[-1])
 

@@ -48,7 +48,9 @@ class SASRecParams(TransformerParams):
             raise ConfigError(f"model option ffn_dim must be >= 0 (0 = dim), got {self.ffn_dim}")
         for name, allowed in (("block", BLOCKS), ("init", INITS), ("positions", POSITIONS), ("pad_keys", PAD_KEYS)):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"model option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"model option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
 
 
 BLOCKS = ("pre_ln", "original")
@@ -77,8 +79,9 @@ class _Block(nn.Module):
         batch, length, dim = x.shape
         if self.original:  # queries from the normalised input, keys and values from the raw one
             weight, bias = self.qkv.weight, self.qkv.bias
-            qkv = torch.cat([F.linear(self.attn_norm(x), weight[:dim], bias[:dim]),
-                             F.linear(x, weight[dim:], bias[dim:])], dim=-1)
+            qkv = torch.cat(
+                [F.linear(self.attn_norm(x), weight[:dim], bias[:dim]), F.linear(x, weight[dim:], bias[dim:])], dim=-1
+            )
         else:
             qkv = self.qkv(self.attn_norm(x))
         q, k, v = qkv.view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
@@ -172,7 +175,9 @@ class _KeyValueDecoder(KeyValueDecoder):
         model, position = self.model, self.lengths[rows]
         x = (model.item_embedding(new_items) + model.position_embedding(position)).unsqueeze(1)
         width = self.keys[0].shape[2] if self.keys else 0
-        visible = (torch.arange(width, device=position.device) <= position[:, None])[:, None, None, :]  # (rows, 1, 1, width)
+        visible = (torch.arange(width, device=position.device) <= position[:, None])[
+            :, None, None, :
+        ]  # (rows, 1, 1, width)
         for block, keys, values in zip(model.blocks, self.keys, self.values):
             q, k, v = block.project(x)
             keys[rows, :, position], values[rows, :, position] = k[:, :, 0], v[:, :, 0]
