@@ -25,16 +25,17 @@ import resource
 import shlex
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
+from utilisation import matmul_gflops  # benchmarks/ is on the path when run as a script
 
 from rsir.generation import GenerationParams, fidelity_step
 from rsir.io import atomic_open, write_json
 from rsir.models import build_backbone
 from rsir.retrieval import build_retriever
 from rsir.training import use_threads
-from utilisation import matmul_gflops  # benchmarks/ is on the path when run as a script
 
 DIM = 64
 
@@ -98,7 +99,9 @@ def _compare(n_items, rows, truth, guess, exact_s, approx_s, approximate, build_
         "speedup": round(exact_s / approx_s, 1),
         "decision_agreement": round(float((truth.ok == guess.ok).float().mean()), 4),
         "exact_pass_rate": round(float(truth.ok.float().mean()), 4),
-        "exploration_choice_agreement": round(float((truth.top_items[:, 0] == guess.top_items[:, 0]).float().mean()), 4),
+        "exploration_choice_agreement": round(
+            float((truth.top_items[:, 0] == guess.top_items[:, 0]).float().mean()), 4
+        ),
         "faiss_lists": approximate.index.nlist,
         "faiss_probe": approximate.index.nprobe,
         "index_build_s": round(build_seconds, 2),
@@ -110,7 +113,9 @@ def _compare(n_items, rows, truth, guess, exact_s, approx_s, approximate, build_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000, 300_000, 1_000_000])
-    parser.add_argument("--rows", type=int, default=256, help="sequences per step (the exact scan holds rows x items scores)")
+    parser.add_argument(
+        "--rows", type=int, default=256, help="sequences per step (the exact scan holds rows x items scores)"
+    )
     parser.add_argument("--tau", type=float, default=10)
     parser.add_argument("--probe", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
@@ -129,20 +134,37 @@ def main() -> None:
     params = GenerationParams(tau=args.tau, faiss_probe=args.probe)
     results = []
     if args.checkpoint:
-        model, hidden, context, source = real_rows(args.checkpoint, args.data, args.rows, np.random.default_rng(args.seed))
+        model, hidden, context, source = real_rows(
+            args.checkpoint, args.data, args.rows, np.random.default_rng(args.seed)
+        )
         remaining = source != 0
         tau = torch.full((len(hidden),), args.tau)
         exact = build_retriever("exact", model)
         with torch.no_grad():
-            truth, exact_s = timed(lambda: fidelity_step(model, exact, hidden, context, source, remaining, tau, params), args.repeats)
+            truth, exact_s = timed(
+                partial(fidelity_step, model, exact, hidden, context, source, remaining, tau, params), args.repeats
+            )
             for probe in args.probes:
                 started = time.perf_counter()
                 approximate = build_retriever("faiss", model, probe=probe)
                 build_seconds = time.perf_counter() - started
                 guess, approx_s = timed(
-                    lambda: fidelity_step(model, approximate, hidden, context, source, remaining, tau, params), args.repeats
+                    partial(fidelity_step, model, approximate, hidden, context, source, remaining, tau, params),
+                    args.repeats,
                 )
-                results.append(_compare(model.n_items, args.rows, truth, guess, exact_s, approx_s, approximate, build_seconds, peak_gflops))
+                results.append(
+                    _compare(
+                        model.n_items,
+                        args.rows,
+                        truth,
+                        guess,
+                        exact_s,
+                        approx_s,
+                        approximate,
+                        build_seconds,
+                        peak_gflops,
+                    )
+                )
                 print(json.dumps(results[-1]), flush=True)
         args.sizes = []
     for n_items in args.sizes:
@@ -158,11 +180,16 @@ def main() -> None:
         approximate = build_retriever("faiss", model, probe=args.probe)
         build_seconds = time.perf_counter() - started
         with torch.no_grad():
-            truth, exact_s = timed(lambda: fidelity_step(model, exact, hidden, context, source, remaining, tau, params), args.repeats)
-            guess, approx_s = timed(
-                lambda: fidelity_step(model, approximate, hidden, context, source, remaining, tau, params), args.repeats
+            truth, exact_s = timed(
+                partial(fidelity_step, model, exact, hidden, context, source, remaining, tau, params), args.repeats
             )
-        results.append(_compare(n_items, args.rows, truth, guess, exact_s, approx_s, approximate, build_seconds, peak_gflops))
+            guess, approx_s = timed(
+                partial(fidelity_step, model, approximate, hidden, context, source, remaining, tau, params),
+                args.repeats,
+            )
+        results.append(
+            _compare(n_items, args.rows, truth, guess, exact_s, approx_s, approximate, build_seconds, peak_gflops)
+        )
         print(json.dumps(results[-1]), flush=True)
     report = {
         "command": "python " + shlex.join(sys.argv),

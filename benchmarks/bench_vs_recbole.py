@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads of each side (0 = all cores)")
     p.add_argument("--out", type=Path, required=True, help="output prefix: writes OUT.md and OUT.json")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: both sides multiply in bfloat16 under autocast (rsir train.precision, RecBole enable_amp)")
-    p.add_argument("--recbole-precision", choices=("fp32", "bf16"),
-                   help="RecBole's own precision, if not --precision (on CPU its bf16 autocast is the slower one)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: both sides multiply in bfloat16 under autocast (rsir train.precision, RecBole enable_amp)",
+    )
+    p.add_argument(
+        "--recbole-precision",
+        choices=("fp32", "bf16"),
+        help="RecBole's own precision, if not --precision (on CPU its bf16 autocast is the slower one)",
+    )
     p.add_argument("--only", choices=("rsir", "recbole", "both"), default="both")
-    p.add_argument("--reuse-recbole", type=Path, help="RecBole driver JSON (or an earlier OUT.json) to use instead of a run")
+    p.add_argument(
+        "--reuse-recbole", type=Path, help="RecBole driver JSON (or an earlier OUT.json) to use instead of a run"
+    )
     p.add_argument("--recbole-workdir", type=Path, default=ROOT / ".bench" / "recbole-run")
     # Internal: the parent re-runs this file with this flag to train rsir in a fresh process.
     p.add_argument("--rsir-child", type=Path, help=argparse.SUPPRESS)
@@ -80,10 +89,19 @@ def rsir_child(args: argparse.Namespace) -> None:
     split = leave_one_out(data)
     model = build_backbone("sasrec", data.n_items, MODEL, seed=args.seed)
     # RecBole's optimiser and per-batch mean loss, as in the published runs
-    params = TrainParams(loss="softmax", lr=1e-3, batch_size=256, beta2=0.999, target_weighting="batch",
-                         max_epochs=MAX_EPOCHS, patience=PATIENCE,
-                         seed=args.seed, exclude_seen=False, threads=args.threads,
-                         precision=args.precision)  # RecBole keeps seen items rankable
+    params = TrainParams(
+        loss="softmax",
+        lr=1e-3,
+        batch_size=256,
+        beta2=0.999,
+        target_weighting="batch",
+        max_epochs=MAX_EPOCHS,
+        patience=PATIENCE,
+        seed=args.seed,
+        exclude_seen=False,
+        threads=args.threads,
+        precision=args.precision,
+    )  # RecBole keeps seen items rankable
     result = fit(model, split, params, run_dir=None, progress=False, time_budget=args.budget_s)
     # fit leaves the best-validation weights loaded: the same model, scored with exclusion on.
     test_excl = evaluate(model, split.test, exclude_seen=True).metrics
@@ -104,7 +122,9 @@ def rsir_child(args: argparse.Namespace) -> None:
         **result.summary(),
         "fit_wall_seconds": result.wall_seconds,
         "wall_seconds": fit_wall_seconds,  # to test metrics, as RecBole's; generation is extra
-        "generation": {k: generation[k] for k in ("attempts", "kept", "generated_items", "seconds", "items_per_second")},
+        "generation": {
+            k: generation[k] for k in ("attempts", "kept", "generated_items", "seconds", "items_per_second")
+        },
         "targets_per_epoch": count_targets(split.train, model.max_len),
         # One sequence per row, all its positions supervised: far fewer steps than RecBole's prefixes.
         "steps_per_epoch": math.ceil((split.train.lengths >= 2).sum() / params.batch_size),
@@ -122,22 +142,53 @@ def rsir_child(args: argparse.Namespace) -> None:
 def run_rsir(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rsir.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--data", str(args.data), "--budget-s",
-               str(args.budget_s), "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(args.out),
-               "--precision", args.precision, "--rsir-child", str(out)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--data",
+            str(args.data),
+            "--budget-s",
+            str(args.budget_s),
+            "--seed",
+            str(args.seed),
+            "--threads",
+            str(args.threads),
+            "--out",
+            str(args.out),
+            "--precision",
+            args.precision,
+            "--rsir-child",
+            str(out),
+        ]
         subprocess.run(cmd, check=True)
         return json.loads(out.read_text())
 
 
 def run_recbole(args: argparse.Namespace) -> dict[str, Any]:
     # The env script logs to stderr and prints the venv's python on its last stdout line.
-    env = subprocess.run(["bash", str(ROOT / "benchmarks" / "recbole_env.sh")], check=True,
-                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    env = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "recbole_env.sh")], check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     python = env.stdout.strip().splitlines()[-1]
     out = args.recbole_workdir.resolve() / f"result-{args.data.stem}-s{args.seed}-{args.recbole_precision}.json"
-    cmd = [python, str(ROOT / "benchmarks" / "recbole_driver.py"), "--data", str(args.data.resolve()),
-           "--budget-s", str(args.budget_s), "--workdir", str(args.recbole_workdir.resolve()),
-           "--seed", str(args.seed), "--threads", str(args.threads), "--precision", args.recbole_precision, "--out", str(out)]
+    cmd = [
+        python,
+        str(ROOT / "benchmarks" / "recbole_driver.py"),
+        "--data",
+        str(args.data.resolve()),
+        "--budget-s",
+        str(args.budget_s),
+        "--workdir",
+        str(args.recbole_workdir.resolve()),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--precision",
+        args.recbole_precision,
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, check=True)
     log(f"RecBole result kept at {out} (pass it to --reuse-recbole to skip the rerun)")
     return json.loads(out.read_text())
@@ -177,11 +228,15 @@ def early_stop_note(rs: dict[str, Any]) -> str:
     to_best = sum(loop[: rs["best_epoch"]])
     if rs["stopped_by"] == "patience":
         when = "before" if sum(loop) <= rs["budget_s"] else "in the epoch that also used up"
-        return (f"rsir stopped early (patience {PATIENCE}) after {rs['epochs']} epochs, {sum(loop):.0f} s of "
-                f"training+validation, {when} the {rs['budget_s']:.0f} s budget; its best model (epoch "
-                f"{rs['best_epoch']}) was reached after {to_best:.0f} s.")
-    return (f"rsir was still improving (within patience) at the budget (stopped by {rs['stopped_by']} after {rs['epochs']} epoch(s), "
-            f"best epoch {rs['best_epoch']} reached after {to_best:.0f} s; patience {PATIENCE} not exhausted).")
+        return (
+            f"rsir stopped early (patience {PATIENCE}) after {rs['epochs']} epochs, {sum(loop):.0f} s of "
+            f"training+validation, {when} the {rs['budget_s']:.0f} s budget; its best model (epoch "
+            f"{rs['best_epoch']}) was reached after {to_best:.0f} s."
+        )
+    return (
+        f"rsir was still improving (within patience) at the budget (stopped by {rs['stopped_by']} after {rs['epochs']} epoch(s), "
+        f"best epoch {rs['best_epoch']} reached after {to_best:.0f} s; patience {PATIENCE} not exhausted)."
+    )
 
 
 def render(meta: dict[str, Any], rs: dict[str, Any] | None, rb: dict[str, Any] | None) -> str:
@@ -197,24 +252,34 @@ def render(meta: dict[str, Any], rs: dict[str, Any] | None, rb: dict[str, Any] |
         f"# rsir vs RecBole {rb['version'] if rb else '1.2.1'}: SASRec, full softmax, {meta['dataset']}",
         "",
         f"Command: `{meta['command']}`  ",
-        (f"Commit: `{meta['commit']}`{' (with uncommitted changes)' if meta['worktree_dirty'] else ''}; "
-         f"date: {meta['date']}; machine: {meta['machine']}; load average at start {meta['loadavg']}, "
-         f"at end {meta.get('loadavg_end', 'n/a')}.  "),
-        (f"Same config on both sides: batch 256, d=64, 2 blocks, 2 heads, dropout 0.5, lr 1e-3, max_len 50, "
-         f"feed-forward width rsir {meta['model'].get('ffn_dim') or meta['model']['dim']}, RecBole 256, "
-         f"precision rsir {meta.get('precision', 'fp32')}, RecBole {meta.get('recbole_precision', meta.get('precision', 'fp32'))} "
-         f"(bf16: rsir's train.precision, RecBole's enable_amp), seed {meta['seed']}, wall-clock budget {meta['budget_s']:.0f} s of training+validation (checked after "
-         f"each epoch), run one after the other.  "),
-        ("Like-for-like evaluation: RecBole's sequential full-sort evaluation leaves the user's seen items "
-         "rankable, so rsir is run with `exclude_seen=False` here; full ranking over the catalogue. "
-         "Test metrics are of the best-validation-NDCG@20 model of all epochs run."),
+        (
+            f"Commit: `{meta['commit']}`{' (with uncommitted changes)' if meta['worktree_dirty'] else ''}; "
+            f"date: {meta['date']}; machine: {meta['machine']}; load average at start {meta['loadavg']}, "
+            f"at end {meta.get('loadavg_end', 'n/a')}.  "
+        ),
+        (
+            f"Same config on both sides: batch 256, d=64, 2 blocks, 2 heads, dropout 0.5, lr 1e-3, max_len 50, "
+            f"feed-forward width rsir {meta['model'].get('ffn_dim') or meta['model']['dim']}, RecBole 256, "
+            f"precision rsir {meta.get('precision', 'fp32')}, RecBole {meta.get('recbole_precision', meta.get('precision', 'fp32'))} "
+            f"(bf16: rsir's train.precision, RecBole's enable_amp), seed {meta['seed']}, wall-clock budget {meta['budget_s']:.0f} s of training+validation (checked after "
+            f"each epoch), run one after the other.  "
+        ),
+        (
+            "Like-for-like evaluation: RecBole's sequential full-sort evaluation leaves the user's seen items "
+            "rankable, so rsir is run with `exclude_seen=False` here; full ranking over the catalogue. "
+            "Test metrics are of the best-validation-NDCG@20 model of all epochs run."
+        ),
         "",
         "| | rsir | RecBole | rsir/RecBole |",
         "|---|---|---|---|",
         row("training throughput (targets/s, pure training time)", lambda s: s["targets_per_second"], ",.0f", True),
         row("supervised next-item targets per epoch", lambda s: s["targets_per_epoch"], ",d"),
         # The driver does not record its batch count; one prefix per row, batches of 256.
-        row("optimizer steps per epoch", lambda s: s.get("steps_per_epoch", math.ceil(s["targets_per_epoch"] / 256)), ",d"),
+        row(
+            "optimizer steps per epoch",
+            lambda s: s.get("steps_per_epoch", math.ceil(s["targets_per_epoch"] / 256)),
+            ",d",
+        ),
         row("train seconds / epoch", lambda s: epoch_stats(s)["train_s"], ".1f", True),
         row("validation seconds / epoch", lambda s: epoch_stats(s)["valid_s"], ".1f", True),
         row("epochs run (clock checked after each)", lambda s: s["epochs"], "d"),
@@ -223,7 +288,9 @@ def render(meta: dict[str, Any], rs: dict[str, Any] | None, rb: dict[str, Any] |
         row("peak memory (RSS, MB)", lambda s: s["peak_rss_mb"], ",.0f", True),
         row("torch threads", lambda s: s["threads"], "d"),
         row("best valid NDCG@20, all epochs run", lambda s: s["best_valid"]["ndcg@20"], ".4f"),
-        row("best valid NDCG@20, epochs ended within budget", lambda s: (best_within_budget(s) or (math.nan,))[0], ".4f"),
+        row(
+            "best valid NDCG@20, epochs ended within budget", lambda s: (best_within_budget(s) or (math.nan,))[0], ".4f"
+        ),
         row("its epoch (1-based)", lambda s: (best_within_budget(s) or (0, 0))[1], "d"),
         row("test Recall@10", lambda s: s["test"]["recall@10"], ".4f"),
         row("test NDCG@10", lambda s: s["test"]["ndcg@10"], ".4f"),
@@ -232,15 +299,19 @@ def render(meta: dict[str, Any], rs: dict[str, Any] | None, rb: dict[str, Any] |
     ]
     if rs:
         ex = rs["test_excluding_seen"]
-        lines.append(f"rsir with seen items excluded (its default; same final model, not comparable with RecBole): "
-                     f"test Recall@10 {ex['recall@10']:.4f}, NDCG@10 {ex['ndcg@10']:.4f}.  ")
+        lines.append(
+            f"rsir with seen items excluded (its default; same final model, not comparable with RecBole): "
+            f"test Recall@10 {ex['recall@10']:.4f}, NDCG@10 {ex['ndcg@10']:.4f}.  "
+        )
         lines.append(early_stop_note(rs))
         g = rs.get("generation")
         if g:
-            lines.append(f"rsir generation, one RSIR round from the trained model (m = 5, p = 0.5, tau = 10): "
-                         f"{g['attempts']:,} attempts, {g['generated_items']:,} items generated in {g['seconds']:.1f} s "
-                         f"({g['items_per_second']:,.0f} items/s), {g['kept']:,} sequences kept; peak RSS with it "
-                         f"{rs['peak_rss_mb_with_generation']:,.0f} MB.  ")
+            lines.append(
+                f"rsir generation, one RSIR round from the trained model (m = 5, p = 0.5, tau = 10): "
+                f"{g['attempts']:,} attempts, {g['generated_items']:,} items generated in {g['seconds']:.1f} s "
+                f"({g['items_per_second']:,.0f} items/s), {g['kept']:,} sequences kept; peak RSS with it "
+                f"{rs['peak_rss_mb_with_generation']:,.0f} MB.  "
+            )
     if rb and rb.get("excludes_seen_items"):
         lines.append("WARNING: this RecBole result says it excluded seen items; the comparison is not like-for-like.")
     # A reused RecBole file may come from another setting than this run.
@@ -248,8 +319,10 @@ def render(meta: dict[str, Any], rs: dict[str, Any] | None, rb: dict[str, Any] |
         if rb and rb.get(key) != meta[key]:
             lines.append(f"WARNING: RecBole {key} is {rb.get(key)!r}, this run's is {meta[key]!r}.")
     if rs and rb:
-        lines.append(f"Targets per epoch differ slightly: rsir supervises the last {MODEL['max_len']} positions of "
-                     "each training sequence, RecBole one target per prefix of every length.")
+        lines.append(
+            f"Targets per epoch differ slightly: rsir supervises the last {MODEL['max_len']} positions of "
+            "each training sequence, RecBole one target per prefix of every length."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -271,7 +344,7 @@ def main() -> None:
         "command": "python " + shlex.join(sys.argv),
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",
         "worktree_dirty": bool(git("status", "--porcelain")),  # the commit alone may not be the code that ran
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),  # the cores may be shared: say how busy
         "dataset": args.data.stem,

@@ -38,11 +38,16 @@ def main() -> None:
     parser.add_argument("--exploit-prob", type=float, default=0.5)
     parser.add_argument("--tau", type=float, nargs="+", default=[10.0])
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--sources", type=int, default=0, help="generate from the first N training sequences only (0 = all)")
+    parser.add_argument(
+        "--sources", type=int, default=0, help="generate from the first N training sequences only (0 = all)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--attempt-batch", type=int, default=GenerationParams.attempt_batch,
-                        help="attempts advanced together")
-    parser.add_argument("--faiss-probe", type=int, nargs="*", default=[], help="also generate with faiss at these probes")
+    parser.add_argument(
+        "--attempt-batch", type=int, default=GenerationParams.attempt_batch, help="attempts advanced together"
+    )
+    parser.add_argument(
+        "--faiss-probe", type=int, nargs="*", default=[], help="also generate with faiss at these probes"
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     use_threads(args.threads)
@@ -55,28 +60,46 @@ def main() -> None:
         kept = {}
         modes = [("exact", True, 0), ("exact", False, 0)] + [("faiss", True, probe) for probe in args.faiss_probe]
         for retrieval, incremental, probe in modes:
-            params = GenerationParams(attempts=args.attempts, exploit_prob=args.exploit_prob, tau=tau,
-                                      attempt_batch=args.attempt_batch,
-                                      incremental=incremental, retrieval=retrieval, faiss_probe=probe or 16)
+            params = GenerationParams(
+                attempts=args.attempts,
+                exploit_prob=args.exploit_prob,
+                tau=tau,
+                attempt_batch=args.attempt_batch,
+                incremental=incremental,
+                retrieval=retrieval,
+                faiss_probe=probe or 16,
+            )
             started = time.perf_counter()
             result = generate(model, sources, params, progress=False)
             seconds = time.perf_counter() - started
             kept[(retrieval, incremental, probe)] = {tuple(s) for s in result.sequences.to_lists()}
             stats = {k: v for k, v in result.stats.items() if k != "checks_by_step"}
             stats["acceptance_by_step"] = stats["acceptance_by_step"][:3]
-            rows.append({"tau": tau, "retrieval": retrieval, "faiss_probe": probe or None, "incremental": incremental,
-                         "wall_seconds": round(seconds, 2), **stats})
+            rows.append(
+                {
+                    "tau": tau,
+                    "retrieval": retrieval,
+                    "faiss_probe": probe or None,
+                    "incremental": incremental,
+                    "wall_seconds": round(seconds, 2),
+                    **stats,
+                }
+            )
             if (retrieval, incremental) == ("exact", True):
                 reference_seconds = seconds
             else:
                 reference = kept[("exact", True, 0)]
                 mine = kept[(retrieval, incremental, probe)]
-                rows[-1]["same_sequences_share_vs_cached_exact"] = round(len(mine & reference) / max(len(mine | reference), 1), 4)
+                rows[-1]["same_sequences_share_vs_cached_exact"] = round(
+                    len(mine & reference) / max(len(mine | reference), 1), 4
+                )
                 rows[-1]["seconds_vs_cached_exact"] = round(seconds / reference_seconds, 2)
             print(json.dumps(rows[-1]), flush=True)
     summary = {
         "command": "python " + shlex.join(sys.argv),
-        "checkpoint": args.checkpoint, "data": args.data, "threads": torch.get_num_threads(),
+        "checkpoint": args.checkpoint,
+        "data": args.data,
+        "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": f"{os.cpu_count()} cores, {platform.machine()}",
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,

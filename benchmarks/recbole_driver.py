@@ -45,17 +45,29 @@ VALID_METRIC = "ndcg@20"
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="S3-Rec .txt file")
-    p.add_argument("--budget-s", type=float, default=1800.0,
-                   help="wall-clock budget of the train+validate loop, checked after each epoch")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=1800.0,
+        help="wall-clock budget of the train+validate loop, checked after each epoch",
+    )
     p.add_argument("--workdir", type=Path, default=Path("runs/recbole"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--out", type=Path, required=True, help="JSON report path")
     p.add_argument("--epochs-max", type=int, default=1000)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: RecBole's enable_amp (torch.autocast, bfloat16 on CPU)")
-    p.add_argument("--patience", type=int, default=1000,
-                   help="epochs without validation gain before stopping (large = budget only)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: RecBole's enable_amp (torch.autocast, bfloat16 on CPU)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=1000,
+        help="epochs without validation gain before stopping (large = budget only)",
+    )
     args = p.parse_args()
     # RecBole's Config also parses sys.argv ("--key=value" overrides config): hide ours.
     sys.argv = sys.argv[:1]
@@ -89,8 +101,7 @@ def make_config(dataset: str, data_root: Path, workdir: Path, seed: int, epochs:
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "MAX_ITEM_LIST_LENGTH": 50,
         # Leave-one-out by time, full ranking: the protocol of the S3-Rec line of work.
-        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO",
-                      "mode": "full", "group_by": "user"},
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
         "train_neg_sample_args": None,  # CE over the full catalogue needs no negatives
         "loss_type": "CE",
         "train_batch_size": 256,
@@ -171,8 +182,10 @@ def main() -> None:
     targets_per_epoch = len(train_data._dataset)
     # Sequential full-sort loaders pass no history index, so seen items stay rankable.
     excludes_seen = not getattr(test_data, "is_sequential", False)
-    log(f"{dataset_name}: {n_users} users, {n_items} items, {n_inters} interactions, "
-        f"{targets_per_epoch} training targets/epoch, {threads} threads")
+    log(
+        f"{dataset_name}: {n_users} users, {n_items} items, {n_inters} interactions, "
+        f"{targets_per_epoch} training targets/epoch, {threads} threads"
+    )
 
     per_epoch: list[dict[str, Any]] = []
     best_score, best_epoch = float("-inf"), -1
@@ -196,14 +209,23 @@ def main() -> None:
             best_score, best_epoch, best_valid = score, epoch, valid
             best_state = copy.deepcopy(model.state_dict())
         loss_value = float(sum(loss) if isinstance(loss, tuple) else loss)
-        per_epoch.append({"epoch": epoch, "train_seconds": t1 - t0, "valid_seconds": t2 - t1,
-                          "loss": loss_value / len(train_data),  # mean per batch
-                          "loss_sum": loss_value, f"valid_{VALID_METRIC}": valid[VALID_METRIC],
-                          "valid": valid})
+        per_epoch.append(
+            {
+                "epoch": epoch,
+                "train_seconds": t1 - t0,
+                "valid_seconds": t2 - t1,
+                "loss": loss_value / len(train_data),  # mean per batch
+                "loss_sum": loss_value,
+                f"valid_{VALID_METRIC}": valid[VALID_METRIC],
+                "valid": valid,
+            }
+        )
         elapsed = time.perf_counter() - loop_start
-        log(f"epoch {epoch}: train {t1 - t0:.1f}s valid {t2 - t1:.1f}s "
+        log(
+            f"epoch {epoch}: train {t1 - t0:.1f}s valid {t2 - t1:.1f}s "
             f"loss {loss_value / len(train_data):.4f} {VALID_METRIC} {valid[VALID_METRIC]:.4f} "
-            f"(elapsed {elapsed:.0f}s of {args.budget_s:.0f}s)")
+            f"(elapsed {elapsed:.0f}s of {args.budget_s:.0f}s)"
+        )
         if elapsed >= args.budget_s:
             stopped_by = "budget"
             break

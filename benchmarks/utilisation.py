@@ -87,7 +87,9 @@ def main() -> None:
     def train_epoch(loss_fn=loss_fn, precision: str = "fp32") -> None:
         model.train()
         step = LossStep(model, loss_fn, precision)
-        for inputs, targets, weights, total in next_item_batches(split.train, model.max_len, 256, np.random.default_rng(0)):
+        for inputs, targets, weights, total in next_item_batches(
+            split.train, model.max_len, 256, np.random.default_rng(0)
+        ):
             loss = step(inputs.to(device), targets.to(device), weights.to(device), total)
             optimizer.zero_grad()
             loss.backward()
@@ -110,13 +112,23 @@ def main() -> None:
         paths.insert(1, ("train_epoch_unfused_reference", lambda: train_epoch(unfused_softmax)))
     for name, fn in paths:
         gflop, seconds = measure(fn, device)
-        rows[name] = {"gflop": round(gflop, 1), "seconds": round(seconds, 2), "gflops": round(gflop / seconds, 1),
-                      "share_of_matmul_peak": round(gflop / seconds / peak["bf16" if "bf16" in name else "fp32"], 3)}
+        rows[name] = {
+            "gflop": round(gflop, 1),
+            "seconds": round(seconds, 2),
+            "gflops": round(gflop / seconds, 1),
+            "share_of_matmul_peak": round(gflop / seconds / peak["bf16" if "bf16" in name else "fp32"], 3),
+        }
         print(name, json.dumps(rows[name]), flush=True)
-    report = {"command": "python " + shlex.join(sys.argv), "machine": f"{os.cpu_count()} cores, {platform.machine()}",
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "threads": torch.get_num_threads(), "matmul_peak_gflops": round(peak["fp32"], 1),
-              "matmul_peak_gflops_bf16": round(peak["bf16"], 1), "loss": args.loss, **rows}
+    report = {
+        "command": "python " + shlex.join(sys.argv),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "matmul_peak_gflops": round(peak["fp32"], 1),
+        "matmul_peak_gflops_bf16": round(peak["bf16"], 1),
+        "loss": args.loss,
+        **rows,
+    }
     if args.out:
         write_json(args.out, report)
 

@@ -230,17 +230,14 @@ def cmd_segments(args: argparse.Namespace) -> int:
     unknown = [m for m in metrics if m not in metrics_from_ranks(np.zeros(1))]
     if unknown:
         raise ConfigError(f"unknown metric {unknown[0]!r} (known: recall, ndcg, mrr at {', '.join(map(str, KS))})")
-    dataset = split = None
+    args.checkpoint = args.baseline[0]
+    dataset = _model_and_data(args)[2]  # every checkpoint must have been trained on it
+    split = leave_one_out(dataset)
     ranks: dict[str, list[np.ndarray]] = {"baseline": [], "candidate": []}
     for side in ranks:
         for path in getattr(args, side):
-            args.checkpoint = path
-            if dataset is None:
-                model, meta, dataset = _model_and_data(args)
-                split = leave_one_out(dataset)
-            else:
-                model, meta = load_checkpoint(path)
-                check_same_data(meta, dataset.fingerprint(), dataset.n_items, path)
+            model, meta = load_checkpoint(path)
+            check_same_data(meta, dataset.fingerprint(), dataset.n_items, path)
             ranks[side].append(evaluate(model, split.test, exclude_seen=args.exclude_seen).ranks)
     rows = segment_gains(user_segments(split, dataset.n_items), ranks["baseline"], ranks["candidate"], metrics)
     if args.output:
@@ -559,7 +556,8 @@ class _Parser(argparse.ArgumentParser):
     the day another flag shares its prefix."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, allow_abbrev=False, **kwargs)
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.fail(message, self.prog)

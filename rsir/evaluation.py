@@ -73,14 +73,14 @@ def bootstrap_gain_ci(
     order: each sample draws seeds with replacement and, within each drawn seed, users with
     replacement, the same users on both sides, so the pairing stays."""
     rng = np.random.default_rng(seed)
-    candidate, baseline = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
-    seeds, users = candidate.shape
+    per_candidate, per_baseline = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    seeds, users = per_candidate.shape
     gains = np.empty(samples)
     for sample in range(samples):  # one vectorised draw of seeds x users per sample
         drawn = rng.integers(0, seeds, seeds)
         picked = rng.integers(0, users, (seeds, users))
-        mine = np.take_along_axis(candidate[drawn], picked, axis=1).mean(1)
-        theirs = np.take_along_axis(baseline[drawn], picked, axis=1).mean(1)
+        mine = np.take_along_axis(per_candidate[drawn], picked, axis=1).mean(1)
+        theirs = np.take_along_axis(per_baseline[drawn], picked, axis=1).mean(1)
         gains[sample] = np.mean(mine / np.where(theirs > 0, theirs, np.nan) - 1)
     low, high = np.nanquantile(gains, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)

@@ -214,14 +214,14 @@ def _grow(
     head = source[:, : params.max_length]
     seq[:, : head.shape[1]] = torch.where(torch.arange(head.shape[1], device=device) < seed_len[:, None], head, 0)
     length = seed_len.clone()
-    tau = torch.from_numpy(tau.astype(np.float64)).to(device)
+    rank_limit = torch.from_numpy(tau.astype(np.float64)).to(device)  # each attempt's tau
     decoder = model.decoder(seq, length) if params.incremental else Decoder(model, seq, length)
     # R starts as the source's items that are not in the seed (compared by value: repeats).
     remaining = (source != 0) & ~(source.unsqueeze(2) == seq.unsqueeze(1)).any(-1)
     alive = length < params.max_length
     # Without a check every step passes, so the pool can be drawn before the step and only the
     # rows that explore need the catalogue scored.
-    unchecked = not _checked_rows(tau, model.n_items).any()
+    unchecked = not _checked_rows(rank_limit, model.n_items).any()
     step = 0
     while alive.any():
         idx = alive.nonzero().squeeze(1)
@@ -237,7 +237,7 @@ def _grow(
             step_result = pool_step(model, retriever, hidden, context, source[idx], remaining[idx], ~exploit, params)
         else:
             step_result = fidelity_step(
-                model, retriever, hidden, context, source[idx], remaining[idx], tau[idx], params
+                model, retriever, hidden, context, source[idx], remaining[idx], rank_limit[idx], params
             )
         ok = step_result.ok
         checked[step] += len(idx)

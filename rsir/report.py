@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,7 @@ def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
 
 
 def _by_seed(
-    spec: Spec, results: dict[str, dict[str, Any]], interim: set[str] = frozenset()
+    spec: Spec, results: dict[str, dict[str, Any]], interim: AbstractSet[str] = frozenset()
 ) -> tuple[
     dict[tuple[str, str, int], dict[int, dict[str, float]]],
     dict[tuple[str, str], int],
@@ -114,7 +115,7 @@ def _by_seed(
 def head_to_head(
     spec: Spec,
     results: dict[str, dict[str, Any]],
-    interim: set[str] = frozenset(),
+    interim: AbstractSet[str] = frozenset(),
     ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None,
     pairs: list[tuple[str, str, str]] | None = None,
 ) -> list[dict[str, Any]]:
@@ -205,7 +206,7 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 def aggregate(
     spec: Spec,
     results: dict[str, dict[str, Any]],
-    interim: set[str] = frozenset(),
+    interim: AbstractSet[str] = frozenset(),
     ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (dataset, variant, round): mean and std over seeds, and for every row

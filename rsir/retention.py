@@ -48,6 +48,8 @@ class RetainedScores(Backbone):
 class _RetainedDecoder(Decoder):
     """Each model keeps its own decoder (and its cache); the hidden states are fused."""
 
+    model: RetainedScores
+
     def __init__(self, model: RetainedScores, items: torch.Tensor, lengths: torch.Tensor) -> None:
         self.model, self.lengths = model, lengths.clone()
         self.parts = (model.current.decoder(items, lengths), model.previous.decoder(items, lengths))

@@ -82,10 +82,10 @@ class FaissRetriever:
         missing = ids < 0
         scores[missing] = -np.inf
         ids = np.where(missing, 0, ids + 1)  # the index holds rows 1..n_items as 0..n_items-1
-        scores, ids = torch.from_numpy(scores).to(hidden.device), torch.from_numpy(ids).to(hidden.device)
-        excluded = (ids.unsqueeze(2) == exclude.unsqueeze(1)).any(2) | (ids == 0)
-        scores, order = scores.masked_fill(excluded, float("-inf")).sort(dim=1, descending=True, stable=True)
-        return scores[:, :k], ids.gather(1, order[:, :k]), self.model.score_items(hidden, score)
+        found_scores, found = torch.from_numpy(scores).to(hidden.device), torch.from_numpy(ids).to(hidden.device)
+        excluded = (found.unsqueeze(2) == exclude.unsqueeze(1)).any(2) | (found == 0)
+        ranked, order = found_scores.masked_fill(excluded, float("-inf")).sort(dim=1, descending=True, stable=True)
+        return ranked[:, :k], found.gather(1, order[:, :k]), self.model.score_items(hidden, score)
 
 
 RETRIEVERS = {"exact": ExactRetriever, "faiss": FaissRetriever}

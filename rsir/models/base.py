@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,7 @@ class Backbone(nn.Module):
     # The item table of the current training step with item-table dropout applied (see
     # ``training_step``); None outside a step, where the table is used as it is.
     _dropped_table: torch.Tensor | None = None
+    item_embedding: nn.Embedding  # every backbone with an item table has it under this name
 
     def __init__(self, n_items: int, params: Any) -> None:
         super().__init__()
@@ -185,8 +186,10 @@ class KeyValueDecoder(Decoder):
     def __init__(self, model: Backbone, items: torch.Tensor, lengths: torch.Tensor) -> None:
         self.model, self.lengths = model, lengths.clone()
         batch, width = items.shape
-        prefix, keep = int(lengths.max()), []
-        self.hidden = model.encode(items[:, :prefix], keep)[torch.arange(batch, device=items.device), lengths - 1]
+        prefix, keep = int(lengths.max()), cast(list[tuple[torch.Tensor, torch.Tensor]], [])
+        # The attention backbones' encode takes ``keep`` (see their decoders).
+        encoded = model.encode(items[:, :prefix], keep)  # type: ignore[call-arg]
+        self.hidden = encoded[torch.arange(batch, device=items.device), lengths - 1]
         self.keys, self.values = [], []
         for k, v in keep:
             self.keys.append(k.new_zeros(batch, k.shape[1], width, k.shape[3]))

@@ -58,6 +58,8 @@ class GRU4Rec(Backbone):
 class _RecurrentDecoder(Decoder):
     """Generation that carries the GRU state: an appended item is one recurrent step."""
 
+    model: GRU4Rec
+
     def __init__(self, model: GRU4Rec, items: torch.Tensor, lengths: torch.Tensor) -> None:
         self.model, self.lengths = model, lengths.clone()
         # Packed, so each row's final state is taken at its own last item, not after padding.

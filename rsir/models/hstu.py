@@ -9,6 +9,8 @@ do not have; this implementation uses relative positions only.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,10 +91,12 @@ class _KeyValueDecoder(KeyValueDecoder):
     """Generation with cached keys and values: an appended item runs the layers for its own
     position only. Only relative positions matter, so the cache never goes stale."""
 
+    model: HSTU
+
     def append(self, rows: torch.Tensor, new_items: torch.Tensor) -> None:
         model, position = self.model, self.lengths[rows]
         x = model.item_embedding(new_items).unsqueeze(1)
-        for layer, keys, values in zip(model.layers, self.keys, self.values):
+        for layer, keys, values in zip(cast(list[_HSTULayer], model.layers), self.keys, self.values):
             u, q, k, v = layer.project(x)
             keys[rows, :, position], values[rows, :, position] = k[:, :, 0], v[:, :, 0]
             # Cached slots after ``position`` are masked by the causal test inside attend.

@@ -27,6 +27,7 @@ class Popularity(Backbone):
     name = "popularity"
     Params = PopularityParams
     trainable = False
+    counts: torch.Tensor  # a buffer: how often each item occurs in the training data
 
     def __init__(self, n_items: int, params: PopularityParams) -> None:
         super().__init__(n_items, params)

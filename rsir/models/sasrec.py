@@ -9,6 +9,7 @@ initialisation by default (with N(0, 1) the model does not learn), or Xavier-nor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -171,6 +172,8 @@ class _KeyValueDecoder(KeyValueDecoder):
     """Generation with cached attention keys and values: appending an item runs the blocks
     for that one position, attending to the cached earlier positions."""
 
+    model: SASRec
+
     def append(self, rows: torch.Tensor, new_items: torch.Tensor) -> None:
         model, position = self.model, self.lengths[rows]
         x = (model.item_embedding(new_items) + model.position_embedding(position)).unsqueeze(1)
@@ -178,7 +181,7 @@ class _KeyValueDecoder(KeyValueDecoder):
         visible = (torch.arange(width, device=position.device) <= position[:, None])[
             :, None, None, :
         ]  # (rows, 1, 1, width)
-        for block, keys, values in zip(model.blocks, self.keys, self.values):
+        for block, keys, values in zip(cast(list[_Block], model.blocks), self.keys, self.values):
             q, k, v = block.project(x)
             keys[rows, :, position], values[rows, :, position] = k[:, :, 0], v[:, :, 0]
             x = block.combine(x, F.scaled_dot_product_attention(q, keys[rows], values[rows], attn_mask=visible))
