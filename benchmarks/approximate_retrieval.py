@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from utilisation import matmul_gflops  # benchmarks/ is on the path when run as a script
 
+from rsir.files import atomic_open, write_json
 from rsir.generation import GenerationParams, fidelity_step
-from rsir.io import atomic_open, write_json
 from rsir.models import build_backbone
 from rsir.retrieval import build_retriever
 from rsir.training import use_threads

@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    from rsir.io import atomic_open  # readers never see a half-written report
+    from rsir.files import atomic_open  # readers never see a half-written report
 
     with atomic_open(path) as handle:
         handle.write(text)

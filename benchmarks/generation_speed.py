@@ -25,8 +25,8 @@ import torch
 from rsir.checkpoint import load_checkpoint
 from rsir.data import leave_one_out, read_dataset
 from rsir.distributed import resolve_device
+from rsir.files import write_json
 from rsir.generation import GenerationParams, generate
-from rsir.io import write_json
 from rsir.training import use_threads
 
 

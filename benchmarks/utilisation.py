@@ -30,8 +30,8 @@ from rsir.data import leave_one_out, read_dataset
 from rsir.data.batching import next_item_batches
 from rsir.distributed import resolve_device
 from rsir.evaluation import evaluate
+from rsir.files import write_json
 from rsir.generation import GenerationParams, generate
-from rsir.io import write_json
 from rsir.losses import build_loss
 from rsir.models import PAPER_MODEL, build_backbone
 from rsir.training import LossStep, use_threads

@@ -21,7 +21,7 @@ import torch
 
 from .data import Dataset, Sequences
 from .errors import CheckpointError, ConfigError
-from .io import atomic_open
+from .files import atomic_open
 from .models import Backbone, as_written, build_backbone
 
 FORMAT = "rsir-checkpoint/1"

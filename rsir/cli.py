@@ -40,7 +40,7 @@ from .data.writers import RECBOLE_CONFIG, write_recbole_benchmark
 from .errors import ConfigError, RsirError
 from .evaluation import KS, evaluate, metrics_from_ranks
 from .experiment import load_spec, run_experiment
-from .io import atomic_open, remove_stale_temporaries, write_json
+from .files import atomic_open, remove_stale_temporaries, write_json
 from .loop import LoopSpec, improve, prepare, round_record, round_training_set, run_metrics, training_labels
 from .models import BACKBONES, build_backbone
 from .recommender import Recommender

@@ -17,7 +17,7 @@ from . import distributed
 from .data.batching import bucket_batches
 from .data.sequences import Sequences
 from .data.split import EvalSet
-from .io import atomic_path
+from .files import atomic_path
 from .models.base import Backbone
 
 KS = (5, 10, 20)

@@ -70,7 +70,7 @@ from typing import IO, Any
 
 from .config import build_config, changed_option, read_config_file, read_saved_config
 from .errors import ConfigError
-from .io import atomic_path, write_json
+from .files import atomic_path, write_json
 from .models import BACKBONES, backbone_class
 from .report import round_metrics, write_report
 from .rundir import write_config
@@ -495,7 +495,7 @@ _SYNTHETIC_ONLY = ("synthetic_weight", "synthetic_per_epoch")
 # Train options of distillation from the previous round (when no teacher is named): round 1 on.
 _DISTILLATION = ("distill_weight", "distill_temperature")
 # The files of a finished phase; the last one is written last and marks the phase done.
-_TRAINING_FILES = ("model.pt", "log.jsonl", "test_ranks.npy", "metrics.json")
+_TRAINING_FILES = ("model.pt", "log.jsonl", "test_ranks.npy", "curve.png", "metrics.json")
 _GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "generation.json")
 # Loop options that act only after the first generation (from round 1 on).
 _AFTER_FIRST_GENERATION = ("rounds", "successor")

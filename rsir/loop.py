@@ -47,8 +47,8 @@ from .data.sequences import Sequences
 from .data.split import LeaveOneOut, leave_one_out
 from .data.writers import pseudo_user_labels, write_sequences
 from .errors import ConfigError, DataFormatError
+from .files import atomic_open, atomic_path, save_figure, write_json
 from .generation import GenerationParams, generate
-from .io import atomic_open, atomic_path, save_figure, write_json
 from .models import BACKBONES, DEFAULT_BACKBONE, Backbone, build_backbone
 from .retention import RetainedScores
 from .rundir import provenance

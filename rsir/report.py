@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
-from .io import atomic_open, save_figure, write_json
+from .files import atomic_open, save_figure, write_json
 from .training import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 
 if TYPE_CHECKING:
@@ -532,23 +532,43 @@ def _gain_text(gain: dict[str, Any]) -> str:
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
+    """Each row's paired gain over its baseline, in percent, with its 95% bootstrap interval
+    where the runs kept their users' ranks, around a line at zero: one panel per data set and
+    metric, so a 2% gain and a 20% gain look as different as they are."""
+    gains = [r for r in rows if any(r[m].get("gain") is not None for m in metrics)]
+    if not gains:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in gains))
+    most = max(sum(r["dataset"] == d for r in gains) for d in datasets)
     fig, axes = plt.subplots(
-        len(datasets), len(metrics), figsize=(4.5 * len(metrics), 0.5 + 0.35 * len(rows)), squeeze=False
+        len(datasets), len(metrics), figsize=(4.5 * len(metrics), 0.8 + 0.3 * most * len(datasets)), squeeze=False
     )
     for i, dataset in enumerate(datasets):
-        mine = [r for r in rows if r["dataset"] == dataset]
-        labels = [f"{r['variant']} r{r['round']}" for r in mine]
+        mine = [r for r in gains if r["dataset"] == dataset]
         for j, metric in enumerate(metrics):
             axis = axes[i][j]
-            axis.barh(range(len(mine)), [r[metric]["mean"] for r in mine], xerr=[r[metric]["std"] for r in mine])
-            axis.set_yticks(range(len(mine)), labels, fontsize=7)
+            for y, row in enumerate(mine):
+                gain = row[metric].get("gain")
+                if gain is None:
+                    continue
+                low, high = row[metric].get("ci") or (gain, gain)
+                axis.errorbar(
+                    100 * gain,
+                    y,
+                    xerr=[[100 * (gain - low)], [100 * (high - gain)]],
+                    fmt="o",
+                    capsize=3,
+                    color="tab:blue" if low > 0 else "tab:red" if high < 0 else "tab:gray",
+                )
+            axis.axvline(0, color="black", linewidth=0.8)
+            axis.set_yticks(range(len(mine)), [f"{r['variant']} r{r['round']}" for r in mine], fontsize=7)
             axis.invert_yaxis()
+            axis.set_xlabel("gain over the baseline, % (95% interval)", fontsize=8)
             axis.set_title(f"{dataset}: test {metric}", fontsize=9)
     save_figure(fig, path)
 

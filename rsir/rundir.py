@@ -50,7 +50,7 @@ def write_config(path: str | os.PathLike, sections: dict) -> None:
     and commit that wrote it."""
     import yaml
 
-    from .io import atomic_open
+    from .files import atomic_open
 
     origin = provenance()
     with atomic_open(path) as handle:

@@ -33,7 +33,7 @@ from .data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, n
 from .data.split import LeaveOneOut
 from .errors import CheckpointError, ConfigError
 from .evaluation import RANKS_FILE, evaluate, save_ranks
-from .io import append_jsonl, write_jsonl
+from .files import append_jsonl, plot_learning_curve, write_jsonl
 from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
 from .models.base import Backbone
 
@@ -401,8 +401,10 @@ def fit(
     tested = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen)
     test = tested.metrics
     state.eval_seconds += time.perf_counter() - tick
-    if run_dir and main:  # each user's test rank, for confidence intervals over users
+    if run_dir and main:  # each user's test rank, for confidence intervals over users, and the curve
         save_ranks(run_dir / RANKS_FILE, tested.ranks)
+        if state.history:
+            plot_learning_curve(run_dir / "curve.png", state.history, SELECT_METRIC)
     return FitResult(
         best_epoch=state.best_epoch,
         best_valid=state.best_valid,

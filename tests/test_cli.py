@@ -32,7 +32,15 @@ def trained(tmp_path_factory):
 
 def test_train_writes_a_complete_run_dir(trained, capsys):
     root, data, out = trained
-    assert {p.name for p in out.iterdir()} >= {"config.yaml", "model.pt", "last.pt", "log.jsonl", "metrics.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "config.yaml",
+        "model.pt",
+        "last.pt",
+        "log.jsonl",
+        "metrics.json",
+        "curve.png",
+    }
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"  # the learning curve
     metrics = json.loads((out / "metrics.json").read_text())
     (record,) = metrics["rounds"]  # the layout of rsir improve's metrics.json, with round 0 alone
     assert record["round"] == 0 and record["epochs"] == 2 and 0 <= record["test"]["ndcg@10"] <= 1

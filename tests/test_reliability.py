@@ -30,7 +30,7 @@ from rsir.checkpoint import check_same_model, load_checkpoint, read_checkpoint, 
 from rsir.cli import main
 from rsir.data import leave_one_out, make_synthetic, read_dataset, write_dataset
 from rsir.errors import CheckpointError, DataFormatError, RsirError
-from rsir.io import write_json
+from rsir.files import write_json
 from rsir.loop import load_synthetic
 from rsir.models import build_backbone
 

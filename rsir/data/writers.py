@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..io import atomic_open, atomic_path
+from ..files import atomic_open, atomic_path
 from .dataset import Dataset
 from .readers import FORMATS, detect_format
 from .sequences import Sequences

@@ -68,6 +68,28 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:
     plt.close(fig)
 
 
+def plot_learning_curve(path: str | os.PathLike, history: list[dict[str, Any]], metric: str) -> None:
+    """A training's curve: its loss and its validation ``metric`` per epoch, the selected
+    (best) epoch marked, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    validated = [(r["epoch"], r[f"valid_{metric}"]) for r in history if f"valid_{metric}" in r]
+    fig, (loss_axis, valid_axis) = plt.subplots(1, 2, figsize=(9, 3.2))
+    loss_axis.plot(epochs, [r["loss"] for r in history])
+    loss_axis.set(xlabel="epoch", ylabel="training loss")
+    if validated:
+        valid_axis.plot(*zip(*validated), marker=".")
+        best = history[-1]["best_epoch"]
+        valid_axis.axvline(best, color="tab:red", linestyle="--", linewidth=1, label=f"best epoch {best}")
+        valid_axis.legend(fontsize=8)
+    valid_axis.set(xlabel="epoch", ylabel=f"validation {metric}")
+    save_figure(fig, path)
+
+
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete temporary files a killed process left behind (they never replaced anything)."""
     for path in Path(directory).rglob(".*.tmp"):
