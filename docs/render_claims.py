@@ -1,4 +1,5 @@
-"""Write the claims page, docs/RESULTS.md, from docs/claims.toml and docs/results/*.json.
+"""Write the claims page, docs/RESULTS.md, and the README's claims block from
+docs/claims.toml and docs/results/*.json.
 
     python docs/render_claims.py           # rewrite the page
     python docs/render_claims.py --check   # exit 1 if the page differs from what would be written
@@ -56,7 +57,8 @@ def hand_written_numbers(text: str) -> list[str]:
     return HAND_WRITTEN.findall(bare)
 
 
-def render_claim(claim: dict[str, Any], results: Path) -> str:
+def claim_text(claim: dict[str, Any], results: Path) -> str:
+    """A claim's title and its text with the numbers filled in from its study's JSON."""
     study = claim["study"]
     source = results / f"{study}.json"
     document = json.loads(source.read_text())
@@ -72,8 +74,14 @@ def render_claim(claim: dict[str, Any], results: Path) -> str:
         text = claim["text"].strip().format_map(values)
     except (KeyError, ValueError, TypeError) as exc:
         raise ClaimError(f"{where}: {type(exc).__name__} {exc}") from None
+    return f"**{claim['title']}** {' '.join(text.split())}"
+
+
+def render_claim(claim: dict[str, Any], results: Path) -> str:
+    """A claim's line on the claims page: its text, the link to its study's page and its command."""
+    study = claim["study"]
     page = f"results/{study}.md" if (results / f"{study}.md").exists() else f"results/{study}.json"
-    return f"- **{claim['title']}** {' '.join(text.split())} Details: [{page}]({page}); `{claim['command']}`."
+    return f"- {claim_text(claim, results)} Details: [{page}]({page}); `{claim['command']}`."
 
 
 def _plain(value: Any) -> Any:
@@ -87,17 +95,31 @@ def render(docs: Path = DOCS) -> str:
     return f"# Results\n\n{spec['intro'].strip()}\n\n## Claims\n\n{claims}\n\n{spec['outro'].strip()}\n"
 
 
+README_MARKERS = ("<!-- claims:start -->\n", "<!-- claims:end -->")
+
+
+def render_readme(readme: str, docs: Path = DOCS) -> str:
+    """The README with its claims block (between the markers) written from the same claims."""
+    start, end = README_MARKERS
+    before, rest = readme.split(start, 1)
+    after = rest.split(end, 1)[1]
+    spec = tomllib.loads((docs / "claims.toml").read_text())
+    lines = "\n".join(f"- {claim_text(claim, docs / 'results')}" for claim in spec["claims"])
+    return f"{before}{start}{lines}\n{end}{after}"
+
+
 def main(argv: list[str]) -> int:
-    page = DOCS / "RESULTS.md"
-    text = render()
+    readme = DOCS.parent / "README.md"
+    pages = {DOCS / "RESULTS.md": render(), readme: render_readme(readme.read_text())}
     if "--check" in argv:
-        if page.read_text() != text:
-            print(f"{page} is stale: run python docs/render_claims.py", file=sys.stderr)
-            return 1
-        return 0
-    tmp = page.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(page)
+        stale = [str(path) for path, text in pages.items() if path.read_text() != text]
+        if stale:
+            print(f"{', '.join(stale)} stale: run python docs/render_claims.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in pages.items():
+        tmp = path.with_suffix(".md.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
     return 0
 
 

@@ -15,8 +15,10 @@ render_claims = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(render_claims)
 
 
-def test_the_claims_page_is_rendered_from_the_current_result_files():
+def test_the_claims_page_and_the_readme_are_rendered_from_the_current_result_files():
     assert (DOCS / "RESULTS.md").read_text() == render_claims.render(), "run python docs/render_claims.py"
+    readme = (DOCS.parent / "README.md").read_text()
+    assert readme == render_claims.render_readme(readme), "run python docs/render_claims.py"
 
 
 def toy_docs(tmp_path: Path, text: str, values: str) -> Path:
