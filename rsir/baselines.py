@@ -14,12 +14,10 @@ Vectorised over the flat item array.
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 
 from .data.sequences import Sequences
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 AUGMENTED = -1  # origin of a baseline's augmented copy (real data is 0, round k synthetic is k)
 
@@ -76,8 +74,7 @@ AUGMENTATIONS = ("none", "reorder", "insert")
 
 def check_augmentation(name: str, rate: float, copies: int = 1) -> None:
     if name not in AUGMENTATIONS:
-        close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, AUGMENTATIONS)
         raise ConfigError(f"unknown augmentation {name!r} (known: {', '.join(AUGMENTATIONS)}){hint}")
     if not 0.0 < rate <= 1.0:
         raise ConfigError(f"augment_rate must be in (0, 1], got {rate}")

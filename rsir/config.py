@@ -7,7 +7,6 @@ values are checked against the option's type.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import re
 import tomllib
@@ -19,7 +18,7 @@ from typing import Any
 import yaml
 
 from .data.source import DataParams
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .generation import GenerationParams
 from .loop import ImproveParams
 from .models import BACKBONES, DEFAULT_BACKBONE, PAPER_MODEL, backbone_class
@@ -241,5 +240,4 @@ _SYNONYMS = {
 def _suggest(name: str, known: list[str]) -> str:
     if _SYNONYMS.get(name) in known:
         return f"; did you mean {_SYNONYMS[name]!r}?"
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+    return did_you_mean(name, known) or f" (known: {', '.join(known)})"

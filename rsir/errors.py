@@ -1,5 +1,14 @@
 """Errors that reach the user as one clear line (the CLI prints them without a traceback)."""
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to a misspelt one, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
 
 class RsirError(Exception):
     """Base class for every error rsir reports to the user."""

@@ -4,12 +4,10 @@ the per-target losses; the training step divides by the batch's total weight."""
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .models.base import Backbone
 from .sampling import uniform_items, uniform_negatives_excluding_own
 
@@ -191,7 +189,6 @@ LOSSES = {"sampled_softmax": SampledSoftmax, "softmax": FullSoftmax, "bce": Bina
 
 def build_loss(name: str, negatives: int = 256, negatives_per: str = "sequence"):
     if name not in LOSSES:
-        close = difflib.get_close_matches(name, LOSSES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, LOSSES)
         raise ConfigError(f"unknown loss {name!r} (known: {', '.join(LOSSES)}){hint}")
     return SampledSoftmax(negatives, negatives_per) if name == "sampled_softmax" else LOSSES[name]()

@@ -9,14 +9,13 @@ more, at the price of sometimes missing an item of the true top k.
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .models.base import Backbone
 
 
@@ -93,8 +92,7 @@ RETRIEVERS = {"exact": ExactRetriever, "faiss": FaissRetriever}
 
 def check_retrieval(name: str) -> None:
     if name not in RETRIEVERS:
-        close = difflib.get_close_matches(name, RETRIEVERS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, RETRIEVERS)
         raise ConfigError(f"unknown retrieval {name!r} (known: {', '.join(RETRIEVERS)}){hint}")
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from .base import Backbone
 from .cl4srec import CL4SRec
 from .gru4rec import GRU4Rec
@@ -45,8 +44,7 @@ def as_written(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def backbone_class(name: str) -> type[Backbone]:
     if name not in BACKBONES:
-        close = difflib.get_close_matches(name, BACKBONES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, BACKBONES)
         raise ConfigError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)}){hint}")
     return BACKBONES[name]
 
@@ -58,8 +56,7 @@ def build_backbone(name: str, n_items: int, params: dict[str, Any] | None = None
     params = dict(params or {})
     unknown = [key for key in params if key not in fields]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], fields, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(unknown[0], fields)
         raise ConfigError(f"backbone {name!r} has no option {unknown[0]!r}{hint}")
     if seed is None:
         return cls(n_items, cls.Params(**params))
