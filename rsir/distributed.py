@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -97,6 +97,16 @@ def sum_over_ranks(array: np.ndarray) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.numpy()
+
+
+def gather_arrays(arrays: tuple[np.ndarray, ...]) -> list[tuple[np.ndarray, ...]]:
+    """Every rank's ``arrays`` (any sizes), in rank order, on every rank: each rank ships
+    only what it holds."""
+    if not active():
+        return [arrays]
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, arrays)
+    return parts
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -125,8 +125,7 @@ def generate(
     else:
         seed_lengths = rng.integers(1, sources.lengths[attempt_rows])  # leaves R non-empty
     width = params.max_length
-    out = np.zeros((len(attempt_rows), width), dtype=np.int64)
-    out_lengths = np.zeros(len(attempt_rows), dtype=np.int64)
+    grown_rows, grown_lengths, grown_items = [], [], []  # this rank's attempts, compact
     checked = np.zeros(width + 1, dtype=np.int64)
     passed = np.zeros(width + 1, dtype=np.int64)
     order = np.argsort(sources.lengths[attempt_rows], kind="stable")  # similar sources together
@@ -156,31 +155,41 @@ def generate(
             checked,
             passed,
         )
-        out[chunk, : grown.shape[1]] = grown
-        out_lengths[chunk] = lengths
+        grown_rows.append(chunk)
+        grown_lengths.append(lengths)
+        grown_items.append(grown[np.arange(grown.shape[1])[None, :] < lengths[:, None]])  # rejected items dropped
         bar.update(len(chunk))
     bar.close()
-    # Rows no rank grew are zero everywhere, so integer sums merge the ranks' work exactly.
-    out, out_lengths, checked, passed = (distributed.sum_over_ranks(a) for a in (out, out_lengths, checked, passed))
-
-    out[np.arange(width)[None, :] >= out_lengths[:, None]] = 0  # clear rejected items
-    keep = out_lengths >= params.min_length
-    kept_rows = np.flatnonzero(keep)
-    if params.dedupe and len(kept_rows):
-        key = np.concatenate([out_lengths[kept_rows, None], out[kept_rows]], axis=1)
-        first = np.sort(np.unique(key, axis=0, return_index=True)[1])
-        kept_rows = kept_rows[first]
-    lengths = out_lengths[kept_rows]
-    items = out[kept_rows][np.arange(width)[None, :] < lengths[:, None]]
-    result = Sequences.from_flat(items, lengths, attempt_rows[kept_rows], origin=origin)
+    rows = np.concatenate(grown_rows) if grown_rows else np.zeros(0, dtype=np.int64)
+    lengths = np.concatenate(grown_lengths).astype(np.int64) if grown_lengths else np.zeros(0, dtype=np.int64)
+    grown_seqs = Sequences.from_flat(
+        np.concatenate(grown_items) if grown_items else np.zeros(0, dtype=np.int32), lengths, rows
+    )
+    keep = lengths >= params.min_length
+    counts = np.array([int((lengths - np.minimum(seed_lengths[rows], lengths)).sum()), int(keep.sum())])
+    kept = grown_seqs.select(np.flatnonzero(keep))
+    # Each rank ships only the attempts it kept; every rank then holds the same merged result.
+    parts = distributed.gather_arrays((kept.items, kept.lengths, kept.users))
+    merged = Sequences.from_flat(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+    merged = merged.select(np.argsort(merged.users, kind="stable"))  # attempt order, as one process has it
+    checked, passed, counts = (distributed.sum_over_ranks(a) for a in (checked, passed, counts))
+    generated_items, kept_min_len = int(counts[0]), int(counts[1])
+    if params.dedupe and len(merged):
+        key = np.concatenate([merged.lengths[:, None], merged.padded(np.arange(len(merged)), width)], axis=1)
+        merged = merged.select(np.sort(np.unique(key, axis=0, return_index=True)[1]))
+    lengths = merged.lengths
+    result = Sequences.from_flat(merged.items, lengths, attempt_rows[merged.users], origin=origin)
     seconds = time.perf_counter() - started
-    generated_items = int((out_lengths - np.minimum(seed_lengths, out_lengths)).sum())
     return GenerationResult(
         result,
         {
             "sources": int(len(usable)),
             "attempts": int(len(attempt_rows)),
-            "kept_min_len": int(keep.sum()),
+            "kept_min_len": kept_min_len,
             "kept": int(len(result)),
             "synthetic_interactions": int(result.n_interactions),
             "avg_len": float(lengths.mean()) if len(lengths) else 0.0,

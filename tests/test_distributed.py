@@ -25,7 +25,8 @@ from .conftest import LOOP
 
 # The LOOP data, model and training options, one thread per process.
 TRAIN_OPTIONS = [*LOOP[: LOOP.index("--rounds")], "--threads", "1", "--quiet"]
-OPTIONS = [*TRAIN_OPTIONS, "--rounds", "1", "--tau", "10"]  # one self-improvement round
+# One self-improvement round; small generation batches, so each rank grows several, interleaved.
+OPTIONS = [*TRAIN_OPTIONS, "--rounds", "1", "--tau", "10", "--attempt-batch", "256"]
 
 
 def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
