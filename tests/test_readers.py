@@ -59,6 +59,27 @@ def test_parquet_roundtrip_and_kcore(tmp_path):
     assert np.bincount(core.sequences.items)[1:].min() >= 6
 
 
+def test_parquet_reads_integer_ids_directly_and_only_the_needed_columns(tmp_path):
+    """Integer id columns come back as the same integers (no detour through text), string
+    ids as strings, and a wide file's other columns are not needed; a missing one is named."""
+    frame = pd.DataFrame(
+        {
+            "user_id": [7, 7, 7, 3, 3, 3],
+            "item_id": ["a", "b", "c", "c", "a", "b"],
+            "timestamp": [3, 1, 2, 1, 2, 3],
+            "extra": [b"x" * 1000] * 6,
+        }
+    )
+    frame.to_parquet(tmp_path / "log.parquet")
+    data = read_dataset(tmp_path / "log.parquet")
+    assert data.user_ids.dtype == np.int64 and data.user_ids.tolist() == [7, 3]
+    assert data.item_ids[data.sequences[0] - 1].tolist() == ["b", "c", "a"]  # ordered by time
+    with pytest.raises(
+        DataFormatError, match=r"missing column\(s\) when \(found: user_id, item_id, timestamp, extra\)"
+    ):
+        read_dataset(tmp_path / "log.parquet", time_col="when")
+
+
 @pytest.mark.parametrize("target", ["x.txt", "x.inter", "x.csv", "x.tsv", "x.parquet"])
 def test_write_then_read_gives_same_sequences(tmp_path, small_dataset, target):
     write_dataset(small_dataset, tmp_path / target)

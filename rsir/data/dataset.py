@@ -88,11 +88,8 @@ def from_interactions(
         users, items = users[keep], items[keep]
         times = None if times is None else np.asarray(times)[keep]
     user_codes, user_ids = pd.factorize(users, sort=False)
-    order_keys = [np.arange(len(users))]
-    if times is not None:
-        order_keys.append(np.asarray(times))
-    order_keys.append(user_codes)
-    order = np.lexsort(order_keys)
+    # lexsort is stable: rows of equal user and time keep their file order.
+    order = np.lexsort([np.asarray(times), user_codes] if times is not None else [user_codes])
     sorted_items = items[order]
     # Items are numbered by first appearance in chronological reading order.
     item_codes, item_ids = pd.factorize(sorted_items, sort=False)

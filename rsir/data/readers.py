@@ -129,8 +129,12 @@ def _read_table(
     path: Path, fmt: str, user_col: str, item_col: str, time_col: str | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     if fmt == "parquet":
+        wanted = [user_col, item_col] + ([time_col] if time_col else [])
         try:
-            frame = pd.read_parquet(path)
+            try:  # the needed columns only: a wide file's other columns never reach memory
+                frame = pd.read_parquet(path, columns=wanted)
+            except (KeyError, ValueError):  # a column is missing: read them all, to name the ones there are
+                frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for corrupt files
             raise DataFormatError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
         if frame.empty:
@@ -174,13 +178,7 @@ def _columns(
             f"set the column names with --user-col/--item-col/--time-col"
         )
     first_data_line = 2 if header_line else 1
-    for col in (user_col, item_col):
-        values = frame[col].astype(str)
-        empty = np.flatnonzero((values.str.strip() == "").to_numpy() | frame[col].isna().to_numpy())
-        if len(empty):
-            raise DataFormatError(
-                f"{path}:{empty[0] + first_data_line}: missing value in column {col!r} (fewer fields than the header?)"
-            )
+    users, items = (_ids(frame[col], col, path, first_data_line) for col in (user_col, item_col))
     times = None
     if time_col:
         times = pd.to_numeric(frame[time_col], errors="coerce").to_numpy(dtype=np.float64)
@@ -190,9 +188,21 @@ def _columns(
             raise DataFormatError(
                 f"{path}:{bad[0] + first_data_line}: timestamp {str(value)[:40]!r} in column {time_col!r} is not a number"
             )
-    users = frame[user_col].astype(str).str.strip().to_numpy()
-    items = frame[item_col].astype(str).str.strip().to_numpy()
-    return _as_int_if_possible(users), _as_int_if_possible(items), times
+    return users, items, times
+
+
+def _ids(column: pd.Series, name: str, path: Path, first_data_line: int) -> np.ndarray:
+    """A column of ids: integers as they are (a Parquet integer column is taken without
+    going through text), else the stripped text, as integers where it spells them."""
+    if pd.api.types.is_integer_dtype(column.dtype) and not column.isna().any():
+        return column.to_numpy(dtype=np.int64)
+    values = column.astype(str)
+    empty = np.flatnonzero((values.str.strip() == "").to_numpy() | column.isna().to_numpy())
+    if len(empty):
+        raise DataFormatError(
+            f"{path}:{empty[0] + first_data_line}: missing value in column {name!r} (fewer fields than the header?)"
+        )
+    return _as_int_if_possible(values.str.strip().to_numpy())
 
 
 def _as_int_if_possible(values: np.ndarray) -> np.ndarray:
