@@ -57,7 +57,8 @@ def analyse_round(real: Sequences, before: Sequences, synthetic: Sequences, n_it
     return {
         "sequences": int(len(synthetic)),
         "interactions": int(synthetic.n_interactions),
-        "length_histogram": {int(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True))},
+        # keys as text, as JSON keeps them: a report read back equals the one returned
+        "length_histogram": {str(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True))},
         "avg_len": float(lengths.mean()) if len(lengths) else 0.0,
         "density_before": before.n_interactions / (len(before) * n_items),
         "density_after": after_interactions / ((len(before) + len(synthetic)) * n_items),

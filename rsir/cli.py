@@ -28,11 +28,9 @@ from .config import (
     SECTIONS,
     RunConfig,
     build_config,
-    changed_option,
     model_option_types,
     option_docs,
     read_config_file,
-    read_saved_config,
 )
 from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
@@ -378,26 +376,9 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> bool:
-    """True if ``out`` holds a run of this config; a different config there is an error.
-
-    The saved config is read with today's defaults, so options added to rsir since the run
-    started (whose defaults keep the old behaviour) do not block resuming it; a loop may
-    also be given more rounds, which extends it after its finished ones."""
-    saved_path = out / "config.yaml"
-    if overwrite or not saved_path.exists():
-        return False
+    """True if ``out`` holds a run of this config (see :func:`rundir.holds_same_run`)."""
     wanted = config.to_dict(sections)
-    written = yaml.safe_load(saved_path.read_text())
-    saved = read_saved_config(saved_path, sections)
-    if (
-        saved is None
-        or changed_option(saved, wanted)
-        or ("improve" in sections and saved["improve"]["rounds"] > wanted["improve"]["rounds"])
-    ):
-        raise ConfigError(f"{out} holds a run with a different config; pass --overwrite or choose another --out")
-    if written != wanted and distributed.is_main():
-        rundir.write_config(saved_path, wanted)  # record what the resumed run now does
-    return True
+    return rundir.holds_same_run(out, wanted, overwrite)
 
 
 def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:

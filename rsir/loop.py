@@ -51,7 +51,7 @@ from .files import atomic_open, atomic_path, save_figure, write_json
 from .generation import GenerationParams, generate
 from .models import BACKBONES, DEFAULT_BACKBONE, Backbone, build_backbone
 from .retention import RetainedScores
-from .rundir import provenance
+from .rundir import holds_same_run, provenance, write_config
 from .training import FitResult, TrainParams, fit, use_threads
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ def improve(
     if fixed_generator is not None:
         fixed_generator.to(device)
     run_dir = Path(run_dir)
+    claim_run_dir(run_dir, run_sections(spec, dataset.n_items))
     meta = {**(meta or {}), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
     train = split.train
     rounds: list[dict[str, Any]] = []
@@ -174,6 +175,26 @@ def improve(
         if distributed.is_main():
             _write_report(run_dir, run_metrics(dataset, spec.backbone, rounds), spec)
     return {"rounds": rounds}
+
+
+def run_sections(spec: LoopSpec, n_items: int) -> dict[str, dict[str, Any]]:
+    """The loop's options as a run directory records them (every option, defaults filled in)."""
+    model = build_backbone(spec.backbone, n_items, spec.model, seed=spec.train.seed).describe()
+    return {
+        "model": model,
+        "train": dataclasses.asdict(spec.train),
+        "generate": dataclasses.asdict(spec.generation),
+        "improve": dataclasses.asdict(spec.improve),
+    }
+
+
+def claim_run_dir(run_dir: Path, wanted: dict[str, dict[str, Any]]) -> None:
+    """Resume only a run of the same options: a run directory of other options is refused
+    (from Python as from the command line), a new one records them."""
+    if not holds_same_run(run_dir, wanted) and distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir / "config.yaml", wanted)
+    distributed.barrier()
 
 
 def round_record(k: int, train: Sequences, fitted: dict[str, Any]) -> dict[str, Any]:

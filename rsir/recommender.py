@@ -29,7 +29,7 @@ from .config import build_config
 from .data import Dataset, leave_one_out
 from .errors import CheckpointError, ConfigError, DataFormatError
 from .evaluation import evaluate, recommend_top_k
-from .loop import LoopSpec, improve
+from .loop import LoopSpec, claim_run_dir, improve
 from .models import DEFAULT_BACKBONE, Backbone, build_backbone
 from .training import FitResult, TrainParams, fit
 
@@ -94,6 +94,8 @@ class Recommender:
         one before it validates). With ``run_dir`` the run is saved there and resumes there."""
         split = leave_one_out(data)
         module = build_backbone(self.backbone_name, data.n_items, self.model_options, seed=self.train_params.seed)
+        if run_dir is not None:  # resumed only if it holds a training of these same options
+            claim_run_dir(Path(run_dir), {"model": module.describe(), "train": dataclasses.asdict(self.train_params)})
         meta = {"data_fingerprint": data.fingerprint(), "n_items": data.n_items}
         self.result = fit(
             module, split, self.train_params, run_dir=run_dir, meta=meta, progress=progress, carry=data_entries(data)

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import RsirError, RunInUseError
+from . import distributed
+from .errors import ConfigError, RsirError, RunInUseError
 
 LOCK_NAME = ".lock"
 
@@ -60,6 +61,40 @@ def write_config(path: str | os.PathLike, sections: dict) -> None:
             + "\n"
         )
         yaml.safe_dump(sections, handle, sort_keys=False)
+
+
+def holds_same_run(run_dir: str | os.PathLike, wanted: dict[str, dict], overwrite: bool = False) -> bool:
+    """Whether ``run_dir`` holds a run of the config ``wanted`` (its sections), to resume; a
+    run of another config there is an error. The one check of a run directory's identity,
+    for the command line and the library alike.
+
+    The saved config is read with today's defaults, so options added to rsir since the run
+    started (whose defaults keep the old behaviour) do not block resuming it; a loop may be
+    given more rounds, which extends it after its finished ones, not fewer."""
+    from .config import changed_option, read_saved_config
+
+    path = Path(run_dir) / "config.yaml"
+    if overwrite or not path.exists():
+        return False
+    import yaml
+
+    written = yaml.safe_load(path.read_text()) or {}
+    saved = read_saved_config(path, tuple(wanted))
+    changed = ("config", "unreadable") if saved is None else changed_option(saved, wanted)
+    if saved is not None and "improve" in wanted and saved["improve"]["rounds"] > wanted["improve"]["rounds"]:
+        changed = ("improve", "rounds")
+    if changed:
+        section, key = changed
+        detail = (
+            "" if saved is None else f": {section}.{key} {saved[section].get(key)!r}, now {wanted[section].get(key)!r}"
+        )
+        raise ConfigError(
+            f"{run_dir} holds a run with a different config{detail}; "
+            "pass --overwrite (overwrite=True) or choose another directory"
+        )
+    if any(written.get(name) != values for name, values in wanted.items()) and distributed.is_main():
+        write_config(path, {**written, **wanted})  # record what the resumed run now does
+    return True
 
 
 @contextmanager

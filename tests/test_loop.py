@@ -100,6 +100,26 @@ def dataset_of(run):
     return Recommender.load(run / "round-0" / "model.pt").dataset
 
 
+def test_the_library_resumes_only_a_run_of_the_same_options(tmp_path, small_dataset):
+    """improve() from Python checks the run directory as the command line does: the same
+    options resume (here: return the finished rounds), other options are refused in one line."""
+    import dataclasses
+
+    import pytest
+
+    from rsir.errors import ConfigError
+
+    spec = LoopSpec(model={"dim": 16, "blocks": 1}, train=quick(max_epochs=2), generation=GenerationParams(attempts=1))
+    first = improve(small_dataset, spec, tmp_path / "run", progress=False)
+    assert without_timings(improve(small_dataset, spec, tmp_path / "run", progress=False)) == without_timings(first)
+    for changed, name in (
+        (dataclasses.replace(spec, train=quick(max_epochs=3)), "train.max_epochs 2, now 3"),
+        (dataclasses.replace(spec, generation=GenerationParams(attempts=1, tau=10)), "generate.tau inf, now 10"),
+    ):
+        with pytest.raises(ConfigError, match=f"holds a run with a different config: {name}"):
+            improve(small_dataset, changed, tmp_path / "run", progress=False)
+
+
 def test_a_rerun_of_a_finished_run_does_no_work(finished, capsys):
     before = (finished / "metrics.json").read_text()
     started = time.perf_counter()
