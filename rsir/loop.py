@@ -101,7 +101,7 @@ class LoopSpec:
     backbone: str = DEFAULT_BACKBONE
     model: dict[str, Any] = field(default_factory=dict)  # the backbone's Params fields; missing ones default
     train: TrainParams = field(default_factory=TrainParams)
-    generation: GenerationParams = field(default_factory=GenerationParams)
+    generate: GenerationParams = field(default_factory=GenerationParams)
     improve: ImproveParams = field(default_factory=ImproveParams)
 
 
@@ -118,7 +118,7 @@ def prepare(dataset: Dataset, spec: LoopSpec) -> Prepared:
     backbone, a fixed generator checkpoint. Callers that create the run directory themselves
     run it first and pass the result to :func:`improve`."""
     spec.improve.validate()
-    spec.generation.validate()
+    spec.generate.validate()
     spec.train.validate()
     split = leave_one_out(dataset)
     build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)  # seeded: global RNG untouched
@@ -155,7 +155,7 @@ def improve(
         )
         model, fitted = _train_round(spec, dataset, split.with_train(train), round_dir, previous, meta, progress)
         record = round_record(k, train, fitted)
-        if k < spec.improve.rounds and spec.generation.attempts > 0:  # no attempts: a round only retrains
+        if k < spec.improve.rounds and spec.generate.attempts > 0:  # no attempts: a round only retrains
             generator = fixed_generator or model
             if spec.improve.retain > 0 and previous is not None and fixed_generator is None:
                 generator = RetainedScores(model, previous, spec.improve.retain)
@@ -183,7 +183,7 @@ def run_sections(spec: LoopSpec, n_items: int) -> dict[str, dict[str, Any]]:
     return {
         "model": model,
         "train": dataclasses.asdict(spec.train),
-        "generate": dataclasses.asdict(spec.generation),
+        "generate": dataclasses.asdict(spec.generate),
         "improve": dataclasses.asdict(spec.improve),
     }
 
@@ -332,7 +332,7 @@ def _generate_round(
     else:
         _say(f"round {k}: generating from {len(sources)} source sequences")
         result = generate(
-            generator, sources, spec.generation, seed=spec.train.seed * 1000 + k, origin=k + 1, progress=progress
+            generator, sources, spec.generate, seed=spec.train.seed * 1000 + k, origin=k + 1, progress=progress
         )
         pool, generation = result.sequences, result.stats
         if spec.improve.acquire_share < 1 and distributed.is_main():

@@ -109,12 +109,12 @@ def test_the_library_resumes_only_a_run_of_the_same_options(tmp_path, small_data
 
     from rsir.errors import ConfigError
 
-    spec = LoopSpec(model={"dim": 16, "blocks": 1}, train=quick(max_epochs=2), generation=GenerationParams(attempts=1))
+    spec = LoopSpec(model={"dim": 16, "blocks": 1}, train=quick(max_epochs=2), generate=GenerationParams(attempts=1))
     first = improve(small_dataset, spec, tmp_path / "run", progress=False)
     assert without_timings(improve(small_dataset, spec, tmp_path / "run", progress=False)) == without_timings(first)
     for changed, name in (
         (dataclasses.replace(spec, train=quick(max_epochs=3)), "train.max_epochs 2, now 3"),
-        (dataclasses.replace(spec, generation=GenerationParams(attempts=1, tau=10)), "generate.tau inf, now 10"),
+        (dataclasses.replace(spec, generate=GenerationParams(attempts=1, tau=10)), "generate.tau inf, now 10"),
     ):
         with pytest.raises(ConfigError, match=f"holds a run with a different config: {name}"):
             improve(small_dataset, changed, tmp_path / "run", progress=False)
@@ -163,7 +163,7 @@ def test_the_loop_from_python_needs_only_the_options_it_changes(small_dataset, t
     spec = LoopSpec(
         model={"dim": 16, "blocks": 1, "heads": 1, "max_len": 20},
         train=quick(max_epochs=2),
-        generation=GenerationParams(attempts=2, tau=10),
+        generate=GenerationParams(attempts=2, tau=10),
     )
     assert (spec.backbone, spec.improve.rounds) == ("sasrec", 1)  # the command line's defaults
     report = improve(small_dataset, spec, tmp_path / "loop", progress=False)
