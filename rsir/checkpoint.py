@@ -103,7 +103,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> tuple[Backbone, dict[str, Any]]:
     """The model (in eval mode) and the meta dict it was saved with."""
+    return _model_and_meta(read_checkpoint(path), path)
+
+
+def load_checkpoint_with_data(path: str | Path) -> tuple[Backbone, dict[str, Any], Dataset | None]:
+    """:func:`load_checkpoint` and the data the checkpoint carries (None if it carries none),
+    from one read of the file."""
     payload = read_checkpoint(path)
+    return (*_model_and_meta(payload, path), embedded_dataset(payload, path))
+
+
+def _model_and_meta(payload: dict[str, Any], path: str | Path) -> tuple[Backbone, dict[str, Any]]:
     try:
         description = json.loads(payload["model"])
         n_items = description.pop("n_items")

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
 from . import distributed, rundir
-from .checkpoint import check_same_data, data_entries, embedded_dataset, load_checkpoint, read_checkpoint
+from .checkpoint import check_same_data, data_entries, load_checkpoint, load_checkpoint_with_data
 from .config import (
     PRESETS,
     SECTIONS,
@@ -40,7 +39,7 @@ from .evaluation import KS, evaluate, metrics_from_ranks
 from .experiment import load_spec, run_experiment
 from .files import atomic_open, remove_stale_temporaries, write_json
 from .loop import LoopSpec, improve, prepare, round_record, round_training_set, run_metrics, training_labels
-from .models import BACKBONES, build_backbone
+from .models import BACKBONES, Backbone, build_backbone
 from .recommender import Recommender
 from .report import compare_runs, markdown_table, write_report
 from .segments import segment_gains, segment_markdown, user_segments
@@ -250,7 +249,8 @@ def cmd_segments(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     if args.k < 1:  # before the checkpoint is read
         raise ConfigError(f"--k must be >= 1, got {args.k}")
-    recommender = Recommender.wrap(*_model_and_data(args)[::2])
+    model, _, dataset = _model_and_data(args)
+    recommender = Recommender.wrap(model, dataset)
     users = None if args.all_users else _requested_users(args)
     frame = recommender.recommend(users, args.k, exclude_seen=args.exclude_seen, split=args.split)
     if args.format == "json":
@@ -322,14 +322,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _run_dataset(run: Path) -> Dataset:
-    """The data of a loop run: carried by its round-0 model, else read as its config says."""
-    model = run / "round-0" / "model.pt"
-    if model.exists():
-        carried = embedded_dataset(read_checkpoint(model), model)
-        if carried is not None:
-            return carried
-    saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    return load_dataset(DataParams(**saved.get("data", {})))
+    """The data of a loop run: that of its round-0 model."""
+    return _checkpoint_with_data(run / "round-0" / "model.pt")[2]
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
@@ -403,18 +397,21 @@ def _prepare_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], ov
         rundir.write_config(out / "config.yaml", config.to_dict(sections))
 
 
-def _model_and_data(args: argparse.Namespace):
-    """The checkpoint's model and its data: the data it carries, else the file it names or --data."""
-    model, meta = load_checkpoint(args.checkpoint)
-    if args.data is None:
-        carried = embedded_dataset(read_checkpoint(args.checkpoint), args.checkpoint)
-        if carried is not None:
-            return model, meta, carried
+def _model_and_data(args: argparse.Namespace) -> tuple[Backbone, dict[str, Any], Dataset]:
+    return _checkpoint_with_data(args.checkpoint, args.data)
+
+
+def _checkpoint_with_data(path: str | Path, data: str | None = None) -> tuple[Backbone, dict[str, Any], Dataset]:
+    """A checkpoint's model, meta and data: the data it carries, else (or with ``data``, a data
+    file) the data it names, refused if it is not what the model was trained on."""
+    model, meta, carried = load_checkpoint_with_data(path)
+    if data is None and carried is not None:
+        return model, meta, carried
     params = DataParams(**meta["data"]) if "data" in meta else DataParams()
-    if args.data is not None:
-        params = dataclasses.replace(params, path=args.data)
+    if data is not None:
+        params = dataclasses.replace(params, path=data)
     dataset = load_dataset(params)
-    check_same_data(meta, dataset.fingerprint(), dataset.n_items, args.checkpoint)
+    check_same_data(meta, dataset.fingerprint(), dataset.n_items, path)
     return model, meta, dataset
 
 

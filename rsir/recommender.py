@@ -20,9 +20,8 @@ import pandas as pd
 from .checkpoint import (
     check_same_data,
     data_entries,
-    embedded_dataset,
     load_checkpoint,
-    read_checkpoint,
+    load_checkpoint_with_data,
     save_checkpoint,
 )
 from .config import build_config
@@ -210,9 +209,9 @@ class Recommender:
     def load(cls, path: str | Path, data: Dataset | None = None) -> Recommender:
         """A saved model (by :meth:`save`, ``rsir train`` or ``rsir improve``). ``data`` is needed
         only for a checkpoint that does not carry its own, and must be the data it was trained on."""
-        module, meta = load_checkpoint(path)
+        module, meta, carried = load_checkpoint_with_data(path)
         if data is None:
-            data = embedded_dataset(read_checkpoint(path), path)
+            data = carried
             if data is None:
                 raise CheckpointError(
                     f"{path}: this checkpoint carries no data (written before rsir kept it there); "

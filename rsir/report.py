@@ -19,6 +19,7 @@ import pandas as pd
 from .errors import ConfigError
 from .evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
 from .files import atomic_open, save_figure, write_json
+from .rundir import provenance
 from .training import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 
 if TYPE_CHECKING:
@@ -292,6 +293,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     reused = sorted(key for key, r in results.items() if r.get("reused"))
     report = {
         "name": spec.name,
+        "rsir": provenance(),  # the version and commit that wrote the report
         "baseline": spec.baseline,
         "baselines": spec.baselines,
         "cells": len(spec.cells),
