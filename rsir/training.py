@@ -52,6 +52,7 @@ class TrainParams:
     weight_decay: float = 0.0
     batch_size: int = 128  # the paper preset: 256
     # length: batches of sequences of similar length (least padding); random: any sequences
+    # (RecTools), each batch computed in groups of similar length (see length_groups)
     batching: str = "length"
     # batch: each batch's loss is its targets' weighted mean, so a target's weight depends on
     # its batch; equal: every target of an epoch weighs the same (each batch's weighted sum
@@ -186,6 +187,7 @@ class LossStep(torch.nn.Module):
         teacher: Backbone | None = None,
         distill_weight: float = 0.0,
         distill_temperature: float = 1.0,
+        by_length_groups: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -193,6 +195,7 @@ class LossStep(torch.nn.Module):
         self.low_precision = PRECISIONS[precision]
         self.teacher = [teacher] if teacher is not None and distill_weight > 0 else []  # a list: not a submodule
         self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
+        self.by_length_groups = by_length_groups
 
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float
@@ -204,15 +207,27 @@ class LossStep(torch.nn.Module):
         ):
             # This rank's weighted sum over the whole batch's weight, times the number of ranks:
             # averaging the ranks' gradients then gives the gradient of the batch's weighted mean.
-            hidden = self.model.encode(inputs)
-            loss = self.loss_fn(self.model, hidden, inputs, targets, weights)
-            if self.teacher:
-                loss = (1 - self.distill_weight) * loss + self.distill_weight * self._distillation(
-                    hidden, inputs, targets, weights
-                )
+            chunks = (
+                [_rows(rows, inputs, targets, weights) for rows in length_groups(inputs)]
+                if self.by_length_groups
+                else [(inputs, targets, weights)]
+            )
+            loss = self._weighted_sum(*chunks[0])
+            for chunk in chunks[1:]:
+                loss = loss + self._weighted_sum(*chunk)
             loss = loss.float() * (distributed.world_size() / batch_weight)
             extra = self.model.auxiliary_loss(inputs)
             return loss if extra is None else loss + extra.float()
+
+    def _weighted_sum(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The batch's weighted loss sum (with distillation, its mix with the teacher's)."""
+        hidden = self.model.encode(inputs)
+        loss = self.loss_fn(self.model, hidden, inputs, targets, weights)
+        if self.teacher:
+            loss = (1 - self.distill_weight) * loss + self.distill_weight * self._distillation(
+                hidden, inputs, targets, weights
+            )
+        return loss
 
     def _distillation(
         self, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
@@ -229,6 +244,24 @@ class LossStep(torch.nn.Module):
             weights[valid],
             self.distill_temperature,
         )
+
+
+def length_groups(inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The rows of a right-padded batch in groups of lengths within a factor of two (1, 2,
+    3-4, 5-8, ...): a batch of random rows computed group by group pads each group only to
+    its own longest row, so it costs about what a length-bucketed batch costs (on Beauty 1.4x
+    the padded area instead of 6.5x) and gives the same loss sum."""
+    lengths = (inputs != 0).sum(1)
+    size_class = torch.ceil(torch.log2(lengths.clamp(min=1).double())).long()
+    order = torch.argsort(size_class, stable=True)
+    counts = torch.bincount(size_class).tolist()
+    return [rows for rows in torch.split(order, counts) if len(rows)]
+
+
+def _rows(rows: torch.Tensor, *batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``rows`` of each (batch, length) tensor, cut to their longest row's length."""
+    width = int((batch[0][rows] != 0).sum(1).max())
+    return tuple(tensor[rows, :width] for tensor in batch)
 
 
 def fit(
@@ -284,6 +317,7 @@ def fit(
         teacher,
         params.distill_weight,
         params.distill_temperature,
+        by_length_groups=params.batching == "random",
     )
     if distributed.active():
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)

@@ -17,7 +17,7 @@ from rsir.data.batching import next_item_batches
 from rsir.generation import GenerationParams, generate
 from rsir.losses import build_loss
 from rsir.models import build_backbone
-from rsir.training import LossStep, TrainParams, fit
+from rsir.training import LossStep, TrainParams, fit, length_groups
 
 SMALL = {
     "sasrec": {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20},
@@ -240,3 +240,25 @@ def test_markov_round_trips_through_a_checkpoint(tmp_path, small_dataset, small_
     loaded, _ = load_checkpoint(tmp_path / "model.pt")
     hidden = model.encode(torch.tensor([[3, 7, 9]]))
     assert torch.equal(loaded.score_all(hidden), model.score_all(hidden)) and len(loaded.counts) > 100
+
+
+@pytest.mark.parametrize("name", ["sasrec", "cl4srec", "hstu", "gru4rec"])
+def test_random_batch_by_length_groups_gives_the_whole_batch_loss(name, small_dataset, small_split):
+    """batching = random computes each batch in groups of similar length (less padding): the
+    loss and every gradient are those of the whole padded batch."""
+    model = build_backbone(name, small_dataset.n_items, SMALL[name], seed=0).eval()  # no dropout
+    batches = next_item_batches(small_split.train, 20, 64, np.random.default_rng(0), by_length=False)
+    inputs, targets, weights, total = next(batches)
+    assert len(length_groups(inputs)) > 2  # a random batch mixes short and long rows
+
+    def step(grouped: bool) -> tuple[float, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(0)  # the same contrastive views (CL4SRec) both ways
+        value = LossStep(model, build_loss("softmax", 0), by_length_groups=grouped)(inputs, targets, weights, total)
+        value.backward()
+        return float(value.detach()), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    whole_loss, whole_grad = step(False)
+    grouped_loss, grouped_grad = step(True)
+    assert grouped_loss == pytest.approx(whole_loss, rel=1e-5)
+    torch.testing.assert_close(grouped_grad, whole_grad, rtol=1e-4, atol=1e-6)
