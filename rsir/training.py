@@ -3,7 +3,6 @@ NDCG@20, best weights kept, per-epoch JSON-lines log, resumable at epoch boundar
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -16,24 +15,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from . import distributed
 from .baselines import augmented, check_augmentation
+from .callbacks import Callback, EarlyStopping, Progress, RunFiles, TimeBudget, TrainingRun
 from .checkpoint import (
-    check_same_data,
-    check_same_model,
-    checkpoint_meta,
     load_checkpoint,
-    load_weights,
-    read_checkpoint,
     save_checkpoint,
 )
+from .data import Sequences
 from .data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
 from .data.split import LeaveOneOut
 from .errors import CheckpointError, ConfigError
 from .evaluation import RANKS_FILE, evaluate, save_ranks
-from .files import append_jsonl, plot_learning_curve, write_jsonl
 from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
 from .models.base import Backbone
 
@@ -136,7 +130,6 @@ class TrainParams:
         check_augmentation(self.augment, self.augment_rate, self.augment_copies)
 
 
-SELECT_METRIC = "ndcg@20"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -275,6 +268,7 @@ def fit(
     time_budget: float | None = None,
     teacher: Backbone | None = None,
     carry: dict[str, Any] | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``split.train`` and select the epoch with the best validation NDCG@20.
 
@@ -284,6 +278,8 @@ def fit(
     ``distill_weight`` > 0 the model also learns the catalogue distribution of ``teacher``
     (else of the checkpoint ``params.teacher``). ``carry`` holds entries saved in ``model.pt``
     beside the weights: the data's ids and histories (:func:`rsir.checkpoint.data_entries`).
+    ``callbacks`` (:mod:`rsir.callbacks`) run after the built-in ones: the run directory's
+    files, early stopping, the time budget and progress.
 
     Under ``torchrun`` (see :mod:`rsir.distributed`) the model is wrapped in
     DistributedDataParallel, each rank trains on its rows of every batch, evaluation is
@@ -304,8 +300,6 @@ def fit(
     if not model.trainable:
         return _fit_untrained(model, split, params, run_dir, meta, started, carry)
 
-    main = distributed.is_main()
-    progress = progress and main
     optimizer = torch.optim.Adam(
         model.parameters(), lr=params.lr, betas=(0.9, params.beta2), weight_decay=params.weight_decay
     )
@@ -321,64 +315,45 @@ def fit(
     )
     if distributed.active():
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
-    rng = np.random.default_rng(params.seed)  # batch order: the same on every rank
-    state = _State()
-    if run_dir and distributed.broadcast_flag((run_dir / "last.pt").exists()):
-        state = _restore(run_dir / "last.pt", model, optimizer, rng, meta)
-        if main:  # a kill between saving last.pt and appending to the log loses a line: rewrite it
-            write_jsonl(run_dir / "log.jsonl", state.history)
     last_target_only = params.targets == "prefixes"
     rows = prefix_rows(split.train, model.max_len) if last_target_only else split.train
     targets_per_epoch, rows_per_epoch = count_targets(rows, model.max_len, last_target_only, params.synthetic_per_epoch)
-    n_batches = int(np.ceil(rows_per_epoch / params.batch_size))
+    run = TrainingRun(
+        model,
+        optimizer,
+        np.random.default_rng(params.seed),
+        params,
+        batches_per_epoch=int(np.ceil(rows_per_epoch / params.batch_size)),
+    )
+    hooks: list[Callback] = [
+        *([RunFiles(run_dir, meta, carry)] if run_dir else []),  # first: it restores a resumed state
+        EarlyStopping(params.patience),
+        *([TimeBudget(time_budget, started)] if time_budget is not None else []),
+        Progress(bar=progress),
+        *(callbacks or []),
+    ]
 
-    def stops_after(epoch: int) -> bool:
-        """Whether the epoch cap or patience ends training after ``epoch``."""
-        return epoch >= params.max_epochs or epoch - state.best_epoch >= params.patience
+    def stops() -> bool:
+        """Whether the epoch cap or a callback ends training after the current epoch."""
+        return run.state.epoch >= params.max_epochs or any(callback.stops_after(run) for callback in hooks)
 
-    def budget_spent() -> bool:
-        return time_budget is not None and time.perf_counter() - started >= time_budget
-
-    epoch = state.epoch
-    while not stops_after(epoch):
-        epoch += 1
+    for callback in hooks:
+        callback.on_fit_start(run)
+    finished = stops()  # a resumed training may have finished
+    while not finished:
+        state = run.state
+        state.epoch += 1
+        for callback in hooks:
+            callback.on_epoch_start(run)
         tick = time.perf_counter()
         model.train()
-        total, count = 0.0, 0
-        # disable=None: the bar only on a terminal, so a log file holds the per-epoch lines alone
-        bar = tqdm(
-            total=n_batches, desc=f"epoch {epoch}", leave=False, disable=None if progress else True, unit="batch"
-        )
-        batches = next_item_batches(
-            rows,
-            model.max_len,
-            params.batch_size,
-            rng,
-            distributed.rank(),
-            distributed.world_size(),
-            params.synthetic_weight,
-            last_target_only,
-            augment_weight=params.augment_weight,
-            by_length=params.batching == "length",
-            equal_weight=params.target_weighting == "equal",
-            synthetic_per_epoch=params.synthetic_per_epoch,
-        )
-        for inputs, targets, weights, batch_weight in batches:
-            loss = step(inputs.to(device), targets.to(device), weights.to(device), batch_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-            count += 1
-            bar.update()
-            if count % 20 == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}")
-        bar.close()
-        total, count = distributed.sum_over_ranks(np.array([total, count], dtype=np.float64))
+        total, count = _train_epoch(run, step, rows, device, last_target_only, hooks)
+        for callback in hooks:
+            callback.on_epoch_trained(run)
         train_seconds = time.perf_counter() - tick
         tick = time.perf_counter()
         # The last epoch is validated too: the one the epoch cap, patience or the time budget ends on.
-        validated = epoch % params.eval_every == 0 or distributed.broadcast_flag(stops_after(epoch) or budget_spent())
+        validated = state.epoch % params.eval_every == 0 or distributed.broadcast_flag(stops())
         valid = (
             evaluate(model, split.valid, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen).metrics
             if validated
@@ -387,12 +362,11 @@ def fit(
         eval_seconds = time.perf_counter() - tick
         state.train_seconds += train_seconds
         state.eval_seconds += eval_seconds
-        improved = validated and valid[SELECT_METRIC] > state.best_value
-        if improved:
-            state.best_epoch, state.best_value, state.best_valid = epoch, valid[SELECT_METRIC], valid
-            state.best_state = copy.deepcopy(model.state_dict())
+        if validated:
+            for callback in hooks:
+                callback.on_validation(run, valid)
         record = {
-            "epoch": epoch,
+            "epoch": state.epoch,
             "loss": total / max(count, 1),
             "train_seconds": round(train_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
@@ -401,48 +375,23 @@ def fit(
             "best_epoch": state.best_epoch,
         }
         state.history.append(record)
-        if main:
-            scores = (
-                f"valid ndcg@20 {valid[SELECT_METRIC]:.4f}  recall@10 {valid['recall@10']:.4f}"
-                if validated
-                else "not validated"
-            )
-            log.info(
-                "epoch %3d  loss %.4f  %s  best %d  (%.1fs train, %.1fs eval)",
-                epoch,
-                record["loss"],
-                scores,
-                state.best_epoch,
-                train_seconds,
-                eval_seconds,
-            )
-        state.epoch = epoch
-        if run_dir:
-            full_meta = {**meta, "epoch": state.best_epoch, "train": asdict(params)}
-            torch_rng = _torch_rng_states()  # collective: every rank takes part
-            if main:
-                if improved:
-                    save_checkpoint(run_dir / "model.pt", model, full_meta, **(carry or {}))
-                _save_state(run_dir / "last.pt", model, optimizer, rng, state, full_meta, torch_rng)
-                append_jsonl(run_dir / "log.jsonl", record)
-        # A budget ends on a validated epoch (the next one, when this one was not).
-        if distributed.broadcast_flag(validated and budget_spent()):  # rank 0's clock decides for all
-            break
+        for callback in hooks:
+            callback.on_epoch_end(run, record)
+        # Only a validated epoch ends training (rank 0's clock decides a budget for all ranks).
+        finished = validated and distributed.broadcast_flag(stops())
 
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)
+    for callback in hooks:
+        callback.on_train_end(run)
     tick = time.perf_counter()
     tested = evaluate(model, split.test, batch_size=params.eval_batch_size, exclude_seen=params.exclude_seen)
-    test = tested.metrics
-    state.eval_seconds += time.perf_counter() - tick
-    if run_dir and main:  # each user's test rank, for confidence intervals over users, and the curve
-        save_ranks(run_dir / RANKS_FILE, tested.ranks)
-        if state.history:
-            plot_learning_curve(run_dir / "curve.png", state.history, SELECT_METRIC)
+    run.state.eval_seconds += time.perf_counter() - tick
+    for callback in hooks:
+        callback.on_test_end(run, tested)
+    state = run.state
     return FitResult(
         best_epoch=state.best_epoch,
         best_valid=state.best_valid,
-        test=test,
+        test=tested.metrics,
         epochs=state.epoch,
         train_seconds=round(state.train_seconds, 3),
         eval_seconds=round(state.eval_seconds, 3),
@@ -450,6 +399,46 @@ def fit(
         targets_per_second=round(targets_per_epoch * state.epoch / max(state.train_seconds, 1e-9), 1),
         history=state.history,
     )
+
+
+def _train_epoch(
+    run: TrainingRun,
+    step: torch.nn.Module,
+    rows: Sequences,
+    device: torch.device,
+    last_target_only: bool,
+    callbacks: list[Callback],
+) -> tuple[float, int]:
+    """One pass over the epoch's batches: the loss summed over batches and their number,
+    both over all ranks."""
+    params = run.params
+    batches = next_item_batches(
+        rows,
+        run.model.max_len,
+        params.batch_size,
+        run.rng,
+        distributed.rank(),
+        distributed.world_size(),
+        params.synthetic_weight,
+        last_target_only,
+        augment_weight=params.augment_weight,
+        by_length=params.batching == "length",
+        equal_weight=params.target_weighting == "equal",
+        synthetic_per_epoch=params.synthetic_per_epoch,
+    )
+    total, count = 0.0, 0
+    for inputs, targets, weights, batch_weight in batches:
+        loss = step(inputs.to(device), targets.to(device), weights.to(device), batch_weight)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        value = loss.item()
+        total += value
+        count += 1
+        for callback in callbacks:
+            callback.on_batch_end(run, value)
+    total, count = distributed.sum_over_ranks(np.array([total, count], dtype=np.float64))
+    return float(total), int(count)
 
 
 def _teacher(params: TrainParams, teacher: Backbone | None, model: Backbone, device: torch.device) -> Backbone | None:
@@ -487,76 +476,3 @@ def _fit_untrained(
         save_checkpoint(run_dir / "model.pt", model, {**meta, "epoch": 0, "train": asdict(params)}, **(carry or {}))
     seconds = time.perf_counter() - tick
     return FitResult(0, valid, test, 0, 0.0, round(seconds, 3), round(time.perf_counter() - started, 3), 0.0)
-
-
-@dataclass
-class _State:
-    epoch: int = 0
-    best_epoch: int = 0
-    best_value: float = -1.0
-    best_valid: dict[str, float] = field(default_factory=dict)
-    best_state: dict[str, torch.Tensor] | None = None
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _torch_rng_states() -> torch.Tensor:
-    """This process's torch RNG state; under torchrun, every rank's, one row per rank."""
-    state = torch.get_rng_state()
-    return distributed.gather_rows(state) if distributed.active() else state
-
-
-def _save_state(
-    path: Path, model: Backbone, optimizer, rng, state: _State, meta: dict, torch_rng: torch.Tensor
-) -> None:
-    progress = {
-        "epoch": state.epoch,
-        "best_epoch": state.best_epoch,
-        "best_value": state.best_value,
-        "best_valid": state.best_valid,
-        "train_seconds": state.train_seconds,
-        "eval_seconds": state.eval_seconds,
-        "history": state.history,
-        "numpy_rng": rng.bit_generator.state,
-    }
-    save_checkpoint(
-        path,
-        model,
-        {**meta, "progress": progress},
-        best_state=state.best_state or model.state_dict(),
-        optimizer=optimizer.state_dict(),
-        torch_rng=torch_rng,
-    )
-
-
-def _restore(path: Path, model: Backbone, optimizer, rng, meta: dict[str, Any]) -> _State:
-    payload = read_checkpoint(path)
-    saved = checkpoint_meta(payload, path)
-    if "data_fingerprint" in meta:
-        check_same_data(saved, meta["data_fingerprint"], model.n_items, path)
-    check_same_model(payload, model, path)
-    if "progress" not in saved or "optimizer" not in payload:
-        raise CheckpointError(f"{path}: not a training state to resume from")
-    progress = saved["progress"]
-    torch_rng = payload["torch_rng"]
-    saved_ranks = torch_rng.shape[0] if torch_rng.dim() == 2 else 1
-    if saved_ranks != distributed.world_size():
-        raise CheckpointError(
-            f"{path}: trained with {saved_ranks} process(es), resumed with {distributed.world_size()}; "
-            "resume with the same number of processes"
-        )
-    load_weights(model, payload["state"], path)
-    optimizer.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(torch_rng[distributed.rank()] if torch_rng.dim() == 2 else torch_rng)
-    rng.bit_generator.state = progress["numpy_rng"]
-    return _State(
-        epoch=progress["epoch"],
-        best_epoch=progress["best_epoch"],
-        best_value=progress["best_value"],
-        best_valid=progress["best_valid"],
-        best_state=payload["best_state"],
-        train_seconds=progress["train_seconds"],
-        eval_seconds=progress["eval_seconds"],
-        history=progress["history"],
-    )

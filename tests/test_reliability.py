@@ -571,7 +571,7 @@ KILLS = [
         lambda out: _lines(out / "round-1/log.jsonl") == 1 and list((out / "round-1").glob(".last.pt.*.tmp")),
     ),
     (
-        "call:rsir.training.append_jsonl:1",
+        "call:rsir.callbacks.append_jsonl:1",
         "round-1 training, epoch 2's state saved, its log line not yet",
         lambda out: _lines(out / "round-1/log.jsonl") == 1 and _saved_epoch(out / "round-1/last.pt") == 2,
     ),
