@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import distributed, rundir
+from .callbacks import TensorBoard
 from .checkpoint import check_same_data, data_entries, load_checkpoint, load_checkpoint_with_data
 from .config import (
     PRESETS,
@@ -151,7 +152,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             "n_items": dataset.n_items,
         }
         result = fit(
-            model, split, config.train, run_dir=out, meta=meta, progress=not args.quiet, carry=data_entries(dataset)
+            model,
+            split,
+            config.train,
+            run_dir=out,
+            meta=meta,
+            progress=not args.quiet,
+            carry=data_entries(dataset),
+            callbacks=[TensorBoard(out / "tensorboard")] if args.tensorboard else None,
         )
         summary = run_metrics(dataset, config.backbone, [round_record(0, split.train, result.summary())])
         if distributed.is_main():
@@ -552,6 +560,11 @@ def _parser() -> _Parser:
     train.add_argument("--config", help="TOML or YAML file with [data], [model], [train] sections")
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     train.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log each epoch for TensorBoard in OUT/tensorboard (pip install 'rsir[tensorboard]')",
+    )
     train.add_argument(
         "--quiet", action="store_true", help="no progress bars, per-epoch lines or notes; errors still show"
     )

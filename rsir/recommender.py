@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .callbacks import Callback
 from .checkpoint import (
     check_same_data,
     data_entries,
@@ -88,16 +89,31 @@ class Recommender:
 
     # ---- training -----------------------------------------------------------------------
 
-    def fit(self, data: Dataset, *, run_dir: str | Path | None = None, progress: bool = False) -> Recommender:
+    def fit(
+        self,
+        data: Dataset,
+        *,
+        run_dir: str | Path | None = None,
+        progress: bool = False,
+        callbacks: list[Callback] | None = None,
+    ) -> Recommender:
         """Train on ``data`` (leave-one-out: the last item of each user is the test target, the
-        one before it validates). With ``run_dir`` the run is saved there and resumes there."""
+        one before it validates). With ``run_dir`` the run is saved there and resumes there.
+        ``callbacks`` (:mod:`rsir.callbacks`, e.g. ``TensorBoard(dir)``) join the training's own."""
         split = leave_one_out(data)
         module = build_backbone(self.backbone_name, data.n_items, self.model_options, seed=self.train_params.seed)
         if run_dir is not None:  # resumed only if it holds a training of these same options
             claim_run_dir(Path(run_dir), {"model": module.describe(), "train": dataclasses.asdict(self.train_params)})
         meta = {"data_fingerprint": data.fingerprint(), "n_items": data.n_items}
         self.result = fit(
-            module, split, self.train_params, run_dir=run_dir, meta=meta, progress=progress, carry=data_entries(data)
+            module,
+            split,
+            self.train_params,
+            run_dir=run_dir,
+            meta=meta,
+            progress=progress,
+            carry=data_entries(data),
+            callbacks=callbacks,
         )
         self.module, self.dataset = module, data
         log.info(

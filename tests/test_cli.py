@@ -30,6 +30,18 @@ def trained(tmp_path_factory):
     return root, data, out
 
 
+def test_train_tensorboard_logs_each_epoch_beside_the_run(trained, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, data, _ = trained
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST, "--tensorboard"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    history = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e.value for e in events.Scalars("loss")] == [pytest.approx(r["loss"], rel=1e-6) for r in history]
+
+
 def test_train_writes_a_complete_run_dir(trained, capsys):
     root, data, out = trained
     assert {p.name for p in out.iterdir()} >= {

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from rsir.callbacks import Callback, TensorBoard
 from rsir.checkpoint import load_checkpoint
 from rsir.data import Sequences
 from rsir.data.batching import bucket_batches, count_targets, next_item_batches, prefix_rows
@@ -454,3 +455,56 @@ def test_distillation_needs_a_teacher(small_dataset, small_split):
     model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
     with pytest.raises(ConfigError, match="distill_weight needs a teacher"):
         fit(model, small_split, quick(distill_weight=0.5), progress=False)
+
+
+class _Recorder(Callback):
+    """Records the hooks it sees and ends training after ``stop_at`` epochs."""
+
+    def __init__(self, stop_at: int) -> None:
+        self.stop_at, self.calls, self.batches = stop_at, [], 0
+
+    def on_fit_start(self, run):
+        self.calls.append("fit_start")
+
+    def on_batch_end(self, run, loss):
+        self.batches += 1
+        assert np.isfinite(loss)
+
+    def stops_after(self, run):
+        return run.state.epoch >= self.stop_at
+
+    def on_validation(self, run, valid):
+        self.calls.append(f"valid {run.state.epoch}")
+
+    def on_epoch_end(self, run, record):
+        self.calls.append(f"end {record['epoch']}")
+
+    def on_train_end(self, run):
+        self.calls.append("train_end")
+
+    def on_test_end(self, run, tested):
+        self.calls.append("test_end")
+
+
+def test_a_callback_sees_every_hook_in_order_and_can_end_training(small_dataset, small_split):
+    """A caller's callback: its stop validates the epoch it ends on (eval_every 2 skips the others)."""
+    model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+    recorder = _Recorder(stop_at=3)
+    result = fit(model, small_split, quick(eval_every=2), progress=False, callbacks=[recorder])
+    assert result.epochs == 3
+    assert recorder.calls == ["fit_start", "end 1", "valid 2", "end 2", "valid 3", "end 3", "train_end", "test_end"]
+    assert recorder.batches == 3 * int(np.ceil(count_targets(small_split.train, 20, False)[1] / 64))
+    assert "valid_ndcg@20" not in result.history[0] and "valid_ndcg@20" in result.history[2]
+
+
+def test_tensorboard_callback_logs_each_epoch(small_dataset, small_split, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+    result = fit(model, small_split, quick(max_epochs=3), progress=False, callbacks=[TensorBoard(tmp_path / "tb")])
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("valid/ndcg@20")]
+    assert logged == [(r["epoch"], pytest.approx(r["valid_ndcg@20"], rel=1e-6)) for r in result.history]
+    assert [e.value for e in events.Scalars("test/recall@10")] == [pytest.approx(result.test["recall@10"], rel=1e-6)]
+    assert len(events.Scalars("loss")) == 3
