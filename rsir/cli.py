@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -20,9 +18,9 @@ from typing import Any, NoReturn
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import distributed, rundir
+from . import distributed
 from .callbacks import TensorBoard
-from .checkpoint import check_same_data, data_entries, load_checkpoint, load_checkpoint_with_data
+from .checkpoint import check_same_data, load_checkpoint, load_checkpoint_with_data
 from .config import (
     PRESETS,
     SECTIONS,
@@ -32,19 +30,19 @@ from .config import (
     option_docs,
     read_config_file,
 )
-from .data import FORMATS, Dataset, LeaveOneOut, leave_one_out, make_synthetic, read_dataset, write_dataset
+from .data import FORMATS, Dataset, leave_one_out, make_synthetic, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
 from .data.writers import RECBOLE_CONFIG, write_recbole_benchmark
 from .errors import ConfigError, RsirError
 from .evaluation import KS, evaluate, metrics_from_ranks
 from .experiment import load_spec, run_experiment
-from .files import atomic_open, remove_stale_temporaries, write_json
-from .loop import LoopSpec, improve, prepare, round_record, round_training_set, run_metrics, training_labels
-from .models import BACKBONES, Backbone, build_backbone
+from .files import atomic_open, write_json
+from .jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
+from .loop import round_training_set, training_labels
+from .models import BACKBONES, Backbone
 from .recommender import Recommender
 from .report import compare_runs, markdown_table, write_report
 from .segments import segment_gains, segment_markdown, user_segments
-from .training import fit
 
 _FLAG_NAMES = {("data", "path"): "data"}  # --data reads better than --path
 
@@ -128,66 +126,23 @@ DISTRIBUTED_COMMANDS = ("train", "improve", "evaluate")  # the ones that work un
 # ---------------------------------------------------------------- commands
 
 
-TRAIN_SECTIONS = ("data", "model", "train")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
-    out = Path(args.out)
-    finished = _same_run_exists(out, config, TRAIN_SECTIONS, args.overwrite) and (out / "metrics.json").exists()
-    if distributed.broadcast_flag(finished):
-        _say(args, f"{out} already holds a finished run with this config; printing its result")
-        _print((out / "metrics.json").read_text(), end="")
-        return 0
-    # Read and check the data before anything is written, so bad input leaves no run dir.
-    dataset = load_dataset(config.data)
-    split = leave_one_out(dataset)
-    model = build_backbone(config.backbone, dataset.n_items, config.model, seed=config.train.seed)
-    with _writing(out):
-        _start_run_dir(out, config, TRAIN_SECTIONS, args.overwrite)
-        _say_data(args, dataset, split)
-        meta = {
-            "data": dataclasses.asdict(config.data),
-            "data_fingerprint": dataset.fingerprint(),
-            "n_items": dataset.n_items,
-        }
-        result = fit(
-            model,
-            split,
-            config.train,
-            run_dir=out,
-            meta=meta,
-            progress=not args.quiet,
-            carry=data_entries(dataset),
-            callbacks=[TensorBoard(out / "tensorboard")] if args.tensorboard else None,
-        )
-        summary = run_metrics(dataset, config.backbone, [round_record(0, split.train, result.summary())])
-        if distributed.is_main():
-            write_json(out / "metrics.json", summary)
+    summary = train_run(
+        config,
+        args.out,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        callbacks=[TensorBoard(Path(args.out) / "tensorboard")] if args.tensorboard else None,
+    )
     _print(json.dumps(summary, indent=2))
     return 0
-
-
-IMPROVE_SECTIONS = ("data", "model", "train", "generate", "improve")
 
 
 def cmd_improve(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     out = Path(args.out)
-    exists = distributed.broadcast_flag(_same_run_exists(out, config, IMPROVE_SECTIONS, args.overwrite))
-    if args.resume and not exists:
-        raise ConfigError(f"--resume: {out} holds no run to resume")
-    dataset = load_dataset(config.data)
-    spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
-    prepared = prepare(dataset, spec)  # before anything is written, so bad input leaves no run dir
-    with _writing(out):
-        _start_run_dir(out, config, IMPROVE_SECTIONS, args.overwrite)
-        _say_data(args, dataset, prepared.split)
-        if exists:
-            _say(args, f"resuming the run in {out}")
-        meta = {"data": dataclasses.asdict(config.data)}
-        report = improve(dataset, spec, out, meta=meta, progress=not args.quiet, prepared=prepared)
-        distributed.barrier()  # rank 0 has written the report
+    report = improve_run(config, out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     _print((out / "metrics.md").read_text(), end="")
     _say(args, f"per-round metrics, synthetic data and plots are in {out}")
     return 0 if report["rounds"] else 1
@@ -377,34 +332,6 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
     return config
 
 
-def _same_run_exists(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> bool:
-    """True if ``out`` holds a run of this config (see :func:`rundir.holds_same_run`)."""
-    wanted = config.to_dict(sections)
-    return rundir.holds_same_run(out, wanted, overwrite)
-
-
-def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
-    if distributed.is_main():
-        _prepare_run_dir(out, config, sections, overwrite)
-    distributed.barrier()  # the other ranks start once the directory is ready
-
-
-def _writing(out: Path):
-    """The run directory's lock, held by rank 0 for the whole run (see :mod:`rsir.rundir`)."""
-    return rundir.locked(out) if distributed.is_main() else contextlib.nullcontext()
-
-
-def _prepare_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
-    if overwrite and out.exists():
-        for entry in out.iterdir():  # all but the lock this process holds
-            if entry.name != rundir.LOCK_NAME:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    if out.exists():
-        remove_stale_temporaries(out)
-    if not (out / "config.yaml").exists():
-        rundir.write_config(out / "config.yaml", config.to_dict(sections))
-
-
 def _model_and_data(args: argparse.Namespace) -> tuple[Backbone, dict[str, Any], Dataset]:
     return _checkpoint_with_data(args.checkpoint, args.data)
 
@@ -455,15 +382,6 @@ def _plain(value: Any) -> Any:
 def _say(args: argparse.Namespace, message: str) -> None:
     if not getattr(args, "quiet", False) and distributed.is_main():
         print(f"rsir: {message}", file=sys.stderr)
-
-
-def _say_data(args: argparse.Namespace, dataset: Dataset, split: LeaveOneOut) -> None:
-    _say(
-        args,
-        f"data {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
-        f"{dataset.sequences.n_interactions} interactions"
-        + (f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else ""),
-    )
 
 
 def _print(text: str, end: str = "\n") -> None:

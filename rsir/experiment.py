@@ -49,15 +49,16 @@ RSIR cell. The cell's result names what it reused.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
 import json
 import logging
+import multiprocessing
+import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -66,11 +67,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .config import build_config, changed_option, read_config_file, read_saved_config
 from .errors import ConfigError
 from .files import atomic_path, write_json
+from .jobs import run_in_process
 from .models import BACKBONES, backbone_class
 from .report import round_metrics, write_report
 from .rundir import write_config
@@ -409,23 +411,26 @@ class _CellProcesses:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.running: set[subprocess.Popen] = set()
+        self.running: set[multiprocessing.process.BaseProcess] = set()
         self.stopping = False
 
-    def run(self, command: list[str], log: IO[str], heartbeat: Callable[[], float]) -> int:
-        """Run ``command`` to its end, calling ``heartbeat`` every minute and once at the end."""
-        # Its own session: a terminal's Ctrl-C reaches the runner alone, which stops each cell once.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def run(self, command: str, config: dict[str, Any], out: Path, log: Path, heartbeat: Callable[[], float]) -> int:
+        """Run ``command`` on ``config`` in ``out`` (:func:`rsir.jobs.run_in_process`, a fresh
+        interpreter) to its end, calling ``heartbeat`` every minute and once at the end."""
+        process = multiprocessing.get_context("spawn").Process(
+            target=run_in_process, args=(command, config, str(out), str(log)), daemon=False
+        )
+        process.start()
         with self.lock:
             self.running.add(process)
             if self.stopping:
-                process.send_signal(signal.SIGTERM)
+                _terminate(process)
         try:
-            while True:
-                try:
-                    return process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
+            while process.exitcode is None:
+                process.join(timeout=60)
+                if process.exitcode is None:
                     heartbeat()
+            return process.exitcode
         finally:
             heartbeat()
             with self.lock:
@@ -435,7 +440,13 @@ class _CellProcesses:
         with self.lock:
             self.stopping = True
             for process in self.running:
-                process.send_signal(signal.SIGTERM)
+                _terminate(process)
+
+
+def _terminate(process: multiprocessing.process.BaseProcess) -> None:
+    if process.pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
 
 
 def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
@@ -443,19 +454,7 @@ def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
     cell_dir.mkdir(parents=True, exist_ok=True)
     # Gone before the config changes: a finished loop given more rounds is unfinished until it ends again.
     (cell_dir / "result.json").unlink(missing_ok=True)
-    config_path = cell_dir / "config.yaml"
-    write_config(config_path, cell.config)
-    # Not --quiet: the cell's log file gets its per-epoch lines (progress bars only go to a terminal).
-    command = [
-        sys.executable,
-        "-m",
-        "rsir.cli",
-        cell.command,
-        "--config",
-        str(config_path),
-        "--out",
-        str(cell_dir / "run"),
-    ]
+    write_config(cell_dir / "config.yaml", cell.config)
     # Run time of the cell's earlier attempts, so that a resumed cell reports all of it; kept
     # up to date every minute because a runner can die without a chance to write it.
     elapsed_path = cell_dir / "elapsed.json"
@@ -467,8 +466,8 @@ def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
         write_json(elapsed_path, {"seconds": seconds})
         return seconds
 
-    with open(cell_dir / "log.txt", "a") as cell_log:
-        returncode = processes.run(command, cell_log, record_elapsed)
+    # The cell's log file gets its per-epoch lines (progress bars only go to a terminal).
+    returncode = processes.run(cell.command, cell.config, cell_dir / "run", cell_dir / "log.txt", record_elapsed)
     if returncode != 0:
         lines = (cell_dir / "log.txt").read_text().strip().splitlines()
         return f"{cell.key}: {lines[-1] if lines else 'exit ' + str(returncode)}"

@@ -424,7 +424,7 @@ def test_the_library_logs_and_never_prints(small_dataset, small_split, capsys, c
     with caplog.at_level("INFO", logger="rsir"):
         fit(model, small_split, quick(max_epochs=2), progress=False)
     assert capsys.readouterr() == ("", "")
-    assert [r.name for r in caplog.records] == ["rsir.training"] * 2 and caplog.records[0].getMessage().startswith(
+    assert [r.name for r in caplog.records] == ["rsir.callbacks"] * 2 and caplog.records[0].getMessage().startswith(
         "epoch   1"
     )
 

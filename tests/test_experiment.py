@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -682,3 +684,18 @@ def test_holm_adjusts_a_family_of_p_values():
         adjusted[0] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.06) and adjusted[1] == pytest.approx(0.06)
     )
     assert holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_the_runner_stands_on_the_library_not_the_command_line():
+    """Cells run rsir.jobs in processes of their own: the runner imports no CLI code."""
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, rsir.experiment; print(sorted(m for m in sys.modules if m.startswith('rsir')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'rsir.jobs'" in imported and "rsir.cli" not in imported

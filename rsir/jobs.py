@@ -1,0 +1,172 @@
+"""A run from its config: what ``rsir train`` and ``rsir improve`` do, as library calls.
+
+:func:`train_run` and :func:`improve_run` own a run directory's whole life: the check that it
+holds a run of this same config (else it is refused, or started over with ``overwrite``), its
+lock, its ``config.yaml``, the training or the loop, and its ``metrics.json``. The command line
+and the experiment runner both call them; :func:`run_in_process` is the runner's entry, one
+cell per process."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import distributed, rundir
+from .callbacks import Callback
+from .checkpoint import data_entries
+from .config import RunConfig, build_config
+from .data import Dataset, LeaveOneOut, leave_one_out
+from .data.source import load_dataset
+from .errors import ConfigError, RsirError
+from .files import remove_stale_temporaries, write_json
+from .loop import LoopSpec, improve, prepare, round_record, run_metrics
+from .models import build_backbone
+from .training import fit
+
+log = logging.getLogger(__name__)
+
+TRAIN_SECTIONS = ("data", "model", "train")
+IMPROVE_SECTIONS = ("data", "model", "train", "generate", "improve")
+
+
+def train_run(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    callbacks: list[Callback] | None = None,
+) -> dict[str, Any]:
+    """Train the config's model in ``out`` (resuming a run of the same config there) and
+    return its ``metrics.json``; a finished run's is returned as it is."""
+    out = Path(out)
+    same = rundir.holds_same_run(out, config.to_dict(TRAIN_SECTIONS), overwrite)
+    if distributed.broadcast_flag(same and (out / "metrics.json").exists()):
+        log.info("%s already holds a finished run with this config; its result", out)
+        return json.loads((out / "metrics.json").read_text())
+    # The data is read and checked before anything is written, so bad input leaves no run dir.
+    dataset = load_dataset(config.data)
+    split = leave_one_out(dataset)
+    model = build_backbone(config.backbone, dataset.n_items, config.model, seed=config.train.seed)
+    with _writing(out):
+        _start_run_dir(out, config, TRAIN_SECTIONS, overwrite)
+        _log_data(dataset, split)
+        meta = {
+            "data": dataclasses.asdict(config.data),
+            "data_fingerprint": dataset.fingerprint(),
+            "n_items": dataset.n_items,
+        }
+        result = fit(
+            model,
+            split,
+            config.train,
+            run_dir=out,
+            meta=meta,
+            progress=progress,
+            carry=data_entries(dataset),
+            callbacks=callbacks,
+        )
+        summary = run_metrics(dataset, config.backbone, [round_record(0, split.train, result.summary())])
+        if distributed.is_main():
+            write_json(out / "metrics.json", summary)
+    return summary
+
+
+def improve_run(
+    config: RunConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run the config's self-improvement loop in ``out``, resuming a run of the same config
+    there (``resume``: only that, else an error), and return its report."""
+    out = Path(out)
+    exists = distributed.broadcast_flag(rundir.holds_same_run(out, config.to_dict(IMPROVE_SECTIONS), overwrite))
+    if resume and not exists:
+        raise ConfigError(f"{out} holds no run to resume")
+    dataset = load_dataset(config.data)
+    spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
+    prepared = prepare(dataset, spec)  # before anything is written, so bad input leaves no run dir
+    with _writing(out):
+        _start_run_dir(out, config, IMPROVE_SECTIONS, overwrite)
+        _log_data(dataset, prepared.split)
+        if exists:
+            log.info("resuming the run in %s", out)
+        report = improve(
+            dataset, spec, out, meta={"data": dataclasses.asdict(config.data)}, progress=progress, prepared=prepared
+        )
+        distributed.barrier()  # rank 0 has written the report
+    return report
+
+
+RUNS: dict[str, Callable[..., dict[str, Any]]] = {"train": train_run, "improve": improve_run}
+
+
+def run_in_process(command: str, config: dict[str, Any], out: str, log_path: str) -> None:
+    """One experiment cell as a process of its own (``multiprocessing``'s target): ``command``
+    (a key of ``RUNS``) on ``config`` (a config's sections) in ``out``, its log lines and any
+    output appended to ``log_path``. Exits 0 when the run finished, 2 with an error as the
+    log's last line, 130 when stopped by SIGTERM (progress saved: a rerun resumes it)."""
+    os.setsid()  # its own session: a terminal's Ctrl-C reaches the runner alone, which stops each cell once
+    with open(log_path, "a") as stream:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+    signal.signal(signal.SIGTERM, _interrupt)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("rsir: %(message)s"))
+    logger = logging.getLogger("rsir")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        RUNS[command](build_config(config, source=f"{out} config"), out, progress=False)
+        code = 0
+    except RsirError as exc:
+        log.error("error: %s", exc)
+        code = 2
+    except KeyboardInterrupt:
+        log.error("interrupted; finished work is saved and a rerun resumes it")
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no multiprocessing clean-up: the exit code is the answer
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _writing(out: Path) -> contextlib.AbstractContextManager[None]:
+    """The run directory's lock, held by rank 0 for the whole run (see :mod:`rsir.rundir`)."""
+    return rundir.locked(out) if distributed.is_main() else contextlib.nullcontext()
+
+
+def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
+    """Empty ``out`` for ``overwrite`` (all but the lock this process holds), drop a killed
+    run's temporary files, and record the config; the other ranks wait for it."""
+    if distributed.is_main():
+        if overwrite and out.exists():
+            for entry in out.iterdir():
+                if entry.name != rundir.LOCK_NAME:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if out.exists():
+            remove_stale_temporaries(out)
+        if not (out / "config.yaml").exists():
+            rundir.write_config(out / "config.yaml", config.to_dict(sections))
+    distributed.barrier()
+
+
+def _log_data(dataset: Dataset, split: LeaveOneOut) -> None:
+    log.info(
+        "data %s: %d users, %d items, %d interactions%s",
+        dataset.name,
+        dataset.n_users,
+        dataset.n_items,
+        dataset.sequences.n_interactions,
+        f" ({split.dropped_users} users with < 3 interactions left out)" if split.dropped_users else "",
+    )
