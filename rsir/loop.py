@@ -47,6 +47,7 @@ from .data.sequences import Sequences
 from .data.split import LeaveOneOut, leave_one_out
 from .data.writers import pseudo_user_labels, write_sequences
 from .errors import ConfigError, DataFormatError
+from .evaluation import RANKS_FILE, bootstrap_gain_ci, per_user
 from .files import atomic_open, atomic_path, save_figure, write_json
 from .generation import GenerationParams, generate
 from .models import BACKBONES, DEFAULT_BACKBONE, Backbone, build_backbone
@@ -425,27 +426,51 @@ def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number
 def _write_report(run_dir: Path, metrics: dict[str, Any], spec: LoopSpec) -> None:
     write_json(run_dir / "metrics.json", metrics)
     rounds = metrics["rounds"]
-    base = rounds[0]["test"]
+    intervals = {r["round"]: _gain_intervals(run_dir, r["round"]) for r in rounds}
     lines = [
         "| round | train sequences | synthetic | test recall@10 | test ndcg@10 | test recall@20 | test ndcg@20 "
-        "| vs round 0 (recall@10 / ndcg@10) | best epoch | train s | eval s | generate s |",
+        "| vs round 0: recall@10 / ndcg@10 (95% CI over users) | best epoch | train s | eval s | generate s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
         t = r["test"]
-        gain = f"{_rel(t['recall@10'], base['recall@10'])} / {_rel(t['ndcg@10'], base['ndcg@10'])}"
         lines.append(
             f"| {r['round']} | {r['train_sequences']} | {r['synthetic_sequences']} | {t['recall@10']:.4f} "
-            f"| {t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {gain} | {r['best_epoch']} "
-            f"| {r['seconds']['train']:.0f} | {r['seconds']['evaluate']:.0f} | {r['seconds'].get('generate', 0):.0f} |"
+            f"| {t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {intervals[r['round']]['text']} "
+            f"| {r['best_epoch']} | {r['seconds']['train']:.0f} | {r['seconds']['evaluate']:.0f} "
+            f"| {r['seconds'].get('generate', 0):.0f} |"
         )
+    last = rounds[-1]["round"]
+    if last > 0:
+        verdicts = [
+            f"{metric} {'rose' if low > 0 else 'fell' if high < 0 else 'did not change beyond noise'}"
+            for metric, (low, high) in intervals[last]["ci"].items()
+        ]
+        lines += [
+            "",
+            f"Round {last} against round 0 on the test users: {', '.join(verdicts)} (a change counts when its "
+            "95% interval, from resampling users, leaves out zero).",
+        ]
     with atomic_open(run_dir / "metrics.md") as handle:
         handle.write("\n".join(lines) + "\n")
     _plot(run_dir / "metrics.png", rounds)
 
 
-def _rel(value: float, base: float) -> str:
-    return f"{100 * (value / base - 1):+.1f}%" if base else "n/a"
+def _gain_intervals(run_dir: Path, k: int) -> dict[str, Any]:
+    """Round ``k``'s relative gain over round 0 in test recall@10 and ndcg@10, each with its
+    95% bootstrap interval over the test users (from both rounds' saved test ranks)."""
+    ranks = [np.load(run_dir / f"round-{r}" / RANKS_FILE) for r in (0, k)]
+    ci: dict[str, tuple[float, float]] = {}
+    texts = []
+    for metric in ("recall@10", "ndcg@10"):
+        base, candidate = (per_user(r, metric) for r in ranks)
+        gain = candidate.mean() / base.mean() - 1 if base.mean() > 0 else float("nan")
+        if k == 0:
+            texts.append("+0.0%")
+            continue
+        ci[metric] = bootstrap_gain_ci([candidate], [base])
+        texts.append(f"{100 * gain:+.1f}% [{100 * ci[metric][0]:+.1f}, {100 * ci[metric][1]:+.1f}]")
+    return {"text": " / ".join(texts), "ci": ci}
 
 
 def _plot(path: Path, rounds: list[dict[str, Any]]) -> None:

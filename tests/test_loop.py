@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from rsir.cli import main
 from rsir.data import leave_one_out, read_dataset
+from rsir.evaluation import per_user
 from rsir.generation import GenerationParams
 from rsir.loop import LoopSpec, improve, load_synthetic
 
@@ -45,7 +48,7 @@ def test_two_rounds_write_a_complete_run_dir(finished):
         }
         assert gen["analysis"]["density_after"] != gen["analysis"]["density_before"]
         assert all(0 <= a <= 1 for a in gen["acceptance_by_step"])
-    assert (finished / "metrics.md").read_text().count("\n") == 5
+    assert (finished / "metrics.md").read_text().count("\n") == 7  # 3 rounds, and a line in words
     assert (finished / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert not (finished / "round-2" / "synthetic.npz").exists()  # the last round only trains
 
@@ -210,3 +213,17 @@ def test_a_round_without_generation_distils_from_the_previous_round(tmp_path):
     assert rounds[0]["test"] == other[0]["test"]  # round 0 has no teacher
     assert rounds[1]["test"] != other[1]["test"]  # round 1 learns from round 0's model as well
     assert other[1]["test"] == other[0]["test"]  # without a teacher the retrained round repeats round 0
+
+
+def test_the_report_gives_each_rounds_gain_with_its_interval_over_users(finished):
+    """metrics.md: each round's gain over round 0 from the saved test ranks, a bootstrap
+    interval over users around it, and the last round's verdict in words from that interval."""
+    report = (finished / "metrics.md").read_text().splitlines()
+    ranks = [np.load(finished / f"round-{k}" / "test_ranks.npy") for k in (0, 2)]
+    base, last = (per_user(r, "recall@10") for r in ranks)
+    cell = report[4].split("|")[8].strip()  # round 2's "vs round 0" cell
+    gain, low, high = (float(x) for x in re.findall(r"[-+]\d+\.\d", cell.split("/")[0]))
+    assert gain == pytest.approx(round(100 * (last.mean() / base.mean() - 1), 1), abs=0.051)
+    assert low <= gain <= high and low < high
+    changed = "rose" if low > 0 else "fell" if high < 0 else "did not change beyond noise"
+    assert report[-1].startswith("Round 2 against round 0") and f"recall@10 {changed}" in report[-1]
