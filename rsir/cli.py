@@ -628,7 +628,7 @@ def _parser() -> _Parser:
     convert.set_defaults(handler=cmd_data_convert)
     synth = data_commands.add_parser("synth", help="write the built-in synthetic data to a file")
     synth.add_argument("output")
-    synth.add_argument("--users", type=int, default=2000)
+    synth.add_argument("--users", type=int, default=1000)
     synth.add_argument("--items", type=int, default=500)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--to", default="auto", choices=("auto", *FORMATS))

@@ -19,7 +19,7 @@ class DataParams:
     item_col: str = "item_id"
     time_col: str = "timestamp"  # empty: keep the file's row order
     kcore: int = 0  # iterative k-core filter; 0 or 1 keeps everything
-    synthetic_users: int = 2000
+    synthetic_users: int = 1000
     synthetic_items: int = 500
     synthetic_seed: int = 0
     noise: float = 0.0  # share of random interactions injected into training histories (robustness studies)

@@ -16,7 +16,7 @@ from .dataset import Dataset, from_interactions
 
 
 def make_synthetic(
-    n_users: int = 2000,
+    n_users: int = 1000,
     n_items: int = 500,
     *,
     n_clusters: int = 20,
