@@ -377,20 +377,22 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         groups = "; ".join(f"{name}: {', '.join(names)}" for name, names in spec.select.items())
         lines += [
             "",
-            f"Chosen on validation {SELECT_METRIC} (mean over seeds) within each group ({groups}); "
-            "test metrics of the picks only:",
+            f"Chosen on validation {SELECT_METRIC} within each group ({groups}), the mean over the seeds "
+            "every candidate ran (in brackets, each candidate's number of seeds); test metrics of the picks "
+            "only, over all of their seeds:",
             "",
-            "| dataset | group | candidates (validation "
+            "| dataset | group | compared on seeds | candidates (validation "
             + SELECT_METRIC
-            + ", seeds) | pick | "
+            + ", seeds run) | pick | "
             + " | ".join(f"test {m}" for m in spec.metrics)
             + " |",
-            "|" + "---|" * (4 + len(spec.metrics)),
+            "|" + "---|" * (5 + len(spec.metrics)),
         ]
         for r in report["selection"]:
             candidates = ", ".join(f"{c['variant']} {c['valid']:.4f} ({len(c['seeds'])})" for c in r["candidates"])
             lines.append(
-                f"| {r['dataset']} | {r['group']} | {candidates} | {r['pick']} | "
+                f"| {r['dataset']} | {r['group']} | {', '.join(map(str, r['compared_on_seeds'])) or 'none in common'} "
+                f"| {candidates} | {r['pick']} | "
                 + " | ".join(f"{r['test'][m]['mean']:.4f} ± {r['test'][m]['std']:.4f}" for m in spec.metrics)
                 + " |"
             )
@@ -440,7 +442,9 @@ def select_on_validation(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[st
     """Per data set and ``spec.select`` group, the candidate whose final round has the best mean
     validation NDCG@20 (a candidate name covers its sweep points), with every candidate's
     validation value and the pick's test metrics. Only candidates whose seeds are all finished
-    and have validation values take part."""
+    and have validation values take part, and they are compared on the seeds all of them ran
+    (a candidate run on more seeds is not favoured or penalised by its extra ones); with no
+    seed in common, on each one's own seeds."""
     chosen_by = f"valid_{SELECT_METRIC}"
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
@@ -453,7 +457,13 @@ def select_on_validation(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[st
             ]
             if not candidates:
                 continue
-            pick = max(candidates, key=lambda r: r[chosen_by]["mean"])
+            common = sorted(set.intersection(*(set(r["seeds"]) for r in candidates)))
+
+            def valid(row: dict[str, Any], common: list[int] = common) -> float:
+                values = dict(zip(row["seeds"], row[chosen_by]["values"]))
+                return float(np.mean([values[s] for s in common])) if common else row[chosen_by]["mean"]
+
+            pick = max(candidates, key=valid)
             out.append(
                 {
                     "dataset": dataset,
@@ -461,9 +471,9 @@ def select_on_validation(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[st
                     "pick": pick["variant"],
                     "round": pick["round"],
                     "seeds": pick["seeds"],
+                    "compared_on_seeds": common,
                     "candidates": [
-                        {"variant": r["variant"], "valid": r[chosen_by]["mean"], "seeds": r["seeds"]}
-                        for r in candidates
+                        {"variant": r["variant"], "valid": valid(r), "seeds": r["seeds"]} for r in candidates
                     ],
                     "test": {m: pick[m] for m in spec.metrics},
                 }

@@ -579,6 +579,24 @@ def test_the_report_picks_on_validation_and_sets_published_numbers_beside():
     assert math.isclose(gaps["a"]["gap"], 2.0) and gaps["a"]["gap_sd"] is None  # no spread over seeds
 
 
+def test_candidates_run_on_more_seeds_are_compared_on_the_seeds_all_ran():
+    """A candidate with one seed meets the others on that seed, not their mean over more: here
+    'a' is better on seed 0 (the one 'b' ran) though worse on average over its three."""
+    from rsir.report import select_on_validation
+
+    cells = [Cell("d", "a", s, "train", {}) for s in (0, 1, 2)] + [Cell("d", "b", 0, "train", {})]
+    valid = {("a", 0): 0.075, ("a", 1): 0.070, ("a", 2): 0.071, ("b", 0): 0.074}
+    results = {
+        c.key: {"rounds": [{"round": 0, "test": {"recall@10": 0.1}, "valid": {"ndcg@20": valid[c.variant, c.seed]}}]}
+        for c in cells
+    }
+    spec = Spec("t", cells, "a", ["recall@10"], select={"pick": ["a", "b"]})
+    (picked,) = select_on_validation(spec, aggregate(spec, results))
+    assert picked["pick"] == "a" and picked["compared_on_seeds"] == [0]
+    assert {c["variant"]: c["valid"] for c in picked["candidates"]} == {"a": 0.075, "b": 0.074}
+    assert picked["seeds"] == [0, 1, 2]  # the pick's test metrics are over all of its seeds
+
+
 def test_groups_pick_on_validation_and_each_pick_meets_the_first_groups_pick_by_seed():
     """select groups: sweep points count as candidates of their variant; every group's pick is
     compared with the first group's pick, paired by seed, with Holm-adjusted p-values."""

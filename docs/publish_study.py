@@ -1,0 +1,69 @@
+"""Publish an experiment's report as a study of docs/results: NAME.json (the report with how it
+was made), NAME.md and NAME.png, from the finished cells in the experiment's run directory.
+
+    python docs/publish_study.py experiments/cheap_round.toml \\
+        --command "rsir experiment experiments/cheap_round.toml --jobs 1 --only 'Beauty/*/s0'" \\
+        --machine "2-core x86_64 CPU, one torch thread per cell, two cells at a time" \\
+        --note "what a reader must know to read the numbers"
+
+The report is rewritten from the cells first (as ``rsir experiment SPEC --report-only``). The
+commits are those each cell's runs recorded in their metrics.json; the seeds are the spec's.
+Then ``python docs/render_claims.py`` carries any claim's numbers to the pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from rsir.experiment import load_spec
+from rsir.report import write_report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cell_commits(out: Path) -> list[str]:
+    """The rsir commits the finished cells' runs recorded, in order of first appearance."""
+    commits: list[str] = []
+    for metrics in sorted(out.glob("*/*/s*/run/**/metrics.json")):
+        commit = (json.loads(metrics.read_text()).get("rsir") or {}).get("commit")
+        if commit and commit not in commits:
+            commits.append(commit)
+    return commits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec")
+    parser.add_argument("--out", help="the experiment's run directory (default runs/experiments/NAME)")
+    parser.add_argument("--name", help="the study's name in docs/results (default the spec's name)")
+    parser.add_argument("--command", required=True, help="the command that ran the cells")
+    parser.add_argument("--machine", required=True, help="where and how the cells ran (load, threads)")
+    parser.add_argument("--note", default="", help="what a reader must know to read the numbers")
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    out = Path(args.out or Path("runs") / "experiments" / spec.name)
+    name = args.name or spec.name
+    write_report(spec, out)
+    report = json.loads((out / "report.json").read_text())
+    commits = cell_commits(out)
+    published = {
+        "command": args.command,
+        "commits": commits,
+        "machine": args.machine,
+        "seeds": sorted({cell.seed for cell in spec.cells}),
+        "note": args.note,
+        **report,
+        "name": name,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(published, indent=2) + "\n")
+    shutil.copyfile(out / "report.md", RESULTS / f"{name}.md")
+    if (out / "report.png").exists():
+        shutil.copyfile(out / "report.png", RESULTS / f"{name}.png")
+    print(f"wrote {RESULTS / name}.json, .md{' and .png' if (out / 'report.png').exists() else ''}")
+
+
+if __name__ == "__main__":
+    main()
