@@ -137,3 +137,67 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
     assert main(["train", "--out", str(tmp_path / "one"), *options]) == 0
     two, one = (read_checkpoint(tmp_path / name / "model.pt")["state"] for name in ("two", "one"))
     assert all(torch.allclose(two[name], one[name], atol=2e-5) for name in one)  # sums differ only in rounding
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_nodes_train_and_generate_as_one_process(tmp_path):
+    """Two torchrun agents as two "nodes" (--nnodes 2, one process each, c10d rendezvous on
+    127.0.0.1, the run directory on a file system both see): the training takes the steps of
+    one process (no randomness in the step), and the merged synthetic data are what one process
+    generates from that model."""
+    train_options = [*TRAIN_OPTIONS, "--dropout", "0", "--item-dropout", "0", "--loss", "softmax", "--max-epochs", "2"]
+    options = [*train_options, *OPTIONS[len(TRAIN_OPTIONS) :]]  # and one round of generation
+    out = tmp_path / "two_nodes"
+    endpoint = f"127.0.0.1:{_free_port()}"
+    agents = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={endpoint}",
+                "--rdzv-id=rsir-two-nodes",
+                "-m",
+                "rsir.cli",
+                "improve",
+                "--out",
+                str(out),
+                *options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for _ in range(2)
+    ]
+    outputs = [agent.communicate(timeout=300) for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert sum(bool(stdout) for stdout, _ in outputs) == 1  # one report, from global rank 0
+
+    single = tmp_path / "one"
+    assert main(["train", "--out", str(single), *train_options]) == 0
+    two, one = (read_checkpoint(path)["state"] for path in (out / "round-0" / "model.pt", single / "model.pt"))
+    assert all(torch.allclose(two[name], one[name], atol=2e-5) for name in one)
+
+    merged = load_synthetic(out / "round-0" / "synthetic.npz")
+    model, meta = load_checkpoint(out / "round-0" / "model.pt")
+    split = leave_one_out(load_dataset(DataParams(**meta["data"])))
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    alone = generate(
+        model, split.train, GenerationParams(**config["generate"]), seed=config["train"]["seed"] * 1000, origin=1
+    ).sequences
+    assert len(merged) > 0
+    for field in ("items", "offsets", "users", "origin"):
+        assert np.array_equal(getattr(merged, field), getattr(alone, field)), field
+    assert no_temporaries(out)
