@@ -299,7 +299,9 @@ def _restore(
         )
     load_weights(model, payload["state"], path)
     optimizer.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(torch_rng[distributed.rank()] if torch_rng.dim() == 2 else torch_rng)
+    # A row of the saved table is a view into it; torch reads a state from the start of its
+    # storage, so each rank gets its own copy (without it every rank but 0 crashes here).
+    torch.set_rng_state((torch_rng[distributed.rank()] if torch_rng.dim() == 2 else torch_rng).clone())
     rng.bit_generator.state = progress["numpy_rng"]
     return TrainState(
         epoch=progress["epoch"],

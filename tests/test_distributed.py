@@ -201,3 +201,38 @@ def test_two_nodes_train_and_generate_as_one_process(tmp_path):
     for field in ("items", "offsets", "users", "origin"):
         assert np.array_equal(getattr(merged, field), getattr(alone, field)), field
     assert no_temporaries(out)
+
+
+def test_a_killed_rank_stops_the_run_and_a_rerun_resumes_it_exactly(trained_by_two, tmp_path):
+    """Rank 0 dies (SIGKILL, as it appends epoch 2's log line): torchrun stops the other rank
+    and fails; the same command again resumes from the saved epoch and ends where an
+    uninterrupted two-process run ends."""
+    out = tmp_path / "killed"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(Path(__file__).with_name("killpoint.py")),
+            "call:rsir.callbacks.append_jsonl:2",
+            "train",
+            "--out",
+            str(out),
+            *TRAIN_OPTIONS,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert killed.returncode != 0 and not (out / "metrics.json").exists()
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # epoch 2 was saved, its line not written
+    torchrun("train", "--out", str(out), *TRAIN_OPTIONS)
+    resumed, uninterrupted = (json.loads((run / "metrics.json").read_text()) for run in (out, trained_by_two))
+    assert resumed["rounds"][0]["test"] == uninterrupted["rounds"][0]["test"]
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == list(
+        range(1, resumed["rounds"][0]["epochs"] + 1)
+    )
+    assert no_temporaries(out)
