@@ -37,6 +37,12 @@ def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:
                 "test": r["test"],
                 "valid": r.get("valid", {}),
                 **({"epochs": r["epochs"], "train_seconds": r["seconds"]["train"]} if "epochs" in r else {}),
+                **(
+                    {"round_seconds": r["seconds"]["train"] + r["seconds"]["evaluate"]}
+                    if "evaluate" in r.get("seconds", {})
+                    else {}
+                ),
+                "generate_seconds": r.get("seconds", {}).get("generate", 0.0),
             }
             for r in metrics["rounds"]
         ]
@@ -96,7 +102,9 @@ def _by_seed(
     values: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
     unfinished: dict[tuple[str, str, int], list[int]] = {}
     for cell in spec.cells:
-        for record in results.get(cell.key, {}).get("rounds", []):
+        records = results.get(cell.key, {}).get("rounds", [])
+        spent = 0.0  # rounds after 0: their trainings and evaluations, and the generations before them
+        for previous, record in zip([None, *records], records):
             metrics = {**{f"valid_{k}": v for k, v in record.get("valid", {}).items()}, **record["test"]}
             if record.get("epochs"):  # a training's cost: its epochs and the seconds each took
                 metrics.update(
@@ -104,6 +112,9 @@ def _by_seed(
                     train_seconds=record["train_seconds"],
                     seconds_per_epoch=record["train_seconds"] / record["epochs"],
                 )
+            if previous is not None and "round_seconds" in record and records[0].get("round_seconds"):
+                spent += record["round_seconds"] + previous.get("generate_seconds", 0.0)
+                metrics["cost_vs_round_0"] = spent / records[0]["round_seconds"]
             values.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = metrics
             if cell.key in interim:
                 unfinished.setdefault((cell.dataset, cell.variant, record["round"]), []).append(cell.seed)
@@ -254,7 +265,7 @@ def aggregate(
                 )
                 if interval:
                     row[metric]["ci"] = interval
-        for cost in ("epochs", "train_seconds", "seconds_per_epoch"):
+        for cost in ("epochs", "train_seconds", "seconds_per_epoch", "cost_vs_round_0"):
             if all(cost in by_seed[s] for s in by_seed):
                 row[cost] = float(np.mean([by_seed[s][cost] for s in by_seed]))
         chosen_by = f"valid_{SELECT_METRIC}"
@@ -313,7 +324,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     header = (
         "| dataset | variant | round | seeds | "
         + " | ".join(f"{m} | gain {m} (p)" for m in spec.metrics)
-        + f" | valid {SELECT_METRIC} | epochs | train s / epoch | train s |"
+        + f" | valid {SELECT_METRIC} | epochs | train s / epoch | train s | rounds' cost / round 0 |"
     )
     lines = [
         f"# {spec.name}",
@@ -333,10 +344,11 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         + f"Test metrics, mean ± std over seeds; gains are relative to `{spec.baseline}`"
         + "".join(f", for `{v}` to `{b}`" for v, b in spec.baselines.items())
         + ", paired by seed, with a 95% seed x user bootstrap interval in brackets where every run kept its "
-        "users' ranks, and the p-value of a paired t-test.",
+        "users' ranks, and the p-value of a paired t-test. A loop's cost is the wall time of its rounds after "
+        "round 0 (generation, training, evaluation) against round 0's training and evaluation.",
         "",
         header,
-        "|" + "---|" * (8 + 2 * len(spec.metrics)),
+        "|" + "---|" * (9 + 2 * len(spec.metrics)),
     ]
     for row in rows:
         cells = []
@@ -351,6 +363,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
             f"{row['epochs']:.0f}" if "epochs" in row else "",
             f"{row['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in row else "",
             f"{row['train_seconds']:.0f}" if "train_seconds" in row else "",
+            f"{row['cost_vs_round_0']:.2f}x" if "cost_vs_round_0" in row else "",
         ]
         lines.append(f"| {row['dataset']} | {row['variant']} | {row['round']} | {seeds} | " + " | ".join(cells) + " |")
     if report["head_to_head"]:

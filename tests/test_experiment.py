@@ -166,7 +166,12 @@ def test_a_finished_loop_given_more_rounds_continues_after_its_last_round(experi
     assert main(["experiment", spec, "--out", str(out), "--set", "variants.rsir.improve.rounds=2", *only]) == 0
     assert "0 of 1 cells done; 1 to run" in capsys.readouterr().err
     after = json.loads((cell / "result.json").read_text())["rounds"]
-    assert [r["round"] for r in after] == [0, 1, 2] and after[:2] == before  # rounds 0-1 kept, round 2 added
+    assert [r["round"] for r in after] == [0, 1, 2]
+    # Rounds 0-1 kept (round 1 has since generated round 2's data), round 2 added.
+    assert [{k: v for k, v in r.items() if k != "generate_seconds"} for r in after[:2]] == [
+        {k: v for k, v in r.items() if k != "generate_seconds"} for r in before
+    ]
+    assert before[1]["generate_seconds"] == 0 < after[1]["generate_seconds"]
     assert (cell / "run" / "round-1" / "model.pt").read_bytes() == round_one
     loop = json.loads((cell / "run" / "metrics.json").read_text())["rounds"]
     assert loop[2]["train_interactions"] > loop[1]["train_interactions"]  # round 1's synthetic data added
@@ -717,3 +722,22 @@ def test_the_runner_stands_on_the_library_not_the_command_line():
         check=True,
     ).stdout
     assert "'rsir.jobs'" in imported and "rsir.cli" not in imported
+
+
+def test_a_loops_cost_is_its_later_rounds_and_generations_against_round_0(tmp_path):
+    """The report's cost column: generation after round 0 plus round 1's training and
+    evaluation, over round 0's training and evaluation, read from the run's metrics.json."""
+    from rsir.report import round_metrics
+
+    record = {"valid": {}, "test": {"recall@10": 0.1}, "epochs": 10, "best_epoch": 5}
+    metrics = {
+        "rounds": [
+            {**record, "round": 0, "seconds": {"train": 100.0, "evaluate": 10.0, "generate": 5.0}},
+            {**record, "round": 1, "seconds": {"train": 150.0, "evaluate": 20.0}},
+        ]
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    cell = Cell("d", "loop", 0, "improve", {})
+    spec = Spec("t", [cell], "loop", ["recall@10"])
+    rows = aggregate(spec, {cell.key: {"rounds": round_metrics(tmp_path / "metrics.json")}})
+    assert "cost_vs_round_0" not in rows[0] and math.isclose(rows[1]["cost_vs_round_0"], (5 + 150 + 20) / 110)
