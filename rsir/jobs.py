@@ -129,6 +129,9 @@ def run_in_process(command: str, config: dict[str, Any], out: str, log_path: str
     except RsirError as exc:
         log.error("error: %s", exc)
         code = 2
+    except OSError as exc:  # a file error no writer or reader turned into an RsirError
+        log.error("error: %s%s", f"{exc.filename}: " if exc.filename else "", exc.strerror or exc)
+        code = 2
     except KeyboardInterrupt:
         log.error("interrupted; finished work is saved and a rerun resumes it")
         code = 130
