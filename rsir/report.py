@@ -354,7 +354,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         cells = []
         for metric in spec.metrics:
             m = row[metric]
-            cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}")
+            cells.append(_spread(m, len(row["seeds"])))
             cells.append(_gain_text(m) if "gain" in m else "")
         seeds = f"{len(row['seeds'])}" + (f" ({len(row['interim_seeds'])} interim)" if row["interim_seeds"] else "")
         valid = row.get(f"valid_{SELECT_METRIC}")
@@ -406,7 +406,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
             lines.append(
                 f"| {r['dataset']} | {r['group']} | {', '.join(map(str, r['compared_on_seeds'])) or 'none in common'} "
                 f"| {candidates} | {r['pick']} | "
-                + " | ".join(f"{r['test'][m]['mean']:.4f} ± {r['test'][m]['std']:.4f}" for m in spec.metrics)
+                + " | ".join(_spread(r["test"][m], len(r["seeds"])) for m in spec.metrics)
                 + " |"
             )
     if report["picks_head_to_head"]:
@@ -492,6 +492,11 @@ def select_on_validation(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[st
                 }
             )
     return out
+
+
+def _spread(values: dict[str, Any], seeds: int) -> str:
+    """Mean ± std over seeds; one seed has no spread to show."""
+    return f"{values['mean']:.4f} ± {values['std']:.4f}" if seeds > 1 else f"{values['mean']:.4f}"
 
 
 def _covers(names: list[str], label: str) -> bool:
