@@ -35,8 +35,11 @@ class RunConfig:
     improve: ImproveParams = field(default_factory=ImproveParams)
 
     def to_dict(self, sections: tuple[str, ...] = ("data", "model", "train", "generate", "improve")) -> dict[str, Any]:
+        data = dataclasses.asdict(self.data)
+        if self.data.path:  # the built-in generator's options say nothing about a file's data
+            data = {key: value for key, value in data.items() if not key.startswith("synthetic_")}
         full = {
-            "data": dataclasses.asdict(self.data),
+            "data": data,
             "model": {"backbone": self.backbone, **self.model},
             "train": dataclasses.asdict(self.train),
             "generate": dataclasses.asdict(self.generate),
