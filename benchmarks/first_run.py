@@ -1,0 +1,61 @@
+"""The README's first commands, timed: ``rsir train`` and ``rsir improve`` with no options
+(the built-in data) in fresh directories, their wall time, peak memory and results, as JSON.
+
+    python benchmarks/first_run.py --out docs/results/first_run.json --note "idle machine"
+
+Extra arguments after ``--`` go to both commands (e.g. ``-- --threads 1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rsir.rundir import provenance
+
+
+def timed(command: list[str]) -> tuple[float, int]:
+    """Wall seconds and the peak resident memory (kB) of ``command``, run to its end."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    tick = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - tick
+    return seconds, max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--note", required=True, help="the machine's state while it ran")
+    parser.add_argument("extra", nargs="*", help="options for both commands (after --)")
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for command in ("train", "improve"):
+            out = Path(scratch) / command
+            argv = ["rsir", command, "--out", str(out), *args.extra]
+            seconds, peak = timed(argv)
+            metrics = json.loads((out / "metrics.json").read_text())
+            runs.append(
+                {
+                    "command": shlex.join(argv).replace(str(out), f"/tmp/first_{command}"),
+                    "wall_seconds": round(seconds, 2),
+                    "max_rss_kb": peak,
+                    "rounds": metrics["rounds"],
+                    **({"report": (out / "metrics.md").read_text()} if command == "improve" else {}),
+                }
+            )
+            print(f"rsir {command}: {seconds:.0f} s", file=sys.stderr)
+    result = {"name": "first_run", "note": args.note, "rsir": provenance(), "runs": runs}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
