@@ -459,15 +459,14 @@ def _write_report(run_dir: Path, metrics: dict[str, Any], spec: LoopSpec) -> Non
 def _gain_intervals(run_dir: Path, k: int) -> dict[str, Any]:
     """Round ``k``'s relative gain over round 0 in test recall@10 and ndcg@10, each with its
     95% bootstrap interval over the test users (from both rounds' saved test ranks)."""
-    ranks = [np.load(run_dir / f"round-{r}" / RANKS_FILE) for r in (0, k)]
     ci: dict[str, tuple[float, float]] = {}
+    if k == 0:
+        return {"text": "+0.0% / +0.0%", "ci": ci}
+    ranks = [np.load(run_dir / f"round-{r}" / RANKS_FILE) for r in (0, k)]
     texts = []
     for metric in ("recall@10", "ndcg@10"):
         base, candidate = (per_user(r, metric) for r in ranks)
         gain = candidate.mean() / base.mean() - 1 if base.mean() > 0 else float("nan")
-        if k == 0:
-            texts.append("+0.0%")
-            continue
         ci[metric] = bootstrap_gain_ci([candidate], [base])
         texts.append(f"{100 * gain:+.1f}% [{100 * ci[metric][0]:+.1f}, {100 * ci[metric][1]:+.1f}]")
     return {"text": " / ".join(texts), "ci": ci}
