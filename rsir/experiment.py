@@ -516,6 +516,8 @@ def _same_training(train: Cell, improve: Cell) -> bool:
 def _without(config: dict[str, Any], train: tuple[str, ...] = (), improve: tuple[str, ...] = ()) -> dict[str, Any]:
     if train and not config["train"].get("teacher"):  # without a named teacher, distillation starts at round 1
         train = (*train, *_DISTILLATION)
+    if config["train"].get("augment", "none") != "none":  # the budget draws augmented copies from round 0 on
+        train = tuple(option for option in train if option != "synthetic_per_epoch")
     stripped = {**config, "train": {k: v for k, v in config["train"].items() if k not in train}}
     if "improve" in config:
         stripped["improve"] = {k: v for k, v in config["improve"].items() if k not in improve}

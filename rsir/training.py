@@ -69,8 +69,9 @@ class TrainParams:
     # loss weight of targets in synthetic sequences (real ones weigh 1); 0.25 measured best
     # for the default unchecked round on Beauty, Sports and Toys (docs/RESULTS.md)
     synthetic_weight: float = 0.25
-    # synthetic sequences per epoch, as a multiple of the real ones, drawn afresh each epoch
-    # (0: every synthetic sequence in every epoch); bounds a round's epoch whatever its volume
+    # non-real sequences (a round's synthetic ones, or augmented copies) per epoch, as a multiple
+    # of the real ones, drawn afresh each epoch (0: all of them in every epoch); bounds a round's
+    # epoch whatever its volume, and holds an augmentation baseline to the same volume
     synthetic_per_epoch: float = 0.0
     # all: every position of a sequence predicts its next item (the SASRec paper);
     # prefixes: every prefix is a row trained on its last target only (RecBole, S3-Rec)

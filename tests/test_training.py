@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from rsir.baselines import augmented as augmented_copies
 from rsir.callbacks import Callback, TensorBoard
 from rsir.checkpoint import load_checkpoint
 from rsir.data import Sequences
@@ -91,6 +92,15 @@ def test_a_synthetic_budget_draws_that_many_synthetic_rows_afresh_each_epoch(sma
     assert rows == 2 * len(real) and targets == pytest.approx(2 * count_targets(real, 20)[0])
     # No budget: every row in every epoch, as before.
     assert sum(len(b[0]) for b in next_item_batches(seqs, 20, 64, np.random.default_rng(0))) == len(seqs)
+
+
+def test_the_budget_holds_augmented_copies_to_the_same_volume_as_synthetic_rows(small_split):
+    real = small_split.train
+    augmented = augmented_copies(real, "insert", 0.2, 0, int(real.items.max()), copies=4)
+    epoch = next_item_batches(augmented, 20, 64, np.random.default_rng(0), augment_weight=0.5, synthetic_per_epoch=1.0)
+    weights = torch.cat([b[2].max(1).values for b in epoch])
+    assert int((weights == 1).sum()) == len(real) and int((weights == 0.5).sum()) == len(real)
+    assert count_targets(augmented, 20, synthetic_per_epoch=1.0)[1] == 2 * len(real)
 
 
 def test_bucket_batches_cover_every_row_once():

@@ -74,7 +74,7 @@ def next_item_batches(
     ``equal_weight``, the epoch's mean total per batch, the same for every batch, so every
     target of the epoch weighs the same whichever batch it falls in. With
     ``synthetic_per_epoch`` > 0 the epoch holds every real row and a fresh draw of that many
-    synthetic rows per real one (all of them, if there are fewer).
+    non-real rows (synthetic or augmented) per real one (all of them, if there are fewer).
     """
     trainable = epoch_rows(seqs, synthetic_per_epoch, rng)
     lengths = np.minimum(seqs.lengths[trainable], max_len + 1)
@@ -109,13 +109,15 @@ def next_item_windows(
 
 
 def epoch_rows(seqs: Sequences, synthetic_per_epoch: float, rng: np.random.Generator) -> np.ndarray:
-    """The rows of one training epoch: every row with a target, or, with a synthetic budget,
-    every real row and a draw without replacement of ``synthetic_per_epoch`` synthetic rows
-    per real one (the rng is only used then, so other epochs keep their batch order)."""
+    """The rows of one training epoch: every row with a target, or, with a budget, every real
+    row and a draw without replacement of ``synthetic_per_epoch`` non-real rows (a round's
+    synthetic ones or a baseline's augmented copies) per real one, so that a round and an
+    augmentation can be held to the same volume (the rng is only used then, so other epochs
+    keep their batch order)."""
     trainable = np.flatnonzero(seqs.lengths >= 2)
     if synthetic_per_epoch <= 0:
         return trainable
-    synthetic = seqs.origin[trainable] > 0
+    synthetic = seqs.origin[trainable] != 0
     drawn = _budget(int((~synthetic).sum()), int(synthetic.sum()), synthetic_per_epoch)
     if drawn == synthetic.sum():
         return trainable
@@ -131,10 +133,10 @@ def count_targets(
     seqs: Sequences, max_len: int, last_target_only: bool = False, synthetic_per_epoch: float = 0.0
 ) -> tuple[float, int]:
     """Supervised next-item targets and rows in one epoch (for throughput numbers and progress);
-    under a synthetic budget, their expected numbers."""
+    under a budget of non-real rows, their expected numbers."""
     trainable = seqs.lengths >= 2
     targets = np.ones(len(seqs)) if last_target_only else np.clip(seqs.lengths - 1, 0, max_len).astype(np.float64)
-    synthetic = seqs.origin > 0
+    synthetic = seqs.origin != 0
     share = 1.0
     if synthetic_per_epoch > 0 and (trainable & synthetic).any():
         n_synthetic = int((trainable & synthetic).sum())
