@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import itertools
 import json
 import logging
@@ -73,7 +72,7 @@ from .config import build_config, changed_option, read_config_file, read_saved_c
 from .errors import ConfigError
 from .files import atomic_path, write_json
 from .jobs import run_in_process
-from .models import BACKBONES, backbone_class
+from .phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
 from .report import round_metrics, write_report
 from .rundir import write_config
 
@@ -489,67 +488,11 @@ def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
     return None
 
 
-# Train options that only act on synthetic data, so they cannot change a loop's round 0.
-_SYNTHETIC_ONLY = ("synthetic_weight", "synthetic_per_epoch")
-# Train options of distillation from the previous round (when no teacher is named): round 1 on.
-_DISTILLATION = ("distill_weight", "distill_temperature")
-# The files of a finished phase; the last one is written last and marks the phase done.
-_TRAINING_FILES = ("model.pt", "log.jsonl", "test_ranks.npy", "curve.png", "metrics.json")
-_GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "generation.json")
-# Loop options that act only after the first generation (from round 1 on).
-_AFTER_FIRST_GENERATION = ("rounds", "successor")
-# Loop options that act after generation, on the pool it verified.
-_ACQUISITION = ("acquire_share", "acquire_by", "mc_samples")
-# What the generation stats add after acquisition; the rest describes the pool.
-_AFTER_ACQUISITION = ("acquired", "acquisition_seconds", "analysis", "analysis_seconds")
-
-
 def _same_training(train: Cell, improve: Cell) -> bool:
-    """Whether ``train`` is exactly the round 0 of the loop ``improve``, or its round-0 generator."""
-    generator = _generator_training(improve)
-    return train.command == "train" and (
-        _shared_phases(train.config, improve.config) > 0
-        or (generator is not None and _shared_phases(train.config, generator) > 0)
-    )
-
-
-def _without(config: dict[str, Any], train: tuple[str, ...] = (), improve: tuple[str, ...] = ()) -> dict[str, Any]:
-    if train and not config["train"].get("teacher"):  # without a named teacher, distillation starts at round 1
-        train = (*train, *_DISTILLATION)
-    if config["train"].get("augment", "none") != "none":  # the budget draws augmented copies from round 0 on
-        train = tuple(option for option in train if option != "synthetic_per_epoch")
-    stripped = {**config, "train": {k: v for k, v in config["train"].items() if k not in train}}
-    if "improve" in config:
-        stripped["improve"] = {k: v for k, v in config["improve"].items() if k not in improve}
-    return stripped
-
-
-def _shared_phases(source: dict[str, Any], target: dict[str, Any]) -> int:
-    """How many leading phases of ``target`` (train round 0, generate from it, train round 1,
-    ...) ``source`` runs with exactly the same inputs; a training is a single phase."""
-    sections = ("data", "model", "train")
-    if any(_without(source, _SYNTHETIC_ONLY)[s] != _without(target, _SYNTHETIC_ONLY)[s] for s in sections):
-        return 0
-    if "improve" not in source or "improve" not in target:
-        return 1
-    if _without(source, improve=("rounds",)) == _without(target, improve=("rounds",)):
-        return 2 * target["improve"]["rounds"] + 1
-    # The successor's options act from round 1 on; the first generation comes from round 0.
-    first_generation = (_SYNTHETIC_ONLY, _AFTER_FIRST_GENERATION)
-    return 2 if _without(source, *first_generation) == _without(target, *first_generation) else 1
-
-
-def _phase_dir(run: Path, is_loop: bool, phase: int) -> Path:
-    return run / f"round-{phase // 2}" if is_loop else run
-
-
-def _finished_phases(run: Path, is_loop: bool) -> int:
-    phase = 0
-    while (_phase_dir(run, is_loop, phase) / (_GENERATION_FILES if phase % 2 else _TRAINING_FILES)[-1]).exists():
-        phase += 1
-        if not is_loop:
-            break
-    return phase
+    """Whether ``train`` is a training the loop ``improve`` runs (its round 0, or a generator)."""
+    return train.command == "train" and plan(train.config)[0].identity in {
+        phase.identity for phase in plan(improve.config) if phase.kind == "train"
+    }
 
 
 def _candidate_sources(cell: Cell, out: Path, cells: list[Cell]) -> Iterator[tuple[str, Path, dict[str, Any]]]:
@@ -567,28 +510,30 @@ def _candidate_sources(cell: Cell, out: Path, cells: list[Cell]) -> Iterator[tup
 
 
 def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
-    """Copy into ``cell``'s run the finished phases another cell ran with the same inputs
-    (same data, model, training, and for generations and later rounds the same loop
-    options), so they load instead of running again: a CPU run repeats exactly. A generator
-    backbone trained in round 0 is a plain training of that backbone and is found the same
-    way. The run's ``reused.json`` names the source of each copied phase, for the cell's result."""
+    """Copy into ``cell``'s run every finished phase that another run ran with the same
+    identity (:mod:`rsir.phases`: the same inputs), so that it loads instead of running again:
+    a CPU run repeats exactly, so a phase the run still computes itself before a copied one
+    gives what the copy read. The run's ``reused.json``
+    names the source of each copied phase, for the cell's result."""
     run = out / cell.key / "run"
-    sources = list(_candidate_sources(cell, out, cells))
-    if cell.command == "improve":
-        copied = _copy_shared_phases(sources, cell.config, run, True, 2 * cell.config["improve"]["rounds"] + 1)
-        copied.update(_copy_first_pool(sources, cell.config, run))
-        generator = _generator_training(cell)
-        if generator is not None:
-            copied.update(
-                {
-                    f"{name} generator": key
-                    for name, key in _copy_shared_phases(
-                        sources, generator, run / "round-0" / "generator", False, 1
-                    ).items()
-                }
-            )
-    else:
-        copied = _copy_shared_phases(sources, cell.config, run, False, 1)
+    finished: dict[str, tuple[str, Phase, Path]] = {}
+    for key, source, config in _candidate_sources(cell, out, cells):
+        for identity, phase in finished_phases(source, config).items():
+            finished.setdefault(identity, (key, phase, source))
+    copied: dict[str, str] = {}
+    wanted = plan(cell.config)
+    for index, phase in enumerate(wanted):
+        if phase.finished_in(run):
+            continue
+        if phase.kind == "pool":  # only needed where its acquisition is not found
+            following = wanted[index + 1]
+            if following.finished_in(run) or following.identity in finished:
+                continue
+        if phase.identity not in finished:
+            continue
+        key, source_phase, source = finished[phase.identity]
+        _copy_phase(source, source_phase, run, phase)
+        copied[phase.name] = key
     if not copied:
         return
     if not (run / "config.yaml").exists():  # the run's own config, so that it sees its phases as its own
@@ -597,72 +542,21 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
 
 
-def _copy_first_pool(
-    sources: list[tuple[str, Path, dict[str, Any]]], config: dict[str, Any], run: Path
-) -> dict[str, str]:
-    """When the loop ``run`` has its round 0 but not its first generation, copy the pool of
-    verified sequences (before acquisition) of a finished loop that generated the same one and
-    only acquired differently: a capped round acquires from the uncapped round's generation."""
-    round_dir = run / "round-0"
-    if _finished_phases(run, True) != 1 or (round_dir / "generated.json").exists():
-        return {}
-    ignored = (_SYNTHETIC_ONLY, _AFTER_FIRST_GENERATION + _ACQUISITION)
-    for key, source, source_config in sources:
-        if (
-            "improve" not in source_config
-            or _without(source_config, *ignored) != _without(config, *ignored)
-            or _finished_phases(source, True) < 2
-        ):
-            continue
-        source_dir = source / "round-0"
-        if (source_dir / "generated.json").exists():
-            pool, stats = source_dir / "generated.npz", json.loads((source_dir / "generated.json").read_text())
-        elif source_config["improve"]["acquire_share"] == 1:  # nothing was cut: its synthetic data is the pool
-            pool = source_dir / "synthetic.npz"
-            stats = {
-                k: v
-                for k, v in json.loads((source_dir / "generation.json").read_text()).items()
-                if k not in _AFTER_ACQUISITION
-            }
-        else:
-            continue
-        with atomic_path(round_dir / "generated.npz") as tmp:
-            shutil.copyfile(pool, tmp)
-        write_json(round_dir / "generated.json", stats)  # written last: it marks the pool complete
-        return {"generate round 0 (before acquisition)": key}
-    return {}
+def _copy_phase(source_run: Path, source: Phase, run: Path, phase: Phase) -> None:
+    """Copy a finished phase's files, the marker of a finished phase last. A pool comes from a
+    loop that kept all of it as its synthetic data where that loop saved no pool of its own."""
+    source_dir, target_dir = source_run / source.path, run / phase.path
+    if phase.kind == "pool" and not source.finished_in(source_run):
+        stats = json.loads((source_dir / GENERATION_FILES[-1]).read_text())
+        _copy_file(source_dir / GENERATION_FILES[0], target_dir / POOL_FILES[0])
+        write_json(target_dir / POOL_FILES[-1], {k: v for k, v in stats.items() if k not in AFTER_ACQUISITION})
+        return
+    for name in phase.files:
+        if (source_dir / name).exists():
+            _copy_file(source_dir / name, target_dir / name)
 
 
-def _generator_training(cell: Cell) -> dict[str, Any] | None:
-    """The plain training a loop runs as its round-0 generator, when it names a backbone."""
-    generator = cell.config["improve"]["generator"]
-    if generator not in BACKBONES:
-        return None
-    model = {"backbone": generator, **dataclasses.asdict(backbone_class(generator).Params())}
-    return {"data": cell.config["data"], "model": model, "train": cell.config["train"]}
-
-
-def _copy_shared_phases(
-    sources: list[tuple[str, Path, dict[str, Any]]], config: dict[str, Any], run: Path, is_loop: bool, wanted: int
-) -> dict[str, str]:
-    """Copy from the source sharing the most finished phases with ``config`` those ``run``
-    lacks; returns the copied phases' names and their source."""
-    have = _finished_phases(run, is_loop)
-    best: tuple[int, str, Path, bool] = (have, "", run, is_loop)
-    for key, source, source_config in sources:
-        source_is_loop = "improve" in source_config
-        usable = min(wanted, _shared_phases(source_config, config), _finished_phases(source, source_is_loop))
-        if usable > best[0]:
-            best = (usable, key, source, source_is_loop)
-    phases, key, source, source_is_loop = best
-    for phase in range(have, phases):
-        source_dir, target_dir = _phase_dir(source, source_is_loop, phase), _phase_dir(run, is_loop, phase)
-        # A generator trained inside the loop belongs to its round's generation.
-        parts = [("generator/" + name) for name in _TRAINING_FILES] if phase % 2 else []
-        parts += list(_GENERATION_FILES if phase % 2 else _TRAINING_FILES)
-        for name in parts:
-            if (source_dir / name).exists():
-                (target_dir / name).parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(target_dir / name) as tmp:
-                    shutil.copyfile(source_dir / name, tmp)
-    return {f"{'generate' if phase % 2 else 'train'} round {phase // 2}": key for phase in range(have, phases)}
+def _copy_file(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import distributed, rundir
+from . import distributed, phases, rundir
 from .callbacks import Callback
 from .checkpoint import data_entries
 from .config import RunConfig, build_config
@@ -161,6 +161,7 @@ def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], over
             remove_stale_temporaries(out)
         if not (out / "config.yaml").exists():
             rundir.write_config(out / "config.yaml", config.to_dict(sections))
+        phases.record(out, config.to_dict(sections))
     distributed.barrier()
 
 
