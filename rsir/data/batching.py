@@ -16,17 +16,23 @@ def bucket_batches(
 ) -> list[np.ndarray]:
     """Split row indices into batches of similar length; with ``rng``, shuffled within equal
     lengths and in batch order (one epoch), else in length order (evaluation). With ``rng``
-    and not ``by_length``, batches are random draws of rows, whatever their length."""
+    and not ``by_length``, batches are random draws of rows, whatever their length.
+
+    Without ``rng`` a batch also holds only lengths of one class (up to 8, 9-16, 17-32, ...),
+    so its padding stays under its real items even where a whole small data set fits in one
+    batch of ``batch_size`` rows."""
     if rng is None:
         order = np.argsort(lengths, kind="stable")
-    elif by_length:
+        width_class = np.ceil(np.log2(np.maximum(lengths[order], 8))).astype(np.int64)
+        class_start = np.searchsorted(width_class, width_class, side="left")
+        batch_id = width_class * (len(order) + 1) + (np.arange(len(order)) - class_start) // batch_size
+        return np.split(order, np.flatnonzero(np.diff(batch_id)) + 1) if len(order) else []
+    if by_length:
         order = np.lexsort((rng.random(len(lengths)), lengths))
     else:
         order = rng.permutation(len(lengths))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if rng is not None:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 TARGETS = ("all", "prefixes")
