@@ -5,7 +5,7 @@ Each catalogue has clustered item embeddings (like a trained model's); each quer
 hidden state near one cluster, with a generated prefix g of 3 items and a real remainder R
 of 10 items, half among the hidden state's exact top 50 and half elsewhere in its cluster,
 so that the check passes for about half of the rows. Both modes answer the same step
-(:func:`rsir.generation.fidelity_step`) for the same rows.
+(:func:`rsir.generation.generate.fidelity_step`) for the same rows.
 
 With ``--checkpoint`` and ``--data``, the same comparison runs on a trained model instead:
 each row is a real training sequence cut at a random point, g its prefix and R the rest,
@@ -32,10 +32,10 @@ import torch
 from utilisation import matmul_gflops  # benchmarks/ is on the path when run as a script
 
 from rsir.files import atomic_open, write_json
-from rsir.generation import GenerationParams, fidelity_step
+from rsir.generation.generate import GenerationParams, fidelity_step
+from rsir.generation.retrieval import build_retriever
 from rsir.models import build_backbone
-from rsir.retrieval import build_retriever
-from rsir.training import use_threads
+from rsir.training.trainer import use_threads
 
 DIM = 64
 
@@ -64,8 +64,8 @@ def catalogue(n_items: int, rows: int, rng: np.random.Generator):
 def real_rows(checkpoint: str, data: str, rows: int, rng: np.random.Generator):
     """A trained model, and per row: the hidden state after a random real prefix g of a
     training sequence, g itself, and the rest of the sequence as R."""
-    from rsir.checkpoint import load_checkpoint
     from rsir.data import leave_one_out, read_dataset
+    from rsir.models.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     train = leave_one_out(read_dataset(data)).train

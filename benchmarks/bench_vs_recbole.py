@@ -80,9 +80,9 @@ def rsir_child(args: argparse.Namespace) -> None:
     from rsir.data import leave_one_out, read_dataset
     from rsir.data.batching import count_targets
     from rsir.evaluation import evaluate
-    from rsir.generation import GenerationParams, generate
+    from rsir.generation.generate import GenerationParams, generate
     from rsir.models import build_backbone
-    from rsir.training import TrainParams, fit
+    from rsir.training.trainer import TrainParams, fit
 
     started = time.perf_counter()  # like the driver's wall_seconds: data reading to test metrics
     data = read_dataset(args.data)

@@ -22,12 +22,12 @@ import time
 import numpy as np
 import torch
 
-from rsir.checkpoint import load_checkpoint
 from rsir.data import leave_one_out, read_dataset
 from rsir.distributed import resolve_device
 from rsir.files import write_json
-from rsir.generation import GenerationParams, generate
-from rsir.training import use_threads
+from rsir.generation.generate import GenerationParams, generate
+from rsir.models.checkpoint import load_checkpoint
+from rsir.training.trainer import use_threads
 
 
 def main() -> None:

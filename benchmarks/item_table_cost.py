@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from rsir.losses import build_loss
 from rsir.models import build_backbone
 from rsir.rundir import provenance
-from rsir.training import LossStep, TrainParams, use_threads
+from rsir.training.losses import build_loss
+from rsir.training.trainer import LossStep, TrainParams, use_threads
 
 
 def step_seconds(n_items: int, item_dropout: float, steps: int) -> float:

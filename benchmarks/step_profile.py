@@ -20,10 +20,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from rsir.data import leave_one_out, read_dataset
 from rsir.data.batching import next_item_batches
-from rsir.losses import build_loss
 from rsir.models import build_backbone
 from rsir.rundir import provenance
-from rsir.training import LossStep, TrainParams, use_threads
+from rsir.training.losses import build_loss
+from rsir.training.trainer import LossStep, TrainParams, use_threads
 
 
 def main() -> None:

@@ -31,10 +31,10 @@ from rsir.data.batching import next_item_batches
 from rsir.distributed import resolve_device
 from rsir.evaluation import evaluate
 from rsir.files import write_json
-from rsir.generation import GenerationParams, generate
-from rsir.losses import build_loss
+from rsir.generation.generate import GenerationParams, generate
 from rsir.models import PAPER_MODEL, build_backbone
-from rsir.training import LossStep, use_threads
+from rsir.training.losses import build_loss
+from rsir.training.trainer import LossStep, use_threads
 
 
 def synchronize(device: torch.device) -> None:

@@ -18,8 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
-from rsir.experiment import load_spec
-from rsir.report import write_report
+from rsir.experiments.report import write_report
+from rsir.experiments.runner import load_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

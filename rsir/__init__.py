@@ -11,12 +11,7 @@ Its names load on first use, so ``import rsir`` stays cheap.
 """
 
 import importlib
-import os
 from typing import Any
-
-# MKL may otherwise use fewer threads than asked when the machine is busy, which changes
-# the order of floating-point sums and breaks exact repeatability of seeded runs.
-os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 __version__ = "0.1.0"
 

@@ -19,8 +19,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import distributed
-from .callbacks import TensorBoard
-from .checkpoint import check_same_data, load_checkpoint, load_checkpoint_with_data
 from .config import (
     PRESETS,
     SECTIONS,
@@ -35,14 +33,16 @@ from .data.source import DataParams, load_dataset
 from .data.writers import RECBOLE_CONFIG, write_recbole_benchmark
 from .errors import ConfigError, RsirError
 from .evaluation import KS, evaluate, metrics_from_ranks
-from .experiment import load_spec, run_experiment
+from .experiments.report import compare_runs, markdown_table, write_report
+from .experiments.runner import load_spec, run_experiment
+from .experiments.segments import segment_gains, segment_markdown, user_segments
 from .files import atomic_open, write_json
+from .generation.loop import round_training_set, training_labels
 from .jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
-from .loop import round_training_set, training_labels
 from .models import BACKBONES, Backbone
+from .models.checkpoint import check_same_data, load_checkpoint, load_checkpoint_with_data
 from .recommender import Recommender
-from .report import compare_runs, markdown_table, write_report
-from .segments import segment_gains, segment_markdown, user_segments
+from .training.callbacks import TensorBoard
 
 _FLAG_NAMES = {("data", "path"): "data"}  # --data reads better than --path
 

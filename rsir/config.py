@@ -19,10 +19,10 @@ import yaml
 
 from .data.source import DataParams
 from .errors import ConfigError, did_you_mean
-from .generation import GenerationParams
-from .loop import ImproveParams
+from .generation.generate import GenerationParams
+from .generation.loop import ImproveParams
 from .models import BACKBONES, DEFAULT_BACKBONE, PAPER_MODEL, backbone_class
-from .training import TrainParams
+from .training.trainer import TrainParams
 
 
 @dataclass

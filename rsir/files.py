@@ -5,17 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import RsirError
-
-# mkstemp creates files readable by the owner only; finished files get the usual mode.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -23,15 +18,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
 
     For writers that need a file name (pyarrow, torch.save); text goes through atomic_open.
+    The temporary file is created with the usual mode (0o666 less the process's umask, applied
+    by the kernel), so the finished file has it too.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, _FILE_MODE)
-        finally:
-            os.close(fd)
+        while True:
+            tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                break
+            except FileExistsError:  # another writer's temporary file by that name: draw again
+                continue
     except OSError as exc:
         raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:

@@ -20,17 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import distributed, phases, rundir
-from .callbacks import Callback
-from .checkpoint import data_entries
+from . import distributed, rundir
 from .config import RunConfig, build_config
 from .data import Dataset, LeaveOneOut, leave_one_out
 from .data.source import load_dataset
 from .errors import ConfigError, RsirError
 from .files import remove_stale_temporaries, write_json
-from .loop import LoopSpec, improve, prepare, round_record, run_metrics
+from .generation import phases
+from .generation.loop import LoopSpec, improve, prepare, round_record, run_metrics
 from .models import build_backbone
-from .training import fit
+from .models.checkpoint import data_entries
+from .training.callbacks import Callback
+from .training.trainer import fit
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def improve_run(
         report = improve(
             dataset, spec, out, meta={"data": dataclasses.asdict(config.data)}, progress=progress, prepared=prepared
         )
+        if distributed.is_main():  # a resumed loop given more rounds has more phases
+            phases.record(out, config.to_dict(IMPROVE_SECTIONS))
         distributed.barrier()  # rank 0 has written the report
     return report
 
@@ -161,7 +164,7 @@ def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], over
             remove_stale_temporaries(out)
         if not (out / "config.yaml").exists():
             rundir.write_config(out / "config.yaml", config.to_dict(sections))
-        phases.record(out, config.to_dict(sections))
+            phases.record(out, config.to_dict(sections))
     distributed.barrier()
 
 

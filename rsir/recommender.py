@@ -17,21 +17,21 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .callbacks import Callback
-from .checkpoint import (
+from .config import build_config
+from .data import Dataset, leave_one_out
+from .errors import CheckpointError, ConfigError, DataFormatError
+from .evaluation import evaluate, recommend_top_k
+from .generation.loop import LoopSpec, claim_run_dir, improve
+from .models import DEFAULT_BACKBONE, Backbone, build_backbone
+from .models.checkpoint import (
     check_same_data,
     data_entries,
     load_checkpoint,
     load_checkpoint_with_data,
     save_checkpoint,
 )
-from .config import build_config
-from .data import Dataset, leave_one_out
-from .errors import CheckpointError, ConfigError, DataFormatError
-from .evaluation import evaluate, recommend_top_k
-from .loop import LoopSpec, claim_run_dir, improve
-from .models import DEFAULT_BACKBONE, Backbone, build_backbone
-from .training import FitResult, TrainParams, fit
+from .training.callbacks import Callback
+from .training.trainer import FitResult, TrainParams, fit
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Recommender:
     ) -> Recommender:
         """Train on ``data`` (leave-one-out: the last item of each user is the test target, the
         one before it validates). With ``run_dir`` the run is saved there and resumes there.
-        ``callbacks`` (:mod:`rsir.callbacks`, e.g. ``TensorBoard(dir)``) join the training's own."""
+        ``callbacks`` (:mod:`rsir.training.callbacks`, e.g. ``TensorBoard(dir)``) join the training's own."""
         split = leave_one_out(data)
         module = build_backbone(self.backbone_name, data.n_items, self.model_options, seed=self.train_params.seed)
         if run_dir is not None:  # resumed only if it holds a training of these same options

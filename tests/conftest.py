@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from rsir.checkpoint import read_checkpoint
 from rsir.cli import main
 from rsir.data import leave_one_out, make_synthetic
-from rsir.loop import load_synthetic
-from rsir.training import TrainParams
+from rsir.generation.loop import load_synthetic
+from rsir.models.checkpoint import read_checkpoint
+from rsir.training.trainer import TrainParams
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 
-from rsir.acquisition import acquire, disagreement
 from rsir.cli import main
+from rsir.generation.acquisition import acquire, disagreement
 from rsir.models import build_backbone
-from rsir.training import TrainParams, fit
+from rsir.training.trainer import TrainParams, fit
 
 from .conftest import LOOP
 

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from rsir.augment import crop, mask, reorder
-from rsir.checkpoint import load_checkpoint, save_checkpoint
 from rsir.cli import main
 from rsir.data import Sequences
 from rsir.data.batching import next_item_batches
-from rsir.generation import GenerationParams, generate
-from rsir.losses import build_loss
+from rsir.generation.generate import GenerationParams, generate
 from rsir.models import build_backbone
-from rsir.training import LossStep, TrainParams, fit, length_groups
+from rsir.models.checkpoint import load_checkpoint, save_checkpoint
+from rsir.models.views import crop, mask, reorder
+from rsir.training.losses import build_loss
+from rsir.training.trainer import LossStep, TrainParams, fit, length_groups
 
 SMALL = {
     "sasrec": {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20},

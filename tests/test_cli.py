@@ -339,7 +339,7 @@ def test_paper_preset_names_the_earlier_defaults_and_yields_to_explicit_options(
 def test_help_describes_every_documented_option_from_its_field(capsys):
     """--help takes each option's description from the comments at its field in the code."""
     from rsir.config import option_docs
-    from rsir.training import TrainParams
+    from rsir.training.trainer import TrainParams
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -416,7 +416,7 @@ def test_progress_written_to_a_file_has_the_epoch_lines_and_no_bars(tmp_path):
 
 def test_the_library_logs_and_never_prints(small_dataset, small_split, capsys, caplog):
     from rsir.models import build_backbone
-    from rsir.training import fit
+    from rsir.training.trainer import fit
 
     from .conftest import quick
 
@@ -424,9 +424,9 @@ def test_the_library_logs_and_never_prints(small_dataset, small_split, capsys, c
     with caplog.at_level("INFO", logger="rsir"):
         fit(model, small_split, quick(max_epochs=2), progress=False)
     assert capsys.readouterr() == ("", "")
-    assert [r.name for r in caplog.records] == ["rsir.callbacks"] * 2 and caplog.records[0].getMessage().startswith(
-        "epoch   1"
-    )
+    assert [r.name for r in caplog.records] == ["rsir.training.callbacks"] * 2 and caplog.records[
+        0
+    ].getMessage().startswith("epoch   1")
 
 
 def test_compare_puts_train_and_improve_runs_side_by_side(trained, tmp_path, capsys):

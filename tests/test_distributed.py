@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-from rsir.checkpoint import load_checkpoint, read_checkpoint
 from rsir.cli import main
 from rsir.data import leave_one_out
 from rsir.data.batching import next_item_batches
 from rsir.data.source import DataParams, load_dataset
-from rsir.generation import GenerationParams, generate
-from rsir.loop import load_synthetic
+from rsir.generation.generate import GenerationParams, generate
+from rsir.generation.loop import load_synthetic
+from rsir.models.checkpoint import load_checkpoint, read_checkpoint
 
 from .conftest import LOOP
 
@@ -216,7 +216,7 @@ def test_a_killed_rank_stops_the_run_and_a_rerun_resumes_it_exactly(trained_by_t
             "--standalone",
             "--nproc-per-node=2",
             str(Path(__file__).with_name("killpoint.py")),
-            "call:rsir.callbacks.append_jsonl:2",
+            "call:rsir.training.callbacks.append_jsonl:2",
             "train",
             "--out",
             str(out),

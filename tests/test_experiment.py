@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from rsir.baselines import AUGMENTED, augmented, insert, reorder, strongest_successors
 from rsir.cli import main
 from rsir.config import build_config
 from rsir.data import Sequences
+from rsir.data.augmentation import AUGMENTED, augmented, insert, reorder, strongest_successors
 from rsir.errors import ConfigError
-from rsir.experiment import Cell, Spec, load_spec
-from rsir.loop import load_synthetic
-from rsir.report import _plot_curves, aggregate, head_to_head
+from rsir.experiments.report import _plot_curves, aggregate, head_to_head
+from rsir.experiments.runner import Cell, Spec, load_spec
+from rsir.generation.loop import load_synthetic
 
 from .conftest import without_timings
 
@@ -548,7 +548,7 @@ def test_shipped_specs_are_valid(spec):
 def test_the_report_picks_on_validation_and_sets_published_numbers_beside():
     """select: per data set the variant with the best mean validation NDCG@20 is picked,
     whatever its test metrics; reference: each variant's gap to the published value."""
-    from rsir.report import against_reference, select_on_validation
+    from rsir.experiments.report import against_reference, select_on_validation
 
     cells = [Cell("d", v, s, "train", {}) for v in ("a", "b", "c") for s in (0, 1)]
     valid = {"a": [0.05, 0.07], "b": [0.065, 0.066], "c": [0.09, 0.09]}
@@ -587,7 +587,7 @@ def test_the_report_picks_on_validation_and_sets_published_numbers_beside():
 def test_candidates_run_on_more_seeds_are_compared_on_the_seeds_all_ran():
     """A candidate with one seed meets the others on that seed, not their mean over more: here
     'a' is better on seed 0 (the one 'b' ran) though worse on average over its three."""
-    from rsir.report import select_on_validation
+    from rsir.experiments.report import select_on_validation
 
     cells = [Cell("d", "a", s, "train", {}) for s in (0, 1, 2)] + [Cell("d", "b", 0, "train", {})]
     valid = {("a", 0): 0.075, ("a", 1): 0.070, ("a", 2): 0.071, ("b", 0): 0.074}
@@ -605,7 +605,7 @@ def test_candidates_run_on_more_seeds_are_compared_on_the_seeds_all_ran():
 def test_groups_pick_on_validation_and_each_pick_meets_the_first_groups_pick_by_seed():
     """select groups: sweep points count as candidates of their variant; every group's pick is
     compared with the first group's pick, paired by seed, with Holm-adjusted p-values."""
-    from rsir.report import picks_head_to_head, select_on_validation
+    from rsir.experiments.report import picks_head_to_head, select_on_validation
 
     labels = {
         "plain": "train",
@@ -699,7 +699,7 @@ def test_the_report_gives_a_bootstrap_interval_where_runs_kept_their_users_ranks
 
 
 def test_holm_adjusts_a_family_of_p_values():
-    from rsir.report import holm
+    from rsir.experiments.report import holm
 
     adjusted = holm([0.01, 0.04, None, 0.03])
     assert adjusted[2] is None
@@ -715,7 +715,7 @@ def test_the_runner_stands_on_the_library_not_the_command_line():
         [
             sys.executable,
             "-c",
-            "import sys, rsir.experiment; print(sorted(m for m in sys.modules if m.startswith('rsir')))",
+            "import sys, rsir.experiments.runner; print(sorted(m for m in sys.modules if m.startswith('rsir')))",
         ],
         capture_output=True,
         text=True,
@@ -727,7 +727,7 @@ def test_the_runner_stands_on_the_library_not_the_command_line():
 def test_a_loops_cost_is_its_later_rounds_and_generations_against_round_0(tmp_path):
     """The report's cost column: generation after round 0 plus round 1's training and
     evaluation, over round 0's training and evaluation, read from the run's metrics.json."""
-    from rsir.report import round_metrics
+    from rsir.experiments.report import round_metrics
 
     record = {"valid": {}, "test": {"recall@10": 0.1}, "epochs": 10, "best_epoch": 5}
     metrics = {

@@ -10,10 +10,10 @@ import torch
 
 from rsir.data import Sequences
 from rsir.errors import ConfigError
-from rsir.generation import GenerationParams, generate, own_item_rank_quantiles
+from rsir.generation.generate import GenerationParams, generate, own_item_rank_quantiles
 from rsir.models import build_backbone
 from rsir.models.base import Backbone
-from rsir.training import TrainParams, fit
+from rsir.training.trainer import TrainParams, fit
 
 
 @dataclass

@@ -11,9 +11,9 @@ import torch
 
 from rsir.cli import main
 from rsir.evaluation import evaluate
-from rsir.generation import GenerationParams, generate
+from rsir.generation.generate import GenerationParams, generate
 from rsir.models import build_backbone
-from rsir.training import fit
+from rsir.training.trainer import fit
 
 from .conftest import LOOP, LOOP_ROUNDS, quick
 

@@ -15,8 +15,8 @@ import torch
 from rsir.cli import main
 from rsir.data import leave_one_out, read_dataset
 from rsir.evaluation import per_user
-from rsir.generation import GenerationParams
-from rsir.loop import LoopSpec, improve, load_synthetic
+from rsir.generation.generate import GenerationParams
+from rsir.generation.loop import LoopSpec, improve, load_synthetic
 
 from .conftest import LOOP, quick, without_timings
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from rsir.checkpoint import read_checkpoint
 from rsir.config import build_config
+from rsir.generation.loop import load_synthetic
+from rsir.generation.phases import GENERATION_FILES, POOL_FILES, plan
 from rsir.jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
-from rsir.loop import load_synthetic
-from rsir.phases import GENERATION_FILES, POOL_FILES, plan
+from rsir.models.checkpoint import read_checkpoint
 
 BASE = {
     "data": {"synthetic_users": 150, "synthetic_items": 50},

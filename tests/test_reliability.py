@@ -26,13 +26,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rsir.checkpoint import check_same_model, load_checkpoint, read_checkpoint, save_checkpoint
 from rsir.cli import main
 from rsir.data import leave_one_out, make_synthetic, read_dataset, write_dataset
 from rsir.errors import CheckpointError, DataFormatError, RsirError
 from rsir.files import write_json
-from rsir.loop import load_synthetic
+from rsir.generation.loop import load_synthetic
 from rsir.models import build_backbone
+from rsir.models.checkpoint import check_same_model, load_checkpoint, read_checkpoint, save_checkpoint
 
 from .conftest import LOOP, assert_same_run
 from .test_readers import MALFORMED
@@ -556,12 +556,12 @@ def _saved_epoch(path: Path) -> int:
 # and round-0 generation advances its 1,500 attempts in two batches.
 KILLS = [
     (
-        "call:rsir.generation._grow:2",
+        "call:rsir.generation.generate._grow:2",
         "round-0 generation, between its two batches",
         lambda out: (out / "round-0/metrics.json").exists() and not (out / "round-0/synthetic.npz").exists(),
     ),
     (
-        "call:rsir.loop.export_synthetic:1",
+        "call:rsir.generation.loop.export_synthetic:1",
         "round-0 generation, synthetic.npz saved, exports not yet",
         lambda out: (out / "round-0/synthetic.npz").exists() and not (out / "round-0/generation.json").exists(),
     ),
@@ -571,17 +571,17 @@ KILLS = [
         lambda out: _lines(out / "round-1/log.jsonl") == 1 and list((out / "round-1").glob(".last.pt.*.tmp")),
     ),
     (
-        "call:rsir.callbacks.append_jsonl:1",
+        "call:rsir.training.callbacks.append_jsonl:1",
         "round-1 training, epoch 2's state saved, its log line not yet",
         lambda out: _lines(out / "round-1/log.jsonl") == 1 and _saved_epoch(out / "round-1/last.pt") == 2,
     ),
     (
-        "call:rsir.loop.analyse_round:1",
+        "call:rsir.generation.loop.analyse_round:1",
         "round-1 generation, analysing the generated data",
         lambda out: (out / "round-1/metrics.json").exists() and not (out / "round-1/synthetic.npz").exists(),
     ),
     (
-        "call:rsir.training.evaluate:5",
+        "call:rsir.training.trainer.evaluate:5",
         "round-2 final test evaluation (after its 4 validation passes)",
         lambda out: _lines(out / "round-2/log.jsonl") == 4 and not (out / "round-2/metrics.json").exists(),
     ),
@@ -800,7 +800,7 @@ def test_a_real_failing_write_reports_the_reason_and_keeps_the_old_file(tmp_path
         preexec_fn=_limit_file_size(8_000),
     )
     assert_one_clear_line(done.returncode, done.stderr, f"cannot write {out / 'model.pt'}: {os.strerror(errno.EFBIG)}")
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "phases.json"]
 
 
 def test_output_to_a_closed_pipe_stops_quietly(tmp_path):

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from rsir.cli import main
-from rsir.loop import load_synthetic
+from rsir.generation.loop import load_synthetic
+from rsir.generation.retention import RetainedScores
 from rsir.models import build_backbone
-from rsir.retention import RetainedScores
 
 from .conftest import LOOP
 

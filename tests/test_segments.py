@@ -8,7 +8,7 @@ import numpy as np
 from scipy import stats
 
 from rsir.data import Dataset, Sequences, leave_one_out
-from rsir.segments import segment_gains, user_segments
+from rsir.experiments.segments import segment_gains, user_segments
 
 
 def _split(sequences: list[list[int]], n_items: int):

@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from rsir.baselines import augmented as augmented_copies
-from rsir.callbacks import Callback, TensorBoard
-from rsir.checkpoint import load_checkpoint
 from rsir.data import Sequences
+from rsir.data.augmentation import augmented as augmented_copies
 from rsir.data.batching import bucket_batches, count_targets, next_item_batches, prefix_rows
+from rsir.errors import ConfigError
 from rsir.evaluation import evaluate
-from rsir.losses import CatalogueCrossEntropy, build_loss
 from rsir.models import build_backbone
-from rsir.training import fit
+from rsir.models.checkpoint import load_checkpoint
+from rsir.training.callbacks import Callback, TensorBoard
+from rsir.training.losses import CatalogueCrossEntropy, build_loss
+from rsir.training.trainer import fit
 
 from .conftest import quick
 
@@ -208,6 +209,15 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, small_dataset
     )
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
     assert resumed.test == straight.test
+    # Resuming with another option than the epoch cap is refused, naming it and both values.
+    with pytest.raises(ConfigError, match=r"train.lr 0.003, now 0.002"):
+        fit(
+            build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0),
+            small_split,
+            quick(max_epochs=8, patience=6, lr=2e-3),
+            run_dir=tmp_path,
+            progress=False,
+        )
 
 
 def test_model_is_causal(small_dataset):
@@ -402,7 +412,7 @@ def test_training_options_of_the_published_recipe_learn(small_dataset, small_spl
 def test_augmented_copies_are_independent_and_weighted_like_synthetic_data(small_dataset, small_split):
     """augment_copies = k adds k copies, each from its own stream (the first is the single
     copy rsir always made); augment_weight weighs their targets in the loss."""
-    from rsir.baselines import AUGMENTED, augmented
+    from rsir.data.augmentation import AUGMENTED, augmented
 
     real = small_split.train
     one = augmented(real, "reorder", 0.5, 0, small_dataset.n_items)
@@ -424,9 +434,9 @@ def test_a_student_with_distillation_weight_one_moves_towards_its_teacher(small_
     """distill_weight = 1: the loss is the catalogue KL to the teacher alone, so training brings
     the student's distribution over the catalogue close to the teacher's, where training on the
     next items of other data does not; the loss and its gradient equal a direct computation."""
-    from rsir.checkpoint import save_checkpoint
     from rsir.data import leave_one_out, make_synthetic
-    from rsir.losses import CatalogueDistillation
+    from rsir.models.checkpoint import save_checkpoint
+    from rsir.training.losses import CatalogueDistillation
 
     # A teacher of other data over the same catalogue, so that the data alone lead elsewhere.
     other = leave_one_out(make_synthetic(600, small_dataset.n_items, n_clusters=8, seed=9))

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import random_views
 from ..errors import ConfigError
 from .sasrec import SASRec, SASRecParams
+from .views import random_views
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.sequences import Sequences
+from ..data.sequences import Sequences
 
 
 def approximate_entropy(seqs: Sequences, m: int = 1) -> np.ndarray:

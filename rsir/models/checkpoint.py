@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Dataset, Sequences
-from .errors import CheckpointError, ConfigError
-from .files import atomic_open
-from .models import Backbone, as_written, build_backbone
+from ..data import Dataset, Sequences
+from ..errors import CheckpointError, ConfigError
+from ..files import atomic_open
+from . import Backbone, as_written, build_backbone
 
 FORMAT = "rsir-checkpoint/1"
 

@@ -39,12 +39,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed
-from .data.batching import next_item_windows
-from .data.sequences import Sequences
-from .errors import ConfigError
-from .evaluation import pessimistic_ranks
-from .models.base import Backbone, Decoder
+from .. import distributed
+from ..data.batching import next_item_windows
+from ..data.sequences import Sequences
+from ..errors import ConfigError
+from ..evaluation import pessimistic_ranks
+from ..models.base import Backbone, Decoder
 from .retrieval import Retriever, build_retriever, check_retrieval
 
 

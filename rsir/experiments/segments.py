@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .data.split import LeaveOneOut
-from .evaluation import metrics_from_ranks, paired_gain
+from ..data.split import LeaveOneOut
+from ..evaluation import metrics_from_ranks, paired_gain
 
 HISTORY_EDGES = (5, 10, 20)  # buckets 1-5, 6-10, 11-20, 21+ items of history before the test target
 POPULARITY_SHARES = (0.2, 0.5)  # head: the 20% most interacted items; torso: the next 30%; tail: the rest

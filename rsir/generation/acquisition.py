@@ -17,9 +17,9 @@ import math
 import numpy as np
 import torch
 
-from .data.batching import next_item_windows
-from .data.sequences import Sequences
-from .models.base import Backbone
+from ..data.batching import next_item_windows
+from ..data.sequences import Sequences
+from ..models.base import Backbone
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """What a training does besides optimising, as callbacks (Lightning-style): model selection
 and early stopping, the time budget, the run directory's files, progress, TensorBoard.
 
-:func:`rsir.training.fit` owns the loop: it trains an epoch, validates it when it is due or
+:func:`rsir.training.trainer.fit` owns the loop: it trains an epoch, validates it when it is due or
 when a callback would stop after it, and calls each callback's hooks in order. A callback sees
 the training through a :class:`TrainingRun`; the state it reads and changes is
 :class:`TrainState`, which ``last.pt`` saves and a resumed training restores."""
@@ -19,8 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed
-from .checkpoint import (
+from .. import distributed
+from ..errors import CheckpointError, ConfigError, RsirError
+from ..evaluation import RANKS_FILE, EvalResult, save_ranks
+from ..files import append_jsonl, plot_learning_curve, write_jsonl
+from ..models.checkpoint import (
     check_same_data,
     check_same_model,
     checkpoint_meta,
@@ -28,13 +31,10 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .errors import CheckpointError, RsirError
-from .evaluation import RANKS_FILE, EvalResult, save_ranks
-from .files import append_jsonl, plot_learning_curve, write_jsonl
 
 if TYPE_CHECKING:
-    from .models.base import Backbone
-    from .training import TrainParams
+    from ..models.base import Backbone
+    from .trainer import TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class TrainingRun:
 
 
 class Callback:
-    """Hooks :func:`rsir.training.fit` calls, in this order; each does nothing by default."""
+    """Hooks :func:`rsir.training.trainer.fit` calls, in this order; each does nothing by default."""
 
     def on_fit_start(self, run: TrainingRun) -> None:
         """Before the first epoch (a resumed training: after its state is restored, if the
@@ -152,7 +152,7 @@ class RunFiles(Callback):
 
     def on_fit_start(self, run: TrainingRun) -> None:
         if distributed.broadcast_flag((self.run_dir / "last.pt").exists()):
-            run.state = _restore(self.run_dir / "last.pt", run.model, run.optimizer, run.rng, self.meta)
+            run.state = _restore(self.run_dir / "last.pt", run, self.meta)
             if distributed.is_main():  # a kill between saving last.pt and appending to the log loses a line
                 write_jsonl(self.run_dir / "log.jsonl", run.state.history)
 
@@ -279,14 +279,24 @@ def _save_state(path: Path, run: TrainingRun, meta: dict, torch_rng: torch.Tenso
     )
 
 
-def _restore(
-    path: Path, model: Backbone, optimizer: torch.optim.Optimizer, rng: np.random.Generator, meta: dict[str, Any]
-) -> TrainState:
+def _restore(path: Path, run: TrainingRun, meta: dict[str, Any]) -> TrainState:
+    """The training state saved in ``path``, put back into ``run``: refused for other data,
+    another model, or other train options but a higher epoch cap (the rule of
+    :func:`rsir.rundir.holds_same_run`, here for ``fit`` called from Python; options added
+    since the state was saved are not compared)."""
+    model, optimizer, rng = run.model, run.optimizer, run.rng
     payload = read_checkpoint(path)
     saved = checkpoint_meta(payload, path)
     if "data_fingerprint" in meta:
         check_same_data(saved, meta["data_fingerprint"], model.n_items, path)
     check_same_model(payload, model, path)
+    now = asdict(run.params)
+    for key, value in saved.get("train", {}).items():
+        if key in now and now[key] != value and key != "max_epochs":  # earlier epochs do not read the cap
+            raise ConfigError(
+                f"{path.parent} holds a training with a different config: train.{key} {value!r}, now {now[key]!r}; "
+                "delete it or choose another directory"
+            )
     if "progress" not in saved or "optimizer" not in payload:
         raise CheckpointError(f"{path}: not a training state to resume from")
     progress = saved["progress"]

@@ -30,10 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from . import distributed
-from .acquisition import ACQUIRE_BY, acquire
-from .analysis import analyse_round
-from .checkpoint import (
+from .. import distributed
+from ..data.dataset import Dataset
+from ..data.sequences import Sequences
+from ..data.split import LeaveOneOut, leave_one_out
+from ..data.writers import pseudo_user_labels, write_sequences
+from ..errors import ConfigError, DataFormatError
+from ..evaluation import RANKS_FILE, bootstrap_gain_ci, per_user
+from ..files import atomic_open, atomic_path, save_figure, write_json
+from ..models import BACKBONES, DEFAULT_BACKBONE, Backbone, build_backbone
+from ..models.checkpoint import (
     check_same_data,
     check_same_model,
     checkpoint_meta,
@@ -42,18 +48,12 @@ from .checkpoint import (
     load_weights,
     read_checkpoint,
 )
-from .data.dataset import Dataset
-from .data.sequences import Sequences
-from .data.split import LeaveOneOut, leave_one_out
-from .data.writers import pseudo_user_labels, write_sequences
-from .errors import ConfigError, DataFormatError
-from .evaluation import RANKS_FILE, bootstrap_gain_ci, per_user
-from .files import atomic_open, atomic_path, save_figure, write_json
-from .generation import GenerationParams, generate
-from .models import BACKBONES, DEFAULT_BACKBONE, Backbone, build_backbone
+from ..rundir import holds_same_run, provenance, write_config
+from ..training.trainer import FitResult, TrainParams, fit, use_threads
+from .acquisition import ACQUIRE_BY, acquire
+from .analysis import analyse_round
+from .generate import GenerationParams, generate
 from .retention import RetainedScores
-from .rundir import holds_same_run, provenance, write_config
-from .training import FitResult, TrainParams, fit, use_threads
 
 log = logging.getLogger(__name__)
 

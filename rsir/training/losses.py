@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, did_you_mean
-from .models.base import Backbone
+from ..errors import ConfigError, did_you_mean
+from ..models.base import Backbone
 from .sampling import uniform_items, uniform_negatives_excluding_own
 
 NEGATIVES_PER = ("sequence", "target")

@@ -15,8 +15,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .errors import ConfigError, did_you_mean
-from .models.base import Backbone
+from ..errors import ConfigError, did_you_mean
+from ..models.base import Backbone
 
 
 class Retriever(Protocol):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.sequences import Sequences
-from .errors import ConfigError, did_you_mean
+from ..errors import ConfigError, did_you_mean
+from .sequences import Sequences
 
 AUGMENTED = -1  # origin of a baseline's augmented copy (real data is 0, round k synthetic is k)
 

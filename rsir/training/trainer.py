@@ -16,20 +16,20 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from . import distributed
-from .baselines import augmented, check_augmentation
-from .callbacks import Callback, EarlyStopping, Progress, RunFiles, TimeBudget, TrainingRun
-from .checkpoint import (
+from .. import distributed
+from ..data import Sequences
+from ..data.augmentation import augmented, check_augmentation
+from ..data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
+from ..data.split import LeaveOneOut
+from ..errors import CheckpointError, ConfigError
+from ..evaluation import RANKS_FILE, evaluate, save_ranks
+from ..models.base import Backbone
+from ..models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .data import Sequences
-from .data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
-from .data.split import LeaveOneOut
-from .errors import CheckpointError, ConfigError
-from .evaluation import RANKS_FILE, evaluate, save_ranks
+from .callbacks import Callback, EarlyStopping, Progress, RunFiles, TimeBudget, TrainingRun
 from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
-from .models.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,11 @@ class FitResult:
 
 def use_threads(threads: int) -> None:
     """Give torch ``threads`` CPU threads (0: one per core). The loop calls it too, not only
-    training: a resumed loop may generate before it trains anything."""
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    training: a resumed loop may generate before it trains anything. MKL is told not to use
+    fewer threads than asked on a busy machine, which would change the order of
+    floating-point sums and so the exact repeatability of seeded runs."""
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+    torch.set_num_threads(threads or os.cpu_count() or 1)  # also turns MKL's dynamic threads off
 
 
 def seed_everything(seed: int) -> None:
@@ -278,8 +281,8 @@ def fit(
     ``time_budget`` (seconds) stops training after the epoch that exhausts it. With
     ``distill_weight`` > 0 the model also learns the catalogue distribution of ``teacher``
     (else of the checkpoint ``params.teacher``). ``carry`` holds entries saved in ``model.pt``
-    beside the weights: the data's ids and histories (:func:`rsir.checkpoint.data_entries`).
-    ``callbacks`` (:mod:`rsir.callbacks`) run after the built-in ones: the run directory's
+    beside the weights: the data's ids and histories (:func:`rsir.models.checkpoint.data_entries`).
+    ``callbacks`` (:mod:`rsir.training.callbacks`) run after the built-in ones: the run directory's
     files, early stopping, the time budget and progress.
 
     Under ``torchrun`` (see :mod:`rsir.distributed`) the model is wrapped in

@@ -7,7 +7,7 @@ phase's identity hashes the options it reads, the data, and the identities of th
 reads from (the model it generates with, the synthetic data it trains on, the model it starts
 from or distils). Two phases with the same identity compute the same thing, so a finished one
 is reused wherever the identity recurs: across the cells of an experiment and across
-experiments (:func:`rsir.experiment.run_experiment`).
+experiments (:func:`rsir.experiments.runner.run_experiment`).
 
 What a phase reads is said once, here, beside the loop's structure: an option for rows a
 training does not have (synthetic or augmented), for a teacher it has not, or for an
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .models import BACKBONES, backbone_class
+from ..models import BACKBONES, backbone_class
 
 # Bumped when a recipe changes, so that identities recorded by another rsir never match.
 RECIPE_VERSION = 1
@@ -131,11 +131,14 @@ def plan(config: dict[str, Any]) -> list[Phase]:
 
 
 def record(run: Path, config: dict[str, Any]) -> None:
-    """Write the identities of ``config``'s phases into ``run``'s phases.json, for other runs
-    to find them by (see :func:`finished_phases`)."""
-    from .files import write_json
+    """Write the identities of ``config``'s phases into ``run``'s phases.json (when they are
+    not already there), for other runs to find them by (see :func:`finished_phases`)."""
+    from ..files import write_json
 
-    write_json(run / PHASES_FILE, {phase.name: phase.identity for phase in plan(config)})
+    identities = {phase.name: phase.identity for phase in plan(config)}
+    path = run / PHASES_FILE
+    if not path.exists() or json.loads(path.read_text()) != identities:
+        write_json(path, identities)
 
 
 def finished_phases(run: Path, config: dict[str, Any]) -> dict[str, Phase]:

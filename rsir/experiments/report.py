@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .callbacks import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
-from .errors import ConfigError
-from .evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
-from .files import atomic_open, save_figure, write_json
-from .rundir import provenance
+from ..errors import ConfigError
+from ..evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
+from ..files import atomic_open, save_figure, write_json
+from ..rundir import provenance
+from ..training.callbacks import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 
 if TYPE_CHECKING:
-    from .experiment import Spec
+    from .runner import Spec
 
 
 def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:

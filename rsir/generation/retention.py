@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .models.base import Backbone, Decoder
+from ..models.base import Backbone, Decoder
 
 
 @dataclass

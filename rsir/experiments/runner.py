@@ -1,7 +1,7 @@
 """Experiments: a spec file names datasets, variants, a sweep and seeds; every cell is one
 ``rsir train`` or ``rsir improve`` run, run once (finished cells are skipped, interrupted
 ones resume), and the results are aggregated over seeds with paired gains against a
-baseline variant and a paired t-test (:mod:`rsir.report`).
+baseline variant and a paired t-test (:mod:`rsir.experiments.report`).
 
 A spec (TOML or YAML)::
 
@@ -68,13 +68,13 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from .config import build_config, changed_option, read_config_file, read_saved_config
-from .errors import ConfigError
-from .files import atomic_path, write_json
-from .jobs import run_in_process
-from .phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
+from ..config import build_config, changed_option, read_config_file, read_saved_config
+from ..errors import ConfigError
+from ..files import atomic_path, write_json
+from ..generation.phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
+from ..jobs import run_in_process
+from ..rundir import write_config
 from .report import round_metrics, write_report
-from .rundir import write_config
 
 log = logging.getLogger(__name__)
 
@@ -511,7 +511,7 @@ def _candidate_sources(cell: Cell, out: Path, cells: list[Cell]) -> Iterator[tup
 
 def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
     """Copy into ``cell``'s run every finished phase that another run ran with the same
-    identity (:mod:`rsir.phases`: the same inputs), so that it loads instead of running again:
+    identity (:mod:`rsir.generation.phases`: the same inputs), so that it loads instead of running again:
     a CPU run repeats exactly, so a phase the run still computes itself before a copied one
     gives what the copy read. The run's ``reused.json``
     names the source of each copied phase, for the cell's result."""
