@@ -68,7 +68,7 @@ def train_run(
         }
         result = fit(
             model,
-            split,
+            config.train.training_split(split, dataset.n_items),
             config.train,
             run_dir=out,
             meta=meta,

@@ -107,7 +107,7 @@ class Recommender:
         meta = {"data_fingerprint": data.fingerprint(), "n_items": data.n_items}
         self.result = fit(
             module,
-            split,
+            self.train_params.training_split(split, data.n_items),
             self.train_params,
             run_dir=run_dir,
             meta=meta,

@@ -430,6 +430,17 @@ def test_augmented_copies_are_independent_and_weighted_like_synthetic_data(small
     assert int((weights == 0.25).sum()) == 3 * int((weights == 1.0).sum())
 
 
+def test_fit_trains_on_the_sequences_it_is_given_and_augmentation_is_data_preparation(small_dataset, small_split):
+    params = quick(max_epochs=1, augment="insert", augment_copies=2)
+    model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+    with pytest.raises(ConfigError, match="training_split"):
+        fit(model, small_split, params, progress=False)
+    prepared = params.training_split(small_split, small_dataset.n_items)
+    assert len(prepared.train) == 3 * len(small_split.train) and prepared.valid is small_split.valid
+    assert fit(model, prepared, params, progress=False).epochs == 1
+    assert quick().training_split(small_split, small_dataset.n_items) is small_split  # no augmentation
+
+
 def test_a_student_with_distillation_weight_one_moves_towards_its_teacher(small_dataset, small_split, tmp_path):
     """distill_weight = 1: the loss is the catalogue KL to the teacher alone, so training brings
     the student's distribution over the catalogue close to the teacher's, where training on the

@@ -244,7 +244,7 @@ def _train_round(
     teacher = previous if params.distill_weight > 0 and not params.teacher else None
     result = fit(
         model,
-        split,
+        params.training_split(split, dataset.n_items),
         params,
         run_dir=round_dir,
         meta=meta,
@@ -268,7 +268,8 @@ def _train_generator(
         model = _load_finished(gen_dir / "model.pt", model, meta).to(distributed.resolve_device(spec.train.device))
         return model, _finished_training(done)
     _say(f"training generator {spec.improve.generator}")
-    result: FitResult = fit(model, split, spec.train, run_dir=gen_dir, meta=meta, progress=progress)
+    training_split = spec.train.training_split(split, dataset.n_items)
+    result: FitResult = fit(model, training_split, spec.train, run_dir=gen_dir, meta=meta, progress=progress)
     if distributed.is_main():
         write_json(done, result.summary())
     return model, result.summary()

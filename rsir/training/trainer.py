@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
 from ..data import Sequences
-from ..data.augmentation import augmented, check_augmentation
+from ..data.augmentation import AUGMENTED, augmented, check_augmentation
 from ..data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
 from ..data.split import LeaveOneOut
 from ..errors import CheckpointError, ConfigError
@@ -85,6 +85,13 @@ class TrainParams:
     precision: str = (
         "fp32"  # fp32 | bf16: matrix products of the training step in bfloat16 (weights, evaluation stay fp32)
     )
+
+    def training_split(self, split: LeaveOneOut, n_items: int) -> LeaveOneOut:
+        """``split`` with the training sequences as this training learns from them: each
+        sequence, then ``augment_copies`` augmented copies of each where ``augment`` names an
+        augmentation (otherwise ``split`` itself). The data preparation before :func:`fit`."""
+        copies = augmented(split.train, self.augment, self.augment_rate, self.seed, n_items, self.augment_copies)
+        return split if copies is split.train else split.with_train(copies)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -295,9 +302,11 @@ def fit(
     meta = dict(meta or {})
     run_dir = Path(run_dir) if run_dir else None
     started = time.perf_counter()
-    split = split.with_train(
-        augmented(split.train, params.augment, params.augment_rate, params.seed, model.n_items, params.augment_copies)
-    )
+    if params.augment != "none" and not (split.train.origin == AUGMENTED).any():
+        raise ConfigError(
+            "train option augment: fit trains on the sequences it is given; "
+            "add the augmented copies first with params.training_split(split, n_items)"
+        )
     model.prepare(split.train)
     device = distributed.resolve_device(params.device)
     model.to(device)
