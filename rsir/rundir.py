@@ -131,7 +131,7 @@ def _acquire(run_dir: Path, path: Path) -> int:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise RunInUseError(
-                f"{run_dir} is being written by process {holder}; wait for it to end or choose another --out"
+                f"{run_dir} is being written by process {holder}; wait for it to end or choose another directory"
             ) from None
         try:  # the file may have been removed by the holder that just released it: lock the new one
             if os.stat(path).st_ino == os.fstat(fd).st_ino:

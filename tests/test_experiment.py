@@ -153,7 +153,7 @@ def test_only_runs_the_matching_cells(experiment, tmp_path, capsys):
     ]
     assert json.loads((tmp_path / "report.json").read_text())["cells_done"] == 2
     assert main(["experiment", spec, "--out", str(tmp_path), "--only", "Beauty/*"]) == 2
-    assert "matches no cell (keys look like synthetic/plain/s0)" in capsys.readouterr().err
+    assert "match no cell (keys look like synthetic/plain/s0)" in capsys.readouterr().err
 
 
 def test_a_finished_loop_given_more_rounds_continues_after_its_last_round(experiment, tmp_path, capsys):

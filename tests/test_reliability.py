@@ -983,7 +983,7 @@ def test_a_second_writer_of_a_run_directory_is_refused_and_a_killed_ones_lock_is
         ]
         assert main(command) == 2
         assert capsys.readouterr().err.strip() == (
-            f"rsir: error: {out} is being written by process {holder.pid}; wait for it to end or choose another --out"
+            f"rsir: error: {out} is being written by process {holder.pid}; wait for it to end or choose another directory"
         )
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:

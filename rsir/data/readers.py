@@ -23,7 +23,7 @@ def detect_format(path: str | Path) -> str:
     if suffix not in _SUFFIXES:
         raise DataFormatError(
             f"{path}: cannot tell the format from the suffix {suffix or '(none)'!r}; "
-            f"pass --format (one of {', '.join(FORMATS)})"
+            f"set the data option format (one of {', '.join(FORMATS)})"
         )
     return _SUFFIXES[suffix]
 
@@ -175,7 +175,7 @@ def _columns(
         have = ", ".join(map(str, frame.columns))
         raise DataFormatError(
             f"{path}: missing column(s) {', '.join(missing)} (found: {have}); "
-            f"set the column names with --user-col/--item-col/--time-col"
+            "set the data options user_col, item_col and time_col"
         )
     first_data_line = 2 if header_line else 1
     users, items = (_ids(frame[col], col, path, first_data_line) for col in (user_col, item_col))

@@ -271,20 +271,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, sep, text = override.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, like seeds=[0,1,2] or common.train.device=cuda")
+            raise ConfigError(
+                f"override {override!r}: expected KEY=VALUE, like seeds=[0,1,2] or common.train.device=cuda"
+            )
         try:
             value = tomllib.loads(f"value = {text}")["value"]
         except tomllib.TOMLDecodeError as exc:
             if text.strip()[:1] in ("[", "{", '"', "'"):
-                raise ConfigError(f"--set {key}: {text!r} is not a TOML value ({exc})") from None
+                raise ConfigError(f"override {key}: {text!r} is not a TOML value ({exc})") from None
             value = text.strip()
         if parts[0] == "variants" and len(parts) > 1 and parts[1] not in raw.get("variants", {}):
-            raise ConfigError(f"--set {key}: no variant {parts[1]!r} (variants: {', '.join(raw.get('variants', {}))})")
+            raise ConfigError(
+                f"override {key}: no variant {parts[1]!r} (variants: {', '.join(raw.get('variants', {}))})"
+            )
         node = raw
         for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+                raise ConfigError(f"override {key}: {'.'.join(parts[: depth + 1])} is a value, not a section")
         node[parts[-1]] = value
     return raw
 
@@ -311,7 +315,9 @@ def run_experiment(
     out = Path(out)
     chosen = [cell for cell in spec.cells if not only or any(fnmatchcase(cell.key, p) for p in only)]
     if not chosen:
-        raise ConfigError(f"--only {' '.join(only or [])} matches no cell (keys look like {spec.cells[0].key})")
+        raise ConfigError(
+            f"the cell patterns {' '.join(only or [])} match no cell (keys look like {spec.cells[0].key})"
+        )
     todo = [cell for cell in chosen if not _finished(cell, out)]
     missing = sorted({path for cell in todo if (path := cell.config["data"]["path"]) and not Path(path).is_file()})
     if missing:  # refused before any cell starts, rather than as one failed cell per seed and variant
@@ -398,7 +404,7 @@ def _finished(cell: Cell, out: Path) -> bool:
         section, key = changed
         raise ConfigError(
             f"{cell.key} finished with {section}.{key} = {saved[section].get(key)!r} and the spec now gives "
-            f"{wanted[section][key]!r}; choose another --out, or delete {cell_dir} to run it again"
+            f"{wanted[section][key]!r}; choose another output directory, or delete {cell_dir} to run it again"
         )
     return cell.command != "improve" or saved["improve"]["rounds"] >= wanted["improve"]["rounds"]
 
