@@ -38,6 +38,7 @@ from .experiments.runner import load_spec, run_experiment
 from .experiments.segments import segment_gains, segment_markdown, user_segments
 from .files import atomic_open, write_json
 from .generation.loop import round_training_set, training_labels
+from .generation.phases import round_dir
 from .jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
 from .models import BACKBONES, Backbone
 from .models.checkpoint import check_same_data, load_checkpoint, load_checkpoint_with_data
@@ -286,7 +287,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _run_dataset(run: Path) -> Dataset:
     """The data of a loop run: that of its round-0 model."""
-    return _checkpoint_with_data(run / "round-0" / "model.pt")[2]
+    return _checkpoint_with_data(round_dir(run, 0) / "model.pt")[2]
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from .data import Dataset, leave_one_out
 from .errors import CheckpointError, ConfigError, DataFormatError
 from .evaluation import evaluate, recommend_top_k
 from .generation.loop import LoopSpec, claim_run_dir, improve
+from .generation.phases import round_dir
 from .models import DEFAULT_BACKBONE, Backbone, build_backbone
 from .models.checkpoint import (
     check_same_data,
@@ -149,7 +150,7 @@ class Recommender:
         spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
         report = improve(data, spec, run_dir, progress=progress)
         results = [RoundResult(**record) for record in report["rounds"]]
-        last = Path(run_dir) / f"round-{results[-1].round}" / "model.pt"
+        last = round_dir(Path(run_dir), results[-1].round) / "model.pt"
         self.module, _ = load_checkpoint(last)
         self.dataset, self.result = data, None
         return results

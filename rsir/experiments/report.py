@@ -19,6 +19,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
 from ..files import atomic_open, save_figure, write_json
+from ..generation.phases import round_dir
 from ..rundir import provenance
 from ..training.callbacks import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 
@@ -296,7 +297,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     for cell in spec.cells:
         for record in {**interim, **results}.get(cell.key, {}).get("rounds", []):
             run = out / cell.key / "run"
-            path = (run / f"round-{record['round']}" if cell.command == "improve" else run) / RANKS_FILE
+            path = (round_dir(run, record["round"]) if cell.command == "improve" else run) / RANKS_FILE
             if path.exists():
                 ranks.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = path
     rows = aggregate(spec, {**interim, **results}, interim=set(interim), ranks=ranks)

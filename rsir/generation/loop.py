@@ -50,6 +50,7 @@ from ..models.checkpoint import (
 )
 from ..rundir import holds_same_run, provenance, write_config
 from ..training.trainer import FitResult, TrainParams, fit, use_threads
+from . import phases
 from .acquisition import ACQUIRE_BY, acquire
 from .analysis import analyse_round
 from .generate import GenerationParams, generate
@@ -149,7 +150,7 @@ def improve(
     rounds: list[dict[str, Any]] = []
     previous: Backbone | None = None
     for k in range(spec.improve.rounds + 1):
-        round_dir = run_dir / f"round-{k}"
+        round_dir = phases.round_dir(run_dir, k)
         _say(
             f"round {k}: training {spec.backbone} on {len(train)} sequences "
             f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)"
@@ -368,11 +369,11 @@ def round_training_set(run_dir: str | Path, real: Sequences, round_number: int) 
     """Round ``round_number``'s training sequences as the loop built them: the real training
     part, then the synthetic sequences each earlier round kept, in round order."""
     run_dir = Path(run_dir)
-    if not (run_dir / f"round-{round_number}").is_dir():
+    if not phases.round_dir(run_dir, round_number).is_dir():
         raise ConfigError(f"{run_dir}: the run has no round {round_number}")
     train = real
     for k in range(round_number):
-        store = run_dir / f"round-{k}" / "synthetic.npz"
+        store = phases.round_dir(run_dir, k) / "synthetic.npz"
         if store.exists():  # a round that generated nothing (attempts 0) has none
             train = train.concat(load_synthetic(store))
     return train
@@ -463,7 +464,7 @@ def _gain_intervals(run_dir: Path, k: int) -> dict[str, Any]:
     ci: dict[str, tuple[float, float]] = {}
     if k == 0:
         return {"text": "+0.0% / +0.0%", "ci": ci}
-    ranks = [np.load(run_dir / f"round-{r}" / RANKS_FILE) for r in (0, k)]
+    ranks = [np.load(phases.round_dir(run_dir, r) / RANKS_FILE) for r in (0, k)]
     texts = []
     for metric in ("recall@10", "ndcg@10"):
         base, candidate = (per_user(r, metric) for r in ranks)

@@ -38,6 +38,11 @@ POOL_FILES = ("generated.npz", "generated.json")
 AFTER_ACQUISITION = ("acquired", "acquisition_seconds", "analysis", "analysis_seconds")
 
 
+def round_dir(run: Path, k: int) -> Path:
+    """Round ``k``'s folder in the loop run ``run`` (its training, generation and exports)."""
+    return Path(run) / f"round-{k}"
+
+
 @dataclass(frozen=True)
 class Phase:
     """One phase of a run: what it is, where its files lie in the run, and its identity."""
@@ -53,6 +58,10 @@ class Phase:
 
     def finished_in(self, run: Path) -> bool:
         return (run / self.path / self.files[-1]).exists()
+
+
+def _round(k: int) -> str:
+    return round_dir(Path(), k).as_posix()
 
 
 def _digest(*parts: Any) -> str:
@@ -101,7 +110,7 @@ def plan(config: dict[str, Any]) -> list[Phase]:
         if distils_previous:
             reads.append({"teacher": previous})
         current = _digest("train", *reads)
-        phases.append(Phase(f"train round {k}", "train", f"round-{k}", current))
+        phases.append(Phase(f"train round {k}", "train", _round(k), current))
         if k < improve["rounds"] and generate["attempts"] > 0:
             generator = current
             if improve["generator"] in BACKBONES:
@@ -111,20 +120,20 @@ def plan(config: dict[str, Any]) -> list[Phase]:
                 }
                 options = training_inputs(train, synthetic=has_synthetic, teacher=bool(train["teacher"]))
                 generator = _digest("train", train_set, generator_model, options)
-                phases.append(Phase(f"train round {k} generator", "train", f"round-{k}/generator", generator))
+                phases.append(Phase(f"train round {k} generator", "train", f"{_round(k)}/generator", generator))
             elif improve["generator"]:  # a fixed checkpoint
                 generator = _digest("checkpoint", improve["generator"])
             elif improve["retain"] > 0 and previous is not None:
                 generator = _digest("retained", current, previous, improve["retain"])
             sources = _digest("data", data) if improve["sources"] == "real" else train_set
             pool = _digest("pool", generator, sources, generate, run_on, k)
-            phases.append(Phase(f"generate round {k} (before acquisition)", "pool", f"round-{k}", pool))
+            phases.append(Phase(f"generate round {k} (before acquisition)", "pool", _round(k), pool))
             acquisition = {key: improve[key] for key in ("acquire_share", "acquire_by", "mc_samples")}
             if improve["acquire_share"] == 1:  # keeps the whole pool: how it would choose is not read
                 acquisition = {"acquire_share": 1.0}
             # The stats and the export also read the training set they join (its size, its pseudo-user ids).
             acquired = _digest("generate", pool, acquisition, improve["sources"], train_set, run_on, k)
-            phases.append(Phase(f"generate round {k}", "generate", f"round-{k}", acquired))
+            phases.append(Phase(f"generate round {k}", "generate", _round(k), acquired))
             train_set, has_synthetic = _digest("joined", train_set, acquired), True
         previous = current
     return phases
