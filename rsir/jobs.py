@@ -79,6 +79,7 @@ def train_run(
         summary = run_metrics(dataset, config.backbone, [round_record(0, split.train, result.summary())])
         if distributed.is_main():
             write_json(out / "metrics.json", summary)
+            phases.record(out, config.to_dict(TRAIN_SECTIONS))  # a run the runner prepared has none yet
     return summary
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 
 import numpy as np
@@ -134,3 +135,50 @@ def test_every_option_is_read_by_some_phase_and_changes_everything_after_it():
             first = flags.index(True) if True in flags else None
             assert first is not None, f"{section}.{key} is read by no phase"
             assert all(flags[first:]), (f"{section}.{key}", list(itertools.compress(names, flags)))
+
+
+def test_a_checkpoint_is_read_by_its_content_and_distilling_without_a_teacher_is_not_plain(tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"weights one")
+    sections = {key: value for key, value in _config(None).items() if key in TRAIN_SECTIONS}
+    distilling = copy.deepcopy(sections)
+    distilling["train"].update(distill_weight=0.5, teacher=str(teacher))
+    first = plan(distilling)[0].identity
+    teacher.write_bytes(b"weights two")  # retrained at the same path
+    assert plan(distilling)[0].identity != first
+    # Without a teacher, distilling fails; it must not look like the plain training it would reuse.
+    distilling["train"]["teacher"] = ""
+    assert plan(distilling)[0].identity != plan(sections)[0].identity
+    # A named teacher that nothing distils from is not read.
+    unread = copy.deepcopy(sections)
+    unread["train"]["teacher"] = str(teacher)
+    assert plan(unread)[0].identity == plan(sections)[0].identity
+
+
+def test_other_runs_are_read_with_the_config_they_ran_with_and_recorded_identities_stay(tmp_path):
+    from rsir.experiments.runner import Cell, _candidate_sources
+    from rsir.generation.phases import finished_phases, record
+    from rsir.rundir import write_config
+
+    ran, now = _config(None), _config(("generate", "tau", 5.0))
+    cell_dir = tmp_path / "other" / "synthetic" / "rsir" / "s0"
+    write_config(cell_dir / "config.yaml", now)  # the spec changed since the run started
+    write_config(cell_dir / "run" / "config.yaml", ran)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (key, run, config), *_ = _candidate_sources(Cell("synthetic", "x", 0, "improve", now), out, [])
+    assert (
+        key == "other/synthetic/rsir/s0"
+        and run == cell_dir / "run"
+        and config["generate"]["tau"] == ran["generate"]["tau"]
+    )
+    record(run, ran)
+    (run / "round-0").mkdir()
+    (run / "round-0" / "metrics.json").write_text("{}")  # round 0 finished
+    assert list(finished_phases(run, config)) == [plan(ran)[0].identity]
+    # Entries already recorded stay as the run computed them; new phases are added.
+    recorded = json.loads((run / "phases.json").read_text())
+    more = copy.deepcopy(ran)
+    more["improve"]["rounds"] = 2
+    record(run, more)
+    assert json.loads((run / "phases.json").read_text()) == {**{p.name: p.identity for p in plan(more)}, **recorded}

@@ -72,6 +72,7 @@ from ..config import build_config, changed_option, read_config_file, read_saved_
 from ..errors import ConfigError
 from ..files import atomic_path, write_json
 from ..generation.phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
+from ..generation.phases import record as record_phases
 from ..jobs import run_in_process
 from ..rundir import write_config
 from .report import round_metrics, write_report
@@ -502,48 +503,63 @@ def _same_training(train: Cell, improve: Cell) -> bool:
 
 
 def _candidate_sources(cell: Cell, out: Path, cells: list[Cell]) -> Iterator[tuple[str, Path, dict[str, Any]]]:
-    """Cells whose runs may hold phases of ``cell``: this spec's, then those of every experiment
-    beside it (``runs/experiments/*``), read from their saved configs."""
-    for other in cells:
-        if other.key != cell.key:
-            yield other.key, out / other.key / "run", other.config
-    for saved in sorted(out.parent.glob("*/*/*/s*/config.yaml")):
-        if saved.parents[3].resolve() == out.resolve():
-            continue
-        config = read_saved_config(saved)
+    """Runs that may hold phases of ``cell``: those of this spec's other cells, then those of
+    every experiment beside it (``runs/experiments/*``), each with the config it ran with
+    (its own ``config.yaml``, not the spec's, which may have changed since)."""
+    runs = [(other.key, out / other.key / "run") for other in cells if other.key != cell.key]
+    runs += [
+        (str(saved.parent.relative_to(out.parent)), saved.parent / "run")
+        for saved in sorted(out.parent.glob("*/*/*/s*/config.yaml"))
+        if saved.parents[3].resolve() != out.resolve()
+    ]
+    for key, run in runs:
+        config = read_saved_config(run / "config.yaml") if (run / "config.yaml").exists() else None
         if config is not None:
-            yield str(saved.parent.relative_to(out.parent)), saved.parent / "run", config
+            yield key, run, config
 
 
 def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
-    """Copy into ``cell``'s run every finished phase that another run ran with the same
-    identity (:mod:`rsir.generation.phases`: the same inputs), so that it loads instead of running again:
-    a CPU run repeats exactly, so a phase the run still computes itself before a copied one
-    gives what the copy read. The run's ``reused.json``
-    names the source of each copied phase, for the cell's result."""
+    """Copy into ``cell``'s run the finished phases that other runs ran with the same identity
+    (:mod:`rsir.generation.phases`: the same inputs), so that they load instead of running
+    again: a CPU run repeats exactly. A phase is copied only when every phase it reads is
+    finished in the run or copied too, from the same run where that has it, so a run never
+    holds a phase computed from results other than its own earlier ones. The run's
+    ``reused.json`` names the source of each copied phase, for the cell's result."""
     run = out / cell.key / "run"
-    finished: dict[str, tuple[str, Phase, Path]] = {}
+    saved = read_saved_config(run / "config.yaml") if (run / "config.yaml").exists() else None
+    if saved is not None and changed_option(saved, cell.config) is not None:
+        return  # a run of other options: running it refuses it, in one line that names the option
+    finished: dict[str, list[tuple[str, Phase, Path]]] = {}
     for key, source, config in _candidate_sources(cell, out, cells):
         for identity, phase in finished_phases(source, config).items():
-            finished.setdefault(identity, (key, phase, source))
+            finished.setdefault(identity, []).append((key, phase, source))
     copied: dict[str, str] = {}
     wanted = plan(cell.config)
+    done = {phase.name for phase in wanted if phase.finished_in(run)}
     for index, phase in enumerate(wanted):
-        if phase.finished_in(run):
+        if phase.name in done or phase.identity not in finished:
             continue
         if phase.kind == "pool":  # only needed where its acquisition is not found
             following = wanted[index + 1]
-            if following.finished_in(run) or following.identity in finished:
+            if following.name in done or following.identity in finished:
                 continue
-        if phase.identity not in finished:
+        if any(read not in done for read in phase.reads):
             continue
-        key, source_phase, source = finished[phase.identity]
+        # The run that gave this phase's inputs, where it has it; else the first that has it.
+        lineage = {copied.get(read) for read in phase.reads} - {None}
+        key, source_phase, source = next(
+            (entry for entry in finished[phase.identity] if entry[0] in lineage), finished[phase.identity][0]
+        )
         _copy_phase(source, source_phase, run, phase)
         copied[phase.name] = key
+        done.add(phase.name)
+        if phase.kind == "generate":  # its pool is then not needed
+            done.add(wanted[index - 1].name)
     if not copied:
         return
     if not (run / "config.yaml").exists():  # the run's own config, so that it sees its phases as its own
         write_config(run / "config.yaml", cell.config)
+        record_phases(run, cell.config)
     record = run / "reused.json"
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
 

@@ -270,7 +270,9 @@ def _train_generator(
         return model, _finished_training(done)
     _say(f"training generator {spec.improve.generator}")
     training_split = spec.train.training_split(split, dataset.n_items)
-    result: FitResult = fit(model, training_split, spec.train, run_dir=gen_dir, meta=meta, progress=progress)
+    result: FitResult = fit(
+        model, training_split, spec.train, run_dir=gen_dir, meta=meta, progress=progress, carry=data_entries(dataset)
+    )
     if distributed.is_main():
         write_json(done, result.summary())
     return model, result.summary()

@@ -18,6 +18,7 @@ checks each classification against real runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any
 from ..models import BACKBONES, backbone_class
 
 # Bumped when a recipe changes, so that identities recorded by another rsir never match.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 PHASES_FILE = "phases.json"
 
 # A phase's files; the last one is written last and marks the phase finished.
@@ -45,12 +46,14 @@ def round_dir(run: Path, k: int) -> Path:
 
 @dataclass(frozen=True)
 class Phase:
-    """One phase of a run: what it is, where its files lie in the run, and its identity."""
+    """One phase of a run: what it is, where its files lie in the run, its identity, and the
+    phases whose results it reads (by name)."""
 
     name: str  # "train round 0", "train round 0 generator", "generate round 0 (before acquisition)", ...
     kind: str  # train | pool | generate
     path: str  # its folder inside the run directory ("" for a train run's only phase)
     identity: str
+    reads: tuple[str, ...] = ()
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -69,10 +72,28 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _checkpoint(path: str) -> str:
+    """A checkpoint file by its content (a file retrained at the same path is another input)."""
+    file = Path(path)
+    if not file.is_file():
+        return path
+    stat = file.stat()
+    return _file_digest(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) -> dict[str, Any]:
     """The train options a training reads: those for synthetic rows only where it has some,
     those of augmented copies only with an augmentation, the budget where either exists, and
-    distillation's only with a teacher."""
+    distillation's only with a teacher (a named teacher by the checkpoint's content)."""
     unread = set()
     if not synthetic:
         unread.add("synthetic_weight")
@@ -81,73 +102,113 @@ def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) ->
         if not synthetic:
             unread.add("synthetic_per_epoch")
     if not teacher or train["distill_weight"] == 0:
-        unread |= {"distill_weight", "distill_temperature"}
-    return {key: value for key, value in train.items() if key not in unread}
+        unread |= {"distill_weight", "distill_temperature", "teacher"}
+    options = {key: value for key, value in train.items() if key not in unread}
+    if options.get("teacher"):
+        options["teacher"] = _checkpoint(options["teacher"])
+    return options
 
 
 def plan(config: dict[str, Any]) -> list[Phase]:
     """The phases of a run of ``config`` (its sections, as a run's config.yaml holds them), in
     the order they run, each with its identity."""
     data, model, train = config["data"], config["model"], config["train"]
+    # A training without a teacher that asks to distil fails; its options keep it apart from one that does not.
+    named_teacher = bool(train["teacher"]) or train["distill_weight"] > 0
     if "improve" not in config:
-        teacher = bool(train["teacher"])
-        options = training_inputs(train, synthetic=False, teacher=teacher)
+        options = training_inputs(train, synthetic=False, teacher=named_teacher)
         return [Phase("train round 0", "train", "", _digest("train", _digest("data", data), model, options))]
     generate, improve = config["generate"], config["improve"]
+    named_teacher = bool(train["teacher"])  # in a loop, a training without one distils from the previous round
     run_on = {key: train[key] for key in ("seed", "threads", "device")}  # what every phase of the run shares
     phases: list[Phase] = []
     train_set, previous, has_synthetic = _digest("data", data), None, False
+    joined: tuple[str, ...] = ()  # the phase whose synthetic data the training set last joined
     for k in range(improve["rounds"] + 1):
         # Round 0 never distils (without a named teacher); later rounds distil from the previous model.
-        distils_previous = previous is not None and train["distill_weight"] > 0 and not train["teacher"]
+        distils_previous = previous is not None and train["distill_weight"] > 0 and not named_teacher
         reads: list[Any] = [
             train_set,
             model,
-            training_inputs(train, synthetic=has_synthetic, teacher=bool(train["teacher"]) or distils_previous),
+            training_inputs(train, synthetic=has_synthetic, teacher=named_teacher or distils_previous),
         ]
+        read_phases = joined
         if previous is not None and improve["successor"] == "finetune":
-            reads.append({"starts_from": previous})
-        if distils_previous:
-            reads.append({"teacher": previous})
-        current = _digest("train", *reads)
-        phases.append(Phase(f"train round {k}", "train", _round(k), current))
+            reads.append({"starts_from": previous.identity})
+            read_phases += (previous.name,)
+        if previous is not None and distils_previous:
+            reads.append({"teacher": previous.identity})
+            read_phases = tuple(dict.fromkeys(read_phases + (previous.name,)))
+        current = Phase(f"train round {k}", "train", _round(k), _digest("train", *reads), read_phases)
+        phases.append(current)
         if k < improve["rounds"] and generate["attempts"] > 0:
-            generator = current
+            generator: tuple[str, tuple[str, ...]] = (current.identity, (current.name,))
             if improve["generator"] in BACKBONES:
                 generator_model = {
                     "backbone": improve["generator"],
                     **dataclasses.asdict(backbone_class(improve["generator"]).Params()),
                 }
-                options = training_inputs(train, synthetic=has_synthetic, teacher=bool(train["teacher"]))
-                generator = _digest("train", train_set, generator_model, options)
-                phases.append(Phase(f"train round {k} generator", "train", f"{_round(k)}/generator", generator))
+                options = training_inputs(
+                    train, synthetic=has_synthetic, teacher=bool(train["teacher"]) or train["distill_weight"] > 0
+                )
+                trained = Phase(
+                    f"train round {k} generator",
+                    "train",
+                    f"{_round(k)}/generator",
+                    _digest("train", train_set, generator_model, options),
+                    joined,
+                )
+                phases.append(trained)
+                generator = (trained.identity, (trained.name,))
             elif improve["generator"]:  # a fixed checkpoint
-                generator = _digest("checkpoint", improve["generator"])
+                generator = (_digest("checkpoint", _checkpoint(improve["generator"])), ())
             elif improve["retain"] > 0 and previous is not None:
-                generator = _digest("retained", current, previous, improve["retain"])
+                generator = (
+                    _digest("retained", current.identity, previous.identity, improve["retain"]),
+                    (current.name, previous.name),
+                )
             sources = _digest("data", data) if improve["sources"] == "real" else train_set
-            pool = _digest("pool", generator, sources, generate, run_on, k)
-            phases.append(Phase(f"generate round {k} (before acquisition)", "pool", _round(k), pool))
+            pool_reads = generator[1] + (joined if improve["sources"] == "all" else ())
+            pool = Phase(
+                f"generate round {k} (before acquisition)",
+                "pool",
+                _round(k),
+                _digest("pool", generator[0], sources, generate, run_on, k),
+                pool_reads,
+            )
+            phases.append(pool)
             acquisition = {key: improve[key] for key in ("acquire_share", "acquire_by", "mc_samples")}
             if improve["acquire_share"] == 1:  # keeps the whole pool: how it would choose is not read
                 acquisition = {"acquire_share": 1.0}
-            # The stats and the export also read the training set they join (its size, its pseudo-user ids).
-            acquired = _digest("generate", pool, acquisition, improve["sources"], train_set, run_on, k)
-            phases.append(Phase(f"generate round {k}", "generate", _round(k), acquired))
-            train_set, has_synthetic = _digest("joined", train_set, acquired), True
+            elif improve["acquire_by"] == "random":
+                acquisition.pop("mc_samples")
+            # The stats and the export also read the training set they join (its size, its
+            # pseudo-user ids). The pool is read from its own phase or, where that phase was
+            # not kept, as it is regenerated: what the pool reads, the generation reads too.
+            acquired = Phase(
+                f"generate round {k}",
+                "generate",
+                _round(k),
+                _digest("generate", pool.identity, acquisition, train_set, run_on, k),
+                tuple(dict.fromkeys(pool_reads + joined)),
+            )
+            phases.append(acquired)
+            train_set, has_synthetic, joined = _digest("joined", train_set, acquired.identity), True, (acquired.name,)
         previous = current
     return phases
 
 
 def record(run: Path, config: dict[str, Any]) -> None:
-    """Write the identities of ``config``'s phases into ``run``'s phases.json (when they are
-    not already there), for other runs to find them by (see :func:`finished_phases`)."""
+    """Add the identities of ``config``'s phases to ``run``'s phases.json, for other runs to find
+    them by (see :func:`finished_phases`). Entries already there stay: they name what the
+    run computed, perhaps under an earlier recipe."""
     from ..files import write_json
 
-    identities = {phase.name: phase.identity for phase in plan(config)}
     path = run / PHASES_FILE
-    if not path.exists() or json.loads(path.read_text()) != identities:
-        write_json(path, identities)
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    identities = {phase.name: phase.identity for phase in plan(config)}
+    if any(name not in recorded for name in identities):
+        write_json(path, {**identities, **recorded})
 
 
 def finished_phases(run: Path, config: dict[str, Any]) -> dict[str, Phase]:
