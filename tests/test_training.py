@@ -108,7 +108,8 @@ def test_bucket_batches_cover_every_row_once():
     lengths = np.random.default_rng(1).integers(1, 50, 1000)
     batches = bucket_batches(lengths, 64, np.random.default_rng(2))
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
-    # Evaluation order: by length, each batch within one width class, so padding < real items.
+    # Evaluation order: by length; a batch of widely spread lengths is split by width class,
+    # so padding < real items, one of similar lengths is not.
     batches = bucket_batches(lengths, 1024, None)
     assert np.concatenate(batches).tolist() == np.argsort(lengths, kind="stable").tolist()
     assert len(batches) == 4  # lengths 1-8, 9-16, 17-32, 33-49, though 1024 rows would fit in one
@@ -116,6 +117,7 @@ def test_bucket_batches_cover_every_row_once():
         widest, rows = lengths[batch].max(), lengths[batch]
         assert widest <= 8 or widest * len(rows) < 2 * rows.sum()
     assert [len(b) for b in bucket_batches(np.full(200, 5), 64, None)] == [64, 64, 64, 8]
+    assert [len(b) for b in bucket_batches(np.r_[np.full(50, 20), np.full(50, 30)], 64, None)] == [64, 36]
 
 
 @pytest.mark.parametrize(

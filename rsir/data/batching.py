@@ -18,15 +18,22 @@ def bucket_batches(
     lengths and in batch order (one epoch), else in length order (evaluation). With ``rng``
     and not ``by_length``, batches are random draws of rows, whatever their length.
 
-    Without ``rng`` a batch also holds only lengths of one class (up to 8, 9-16, 17-32, ...),
-    so its padding stays under its real items even where a whole small data set fits in one
-    batch of ``batch_size`` rows."""
+    Without ``rng``, a batch whose longest row is more than twice its shortest (and longer
+    than 8) is split by width class (lengths up to 8, 9-16, 17-32, ...), so its padding stays
+    under its real items even where a whole small data set fits in one batch of
+    ``batch_size`` rows; batches of similar lengths stay as they are."""
     if rng is None:
         order = np.argsort(lengths, kind="stable")
-        width_class = np.ceil(np.log2(np.maximum(lengths[order], 8))).astype(np.int64)
-        class_start = np.searchsorted(width_class, width_class, side="left")
-        batch_id = width_class * (len(order) + 1) + (np.arange(len(order)) - class_start) // batch_size
-        return np.split(order, np.flatnonzero(np.diff(batch_id)) + 1) if len(order) else []
+        batches = []
+        for start in range(0, len(order), batch_size):  # one step per batch, not per row
+            rows = order[start : start + batch_size]
+            shortest, longest = lengths[rows[0]], lengths[rows[-1]]
+            if longest <= max(8, 2 * shortest):
+                batches.append(rows)
+                continue
+            width_class = np.ceil(np.log2(np.maximum(lengths[rows], 8)))
+            batches += np.split(rows, np.flatnonzero(np.diff(width_class)) + 1)
+        return batches
     if by_length:
         order = np.lexsort((rng.random(len(lengths)), lengths))
     else:
