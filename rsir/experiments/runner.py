@@ -71,8 +71,8 @@ from typing import Any
 from ..config import build_config, changed_option, read_config_file, read_saved_config
 from ..errors import ConfigError
 from ..files import atomic_path, write_json
+from ..generation import phases
 from ..generation.phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
-from ..generation.phases import record as record_phases
 from ..jobs import run_in_process
 from ..rundir import write_config
 from .report import round_metrics, write_report
@@ -559,7 +559,7 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
         return
     if not (run / "config.yaml").exists():  # the run's own config, so that it sees its phases as its own
         write_config(run / "config.yaml", cell.config)
-        record_phases(run, cell.config)
+        phases.record(run, cell.config)
     record = run / "reused.json"
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
 

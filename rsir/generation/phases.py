@@ -113,13 +113,15 @@ def plan(config: dict[str, Any]) -> list[Phase]:
     """The phases of a run of ``config`` (its sections, as a run's config.yaml holds them), in
     the order they run, each with its identity."""
     data, model, train = config["data"], config["model"], config["train"]
-    # A training without a teacher that asks to distil fails; its options keep it apart from one that does not.
-    named_teacher = bool(train["teacher"]) or train["distill_weight"] > 0
+    named_teacher = bool(train["teacher"])
     if "improve" not in config:
-        options = training_inputs(train, synthetic=False, teacher=named_teacher)
+        # A training without a teacher that asks to distil fails; its options keep it apart from one that does not.
+        options = training_inputs(train, synthetic=False, teacher=named_teacher or train["distill_weight"] > 0)
         return [Phase("train round 0", "train", "", _digest("train", _digest("data", data), model, options))]
-    generate, improve = config["generate"], config["improve"]
-    named_teacher = bool(train["teacher"])  # in a loop, a training without one distils from the previous round
+    generate, improve = (
+        config["generate"],
+        config["improve"],
+    )  # in a loop, a training without a teacher distils from the previous round
     run_on = {key: train[key] for key in ("seed", "threads", "device")}  # what every phase of the run shares
     phases: list[Phase] = []
     train_set, previous, has_synthetic = _digest("data", data), None, False
