@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Recommender": "rsir.recommender",
-    "RoundResult": "rsir.recommender",
+    "RoundResult": "rsir.generation.loop",
     "Dataset": "rsir.data",
     "read_dataset": "rsir.data",
     "from_dataframe": "rsir.data",

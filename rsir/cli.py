@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         callbacks=[TensorBoard(Path(args.out) / "tensorboard")] if args.tensorboard else None,
     )
-    _print(json.dumps(summary, indent=2))
+    _print(json.dumps(summary.to_dict(), indent=2))
     return 0
 
 
@@ -146,7 +146,7 @@ def cmd_improve(args: argparse.Namespace) -> int:
     report = improve_run(config, out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     _print((out / "metrics.md").read_text(), end="")
     _say(args, f"per-round metrics, synthetic data and plots are in {out}")
-    return 0 if report["rounds"] else 1
+    return 0 if report.rounds else 1
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from .data.source import load_dataset
 from .errors import ConfigError, RsirError
 from .files import remove_stale_temporaries, write_json
 from .generation import phases
-from .generation.loop import LoopSpec, improve, prepare, round_record, run_metrics
+from .generation.loop import LoopSpec, RoundResult, RunResult, improve, prepare, read_fit_result
 from .models import build_backbone
 from .models.checkpoint import data_entries
 from .training.callbacks import Callback
@@ -46,14 +46,16 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     callbacks: list[Callback] | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """Train the config's model in ``out`` (resuming a run of the same config there) and
     return its ``metrics.json``; a finished run's is returned as it is."""
     out = Path(out)
     same = rundir.holds_same_run(out, config.to_dict(TRAIN_SECTIONS), overwrite)
-    if distributed.broadcast_flag(same and (out / "metrics.json").exists()):
+    metrics_path = out / "metrics.json"
+    finished = distributed.broadcast_flag(same and metrics_path.exists())
+    if finished and "rounds" in json.loads(metrics_path.read_text()):
         log.info("%s already holds a finished run with this config; its result", out)
-        return json.loads((out / "metrics.json").read_text())
+        return RunResult.read(metrics_path)
     # The data is read and checked before anything is written, so bad input leaves no run dir.
     dataset = load_dataset(config.data)
     split = leave_one_out(dataset)
@@ -61,31 +63,34 @@ def train_run(
     with _writing(out):
         _start_run_dir(out, config, TRAIN_SECTIONS, overwrite)
         _log_data(dataset, split)
-        meta = {
-            "data": dataclasses.asdict(config.data),
-            "data_fingerprint": dataset.fingerprint(),
-            "n_items": dataset.n_items,
-        }
-        result = fit(
-            model,
-            config.train.training_split(split, dataset.n_items),
-            config.train,
-            run_dir=out,
-            meta=meta,
-            progress=progress,
-            carry=data_entries(dataset),
-            callbacks=callbacks,
-        )
-        summary = run_metrics(dataset, config.backbone, [round_record(0, split.train, result.summary())])
+        if finished:  # a loop's round 0 that the experiment runner copied in, in a round's form
+            result = read_fit_result(metrics_path)
+        else:
+            meta = {
+                "data": dataclasses.asdict(config.data),
+                "data_fingerprint": dataset.fingerprint(),
+                "n_items": dataset.n_items,
+            }
+            result = fit(
+                model,
+                config.train.training_split(split, dataset.n_items),
+                config.train,
+                run_dir=out,
+                meta=meta,
+                progress=progress,
+                carry=data_entries(dataset),
+                callbacks=callbacks,
+            )
+        summary = RunResult.new(dataset, config.backbone, [RoundResult.of_training(0, split.train, result)])
         if distributed.is_main():
-            write_json(out / "metrics.json", summary)
+            write_json(metrics_path, summary.to_dict())
             phases.record(out, config.to_dict(TRAIN_SECTIONS))  # a run the runner prepared has none yet
     return summary
 
 
 def improve_run(
     config: RunConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False, progress: bool = True
-) -> dict[str, Any]:
+) -> RunResult:
     """Run the config's self-improvement loop in ``out``, resuming a run of the same config
     there (``resume``: only that, else an error), and return its report."""
     out = Path(out)
@@ -109,7 +114,7 @@ def improve_run(
     return report
 
 
-RUNS: dict[str, Callable[..., dict[str, Any]]] = {"train": train_run, "improve": improve_run}
+RUNS: dict[str, Callable[..., RunResult]] = {"train": train_run, "improve": improve_run}
 
 
 def run_in_process(command: str, config: dict[str, Any], out: str, log_path: str) -> None:

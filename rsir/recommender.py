@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +20,7 @@ from .config import build_config
 from .data import Dataset, leave_one_out
 from .errors import CheckpointError, ConfigError, DataFormatError
 from .evaluation import evaluate, recommend_top_k
-from .generation.loop import LoopSpec, claim_run_dir, improve
+from .generation.loop import LoopSpec, RoundResult, claim_run_dir, improve
 from .generation.phases import round_dir
 from .models import DEFAULT_BACKBONE, Backbone, build_backbone
 from .models.checkpoint import (
@@ -37,22 +36,6 @@ from .training.trainer import FitResult, TrainParams, fit
 log = logging.getLogger(__name__)
 
 Split = Literal["valid", "test"]
-
-
-@dataclass(frozen=True)
-class RoundResult:
-    """One round of :meth:`Recommender.improve`: round 0 is the plain model."""
-
-    round: int
-    train_sequences: int
-    train_interactions: int
-    synthetic_sequences: int
-    best_epoch: int
-    epochs: int
-    valid: dict[str, float]
-    test: dict[str, float]
-    seconds: dict[str, float]
-    generation: dict[str, Any] | None = None  # what generation kept and why; None in the last round
 
 
 class Recommender:
@@ -148,8 +131,7 @@ class Recommender:
             source="Recommender.improve",
         )
         spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
-        report = improve(data, spec, run_dir, progress=progress)
-        results = [RoundResult(**record) for record in report["rounds"]]
+        results = improve(data, spec, run_dir, progress=progress).rounds
         last = round_dir(Path(run_dir), results[-1].round) / "model.pt"
         self.module, _ = load_checkpoint(last)
         self.dataset, self.result = data, None

@@ -3,6 +3,7 @@ augmentation baselines."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -21,7 +22,7 @@ from rsir.data.augmentation import AUGMENTED, augmented, insert, reorder, strong
 from rsir.errors import ConfigError
 from rsir.experiments.report import _plot_curves, aggregate, head_to_head
 from rsir.experiments.runner import Cell, Spec, load_spec
-from rsir.generation.loop import load_synthetic
+from rsir.generation.loop import RunResult, load_synthetic
 
 from .conftest import without_timings
 
@@ -223,6 +224,11 @@ def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
     # The plain training is the recursion's round 0; the one-round loop is its first round.
     assert same(plain / "run" / "model.pt", source / "run" / "round-0" / "model.pt")
     assert json.loads((plain / "result.json").read_text())["reused"] == {"train round 0": "recursion/synthetic/rsir/s0"}
+    # It is recorded as a plain run, with the loop's round 0 as its round
+    (round_0,) = RunResult.read(plain / "run" / "metrics.json").rounds
+    looped = RunResult.read(source / "run" / "metrics.json").rounds[0]
+    training_seconds = {k: looped.seconds[k] for k in ("train", "evaluate")}
+    assert round_0 == dataclasses.replace(looped, generation=None, seconds=training_seconds)
     assert set(json.loads((rsir / "result.json").read_text())["reused"]) == {
         "train round 0",
         "generate round 0",

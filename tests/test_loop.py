@@ -16,7 +16,7 @@ from rsir.cli import main
 from rsir.data import leave_one_out, read_dataset
 from rsir.evaluation import per_user
 from rsir.generation.generate import GenerationParams
-from rsir.generation.loop import LoopSpec, improve, load_synthetic
+from rsir.generation.loop import LoopSpec, RunResult, improve, load_synthetic
 
 from .conftest import LOOP, quick, without_timings
 
@@ -114,7 +114,8 @@ def test_the_library_resumes_only_a_run_of_the_same_options(tmp_path, small_data
 
     spec = LoopSpec(model={"dim": 16, "blocks": 1}, train=quick(max_epochs=2), generate=GenerationParams(attempts=1))
     first = improve(small_dataset, spec, tmp_path / "run", progress=False)
-    assert without_timings(improve(small_dataset, spec, tmp_path / "run", progress=False)) == without_timings(first)
+    again = improve(small_dataset, spec, tmp_path / "run", progress=False)
+    assert without_timings(again.to_dict()) == without_timings(first.to_dict())
     for changed, name in (
         (dataclasses.replace(spec, train=quick(max_epochs=3)), "train.max_epochs 2, now 3"),
         (dataclasses.replace(spec, generate=GenerationParams(attempts=1, tau=10)), "generate.tau inf, now 10"),
@@ -170,11 +171,14 @@ def test_the_loop_from_python_needs_only_the_options_it_changes(small_dataset, t
     )
     assert (spec.backbone, spec.improve.rounds) == ("sasrec", 1)  # the command line's defaults
     report = improve(small_dataset, spec, tmp_path / "loop", progress=False)
-    first, second = report["rounds"]
-    assert (first["round"], second["round"]) == (0, 1)
-    assert second["synthetic_sequences"] == first["generation"]["kept"] > 0
-    assert second["train_sequences"] == first["train_sequences"] + first["generation"]["kept"]
-    assert json.loads((tmp_path / "loop" / "metrics.json").read_text())["rounds"][1]["test"] == second["test"]
+    first, second = report.rounds
+    assert (first.round, second.round) == (0, 1)
+    assert first.generation is not None and second.generation is None  # the last round generates nothing
+    assert second.synthetic_sequences == first.generation["kept"] > 0
+    assert second.train_sequences == first.train_sequences + first.generation["kept"]
+    assert {"train", "evaluate", "generate", "analyse"} <= set(first.seconds)
+    # What it returns is what it wrote, in the same types
+    assert RunResult.read(tmp_path / "loop" / "metrics.json") == report
 
 
 def test_a_round_without_generation_distils_from_the_previous_round(tmp_path):

@@ -115,6 +115,64 @@ class Prepared:
     fixed_generator: Backbone | None
 
 
+@dataclass(frozen=True)
+class RoundResult:
+    """One training of a run as its metrics.json records it: round 0 is the plain model (all
+    of ``rsir train``), round k > 0 the successor trained on round k-1's data and synthetic data."""
+
+    round: int
+    train_sequences: int
+    train_interactions: int
+    synthetic_sequences: int
+    best_epoch: int
+    epochs: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    seconds: dict[str, float]  # train and evaluate; generate, analyse, train_generator where they ran
+    generation: dict[str, Any] | None = None  # what generation kept and why; None where none ran
+
+    @classmethod
+    def of_training(cls, k: int, train: Sequences, fitted: FitResult) -> RoundResult:
+        """Round ``k``'s record of ``fitted``, a training on ``train``."""
+        return cls(
+            round=k,
+            train_sequences=len(train),
+            train_interactions=int(train.n_interactions),
+            synthetic_sequences=int((train.origin > 0).sum()),
+            best_epoch=fitted.best_epoch,
+            epochs=fitted.epochs,
+            valid=fitted.best_valid,
+            test=fitted.test,
+            seconds={"train": fitted.train_seconds, "evaluate": fitted.eval_seconds},
+        )
+
+
+@dataclass
+class RunResult:
+    """A run's metrics.json: what ran, with which rsir, and one record per round."""
+
+    rsir: dict[str, str | None]
+    dataset: str
+    backbone: str
+    rounds: list[RoundResult]
+
+    @classmethod
+    def new(cls, dataset: Dataset, backbone: str, rounds: list[RoundResult]) -> RunResult:
+        return cls(provenance(), dataset.name, backbone, rounds)
+
+    @classmethod
+    def read(cls, path: Path) -> RunResult:
+        data = json.loads(path.read_text())
+        return cls(data["rsir"], data["dataset"], data["backbone"], [RoundResult(**r) for r in data["rounds"]])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics.json form (a round without generation has no such key)."""
+        rounds = [
+            {k: v for k, v in dataclasses.asdict(r).items() if k != "generation" or v is not None} for r in self.rounds
+        ]
+        return {"rsir": self.rsir, "dataset": self.dataset, "backbone": self.backbone, "rounds": rounds}
+
+
 def prepare(dataset: Dataset, spec: LoopSpec) -> Prepared:
     """Every check that can fail before the loop writes anything: options, the split, the
     backbone, a fixed generator checkpoint. Callers that create the run directory themselves
@@ -135,8 +193,8 @@ def improve(
     meta: dict[str, Any] | None = None,
     progress: bool = True,
     prepared: Prepared | None = None,
-) -> dict[str, Any]:
-    """Run (or resume) the loop in ``run_dir``; returns the per-round report."""
+) -> RunResult:
+    """Run (or resume) the loop in ``run_dir``; returns its metrics, one record per round."""
     prepared = prepared or prepare(dataset, spec)
     use_threads(spec.train.threads)
     split, fixed_generator = prepared.split, prepared.fixed_generator
@@ -147,7 +205,7 @@ def improve(
     claim_run_dir(run_dir, run_sections(spec, dataset.n_items))
     meta = {**(meta or {}), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
     train = split.train
-    rounds: list[dict[str, Any]] = []
+    result = RunResult.new(dataset, spec.backbone, [])
     previous: Backbone | None = None
     for k in range(spec.improve.rounds + 1):
         round_dir = phases.round_dir(run_dir, k)
@@ -156,27 +214,27 @@ def improve(
             f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)"
         )
         model, fitted = _train_round(spec, dataset, split.with_train(train), round_dir, previous, meta, progress)
-        record = round_record(k, train, fitted)
+        record = RoundResult.of_training(k, train, fitted)
+        seconds = dict(record.seconds)
         if k < spec.improve.rounds and spec.generate.attempts > 0:  # no attempts: a round only retrains
             generator = fixed_generator or model
             if spec.improve.retain > 0 and previous is not None and fixed_generator is None:
                 generator = RetainedScores(model, previous, spec.improve.retain)
             if spec.improve.generator in BACKBONES:
                 generator, gen_fit = _train_generator(spec, dataset, split.with_train(train), round_dir, meta, progress)
-                record["seconds"]["train_generator"] = gen_fit["train_seconds"]
+                seconds["train_generator"] = gen_fit.train_seconds
             sources = split.train if spec.improve.sources == "real" else train
             synthetic, stats = _generate_round(
                 generator, sources, split.train, train, dataset, spec, k, round_dir, progress
             )
-            record["generation"] = stats
-            record["seconds"]["generate"] = stats["seconds"]
-            record["seconds"]["analyse"] = stats["analysis_seconds"]
+            seconds.update(generate=stats["seconds"], analyse=stats["analysis_seconds"])
+            record = dataclasses.replace(record, generation=stats)
             train = train.concat(synthetic)
-        rounds.append(record)
+        result.rounds.append(dataclasses.replace(record, seconds=seconds))
         previous = model
         if distributed.is_main():
-            _write_report(run_dir, run_metrics(dataset, spec.backbone, rounds), spec)
-    return {"rounds": rounds}
+            _write_report(run_dir, result)
+    return result
 
 
 def run_sections(spec: LoopSpec, n_items: int) -> dict[str, dict[str, Any]]:
@@ -199,27 +257,6 @@ def claim_run_dir(run_dir: Path, wanted: dict[str, dict[str, Any]]) -> None:
     distributed.barrier()
 
 
-def round_record(k: int, train: Sequences, fitted: dict[str, Any]) -> dict[str, Any]:
-    """What a run's metrics.json says of one training, the same for ``rsir train`` (round 0
-    alone) and each round of ``rsir improve``: data size, best epoch, metrics, cost."""
-    return {
-        "round": k,
-        "train_sequences": len(train),
-        "train_interactions": int(train.n_interactions),
-        "synthetic_sequences": int((train.origin > 0).sum()),
-        "best_epoch": fitted["best_epoch"],
-        "epochs": fitted["epochs"],
-        "valid": fitted["best_valid"],
-        "test": fitted["test"],
-        "seconds": {"train": fitted["train_seconds"], "evaluate": fitted["eval_seconds"]},
-    }
-
-
-def run_metrics(dataset: Dataset, backbone: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """A run's metrics.json: what ran, with which rsir, and one record per round."""
-    return {"rsir": provenance(), "dataset": dataset.name, "backbone": backbone, "rounds": rounds}
-
-
 def _train_round(
     spec: LoopSpec,
     dataset: Dataset,
@@ -228,12 +265,12 @@ def _train_round(
     previous: Backbone | None,
     meta: dict[str, Any],
     progress: bool,
-) -> tuple[Backbone, dict[str, Any]]:
+) -> tuple[Backbone, FitResult]:
     done = round_dir / "metrics.json"
     model = build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)
     if distributed.broadcast_flag(done.exists()):
         model = _load_finished(round_dir / "model.pt", model, meta).to(distributed.resolve_device(spec.train.device))
-        return model, _finished_training(done)
+        return model, read_fit_result(done)
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
     # Distillation starts at round 1, from the previous round's model unless a teacher is named.
@@ -253,21 +290,20 @@ def _train_round(
         teacher=teacher,
         carry=data_entries(dataset),
     )
-    summary = result.summary()
     if distributed.is_main():
-        write_json(done, summary)
-    return model, summary
+        write_json(done, result.summary())
+    return model, result
 
 
 def _train_generator(
     spec: LoopSpec, dataset: Dataset, split: LeaveOneOut, round_dir: Path, meta: dict[str, Any], progress: bool
-) -> tuple[Backbone, dict[str, Any]]:
+) -> tuple[Backbone, FitResult]:
     gen_dir = round_dir / "generator"
     done = gen_dir / "metrics.json"
     model = build_backbone(spec.improve.generator, dataset.n_items, {}, seed=spec.train.seed)
     if distributed.broadcast_flag(done.exists()):
         model = _load_finished(gen_dir / "model.pt", model, meta).to(distributed.resolve_device(spec.train.device))
-        return model, _finished_training(done)
+        return model, read_fit_result(done)
     _say(f"training generator {spec.improve.generator}")
     training_split = spec.train.training_split(split, dataset.n_items)
     result: FitResult = fit(
@@ -275,24 +311,25 @@ def _train_generator(
     )
     if distributed.is_main():
         write_json(done, result.summary())
-    return model, result.summary()
+    return model, result
 
 
-def _finished_training(path: Path) -> dict[str, Any]:
-    """A finished training's summary (:meth:`FitResult.summary`), also from a plain run's
-    metrics.json that the experiment runner copied in as this phase."""
+def read_fit_result(path: Path) -> FitResult:
+    """A finished training's result from its metrics.json: a loop round's (a
+    :meth:`FitResult.summary`) or a plain run's (a :class:`RunResult`, which records no wall
+    time or throughput), as the experiment runner copies either one in as the other."""
     data = json.loads(path.read_text())
     if "rounds" not in data:
-        return data
+        return FitResult(**data)
     record = data["rounds"][0]
-    return {
-        "best_epoch": record["best_epoch"],
-        "best_valid": record["valid"],
-        "test": record["test"],
-        "epochs": record["epochs"],
-        "train_seconds": record["seconds"]["train"],
-        "eval_seconds": record["seconds"]["evaluate"],
-    }
+    return FitResult(
+        best_epoch=record["best_epoch"],
+        best_valid=record["valid"],
+        test=record["test"],
+        epochs=record["epochs"],
+        train_seconds=record["seconds"]["train"],
+        eval_seconds=record["seconds"]["evaluate"],
+    )
 
 
 def _load_finished(path: Path, expected: Backbone, meta: dict[str, Any]) -> Backbone:
@@ -427,24 +464,24 @@ def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number
         write_sequences(seqs, stem.with_suffix(suffix), fmt, item_labels=dataset.item_ids, user_labels=users)
 
 
-def _write_report(run_dir: Path, metrics: dict[str, Any], spec: LoopSpec) -> None:
-    write_json(run_dir / "metrics.json", metrics)
-    rounds = metrics["rounds"]
-    intervals = {r["round"]: _gain_intervals(run_dir, r["round"]) for r in rounds}
+def _write_report(run_dir: Path, result: RunResult) -> None:
+    write_json(run_dir / "metrics.json", result.to_dict())
+    rounds = result.rounds
+    intervals = {r.round: _gain_intervals(run_dir, r.round) for r in rounds}
     lines = [
         "| round | train sequences | synthetic | test recall@10 | test ndcg@10 | test recall@20 | test ndcg@20 "
         "| vs round 0: recall@10 / ndcg@10 (95% CI over users) | best epoch | train s | eval s | generate s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
-        t = r["test"]
+        t = r.test
         lines.append(
-            f"| {r['round']} | {r['train_sequences']} | {r['synthetic_sequences']} | {t['recall@10']:.4f} "
-            f"| {t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {intervals[r['round']]['text']} "
-            f"| {r['best_epoch']} | {r['seconds']['train']:.0f} | {r['seconds']['evaluate']:.0f} "
-            f"| {r['seconds'].get('generate', 0):.0f} |"
+            f"| {r.round} | {r.train_sequences} | {r.synthetic_sequences} | {t['recall@10']:.4f} "
+            f"| {t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {intervals[r.round]['text']} "
+            f"| {r.best_epoch} | {r.seconds['train']:.0f} | {r.seconds['evaluate']:.0f} "
+            f"| {r.seconds.get('generate', 0):.0f} |"
         )
-    last = rounds[-1]["round"]
+    last = rounds[-1].round
     if last > 0:
         verdicts = [
             f"{metric} {'rose' if low > 0 else 'fell' if high < 0 else 'did not change beyond noise'}"
@@ -476,19 +513,19 @@ def _gain_intervals(run_dir: Path, k: int) -> dict[str, Any]:
     return {"text": " / ".join(texts), "ci": ci}
 
 
-def _plot(path: Path, rounds: list[dict[str, Any]]) -> None:
+def _plot(path: Path, rounds: list[RoundResult]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = [r["round"] for r in rounds]
+    x = [r.round for r in rounds]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     for metric in ("recall@10", "ndcg@10", "recall@20", "ndcg@20"):
-        left.plot(x, [r["test"][metric] for r in rounds], marker="o", label=metric)
+        left.plot(x, [r.test[metric] for r in rounds], marker="o", label=metric)
     left.set(xlabel="round", ylabel="test metric", title="Quality per round")
     left.legend(fontsize=8)
-    right.bar(x, [r["train_interactions"] for r in rounds])
+    right.bar(x, [r.train_interactions for r in rounds])
     right.set(xlabel="round", ylabel="training interactions", title="Data growth")
     for axis in (left, right):
         axis.set_xticks(x)

@@ -143,14 +143,17 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 @dataclass
 class FitResult:
+    """What a training ended with: its best epoch's validation and test metrics and its cost."""
+
     best_epoch: int
     best_valid: dict[str, float]
     test: dict[str, float]
     epochs: int
     train_seconds: float
     eval_seconds: float
-    wall_seconds: float
-    targets_per_second: float
+    # None where they were not recorded (a plain run's metrics.json reused as a loop's round 0)
+    wall_seconds: float | None = None
+    targets_per_second: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
