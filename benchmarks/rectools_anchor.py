@@ -111,16 +111,63 @@ def check_target_rows(model: SASRecModel, dataset: Dataset) -> dict[str, float]:
     }
 
 
+class TestProbe:
+    """The test metrics of the model as it is now, computed as ``SASRecModel.recommend`` then
+    scores (the same sessions, known items only, seen items filtered): so that every new best
+    epoch's test result is in the epochs log, and a run stopped early still reports it."""
+
+    def __init__(self, model: SASRecModel, dataset: Dataset, test: pd.DataFrame, n_users: int) -> None:
+        self.model, self.dataset, self.test, self.n_users = model, dataset, test, n_users
+
+    @torch.no_grad()
+    def __call__(self, torch_model: torch.nn.Module) -> dict[str, float]:
+        preparator = self.model.data_preparator
+        users = self.test[Columns.User].unique()
+        sessions = preparator.transform_dataset_u2i(self.dataset, users)
+        target = dict(zip(self.test[Columns.User], self.test[Columns.Item]))
+        internal = {item: i for i, item in enumerate(preparator.item_id_map.external_ids)}
+        # A test item the model never saw in training cannot be ranked: index 0 (padding), masked below
+        targets = np.array([internal.get(target[u], 0) for u in sessions.user_id_map.external_ids])
+        was_training = torch_model.training
+        torch_model.eval()
+        item_embs = torch_model.item_model.get_all_embeddings()
+        ranks = []
+        for batch in preparator.get_dataloader_recommend(sessions, 1024):  # users in internal order
+            scores = torch_model.encode_sessions(batch, item_embs)[:, -1, :] @ item_embs.T
+            seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, batch["x"], True)
+            seen[:, 0] = True
+            scores = scores.masked_fill(seen, float("-inf"))
+            rows = torch.arange(len(scores)) + sum(len(r) for r in ranks)
+            picked = torch.as_tensor(targets[rows.numpy()])
+            ranks.append((scores > scores.gather(1, picked[:, None])).sum(1))
+        torch_model.train(was_training)
+        rank = torch.cat(ranks).double().masked_fill(torch.as_tensor(targets == 0), float("inf"))
+        gain = 1 / torch.log2(rank + 2)
+        hits = {"recall@10": float((rank < 10).double().sum()), "ndcg@10": float((gain * (rank < 10)).sum())}
+        # Users without a ranked target (no known history or an unknown item) count as misses
+        return {
+            **{f"published_protocol_{k}": v / len(self.test) for k, v in hits.items()},
+            **{f"all_users_{k}": v / self.n_users for k, v in hits.items()},
+        }
+
+
 class ValidationRecall(Callback):
     """Recall@10 (and NDCG@10, NDCG@20) of each validation pass over the whole catalogue, seen
-    items filtered; keeps the best epoch's weights and restores them at the end."""
+    items filtered; keeps the best epoch's weights and restores them at the end. With a
+    ``probe``, each new best epoch's record has its test metrics too."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, probe: TestProbe | None = None) -> None:
         self.log_path = log_path
+        self.probe = probe
         self.hits: list[torch.Tensor] = []
         self.best, self.best_epoch, self.best_state = -1.0, 0, None
         self.started = time.perf_counter()
         self.history: list[dict] = []
+
+    def __deepcopy__(self, memo: dict) -> ValidationRecall:
+        # SASRecModel.fit trains a deep copy of its trainer: this callback stays the one that
+        # main() reads (and its probe holds the model, which cannot be deep-copied)
+        return self
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         model = pl_module.torch_model
@@ -144,10 +191,12 @@ class ValidationRecall(Callback):
         }
         pl_module.log("recall@10", metrics["recall@10"])
         epoch = trainer.current_epoch + 1
+        record = {"epoch": epoch, "seconds": round(time.perf_counter() - self.started, 1), **metrics}
         if metrics["recall@10"] > self.best:
             self.best, self.best_epoch = metrics["recall@10"], epoch
             self.best_state = copy.deepcopy(pl_module.state_dict())
-        record = {"epoch": epoch, "seconds": round(time.perf_counter() - self.started, 1), **metrics}
+            if self.probe is not None:
+                record["test"] = self.probe(pl_module.torch_model)
         self.history.append(record)
         with open(self.log_path, "a") as log:
             log.write(json.dumps(record) + "\n")
@@ -239,6 +288,7 @@ def main() -> None:
     TransformerLightningModule.validation_step = lambda self, batch, batch_idx: None
     seed_everything(args.seed, workers=True)
     model = published_model()
+    validation.probe = TestProbe(model, dataset, test, n_users)
     tick = time.perf_counter()
     model.fit(dataset)
     train_seconds = time.perf_counter() - tick
