@@ -218,8 +218,6 @@ def test_metrics(reco: pd.DataFrame, test: pd.DataFrame, n_users: int) -> dict[s
     return {
         **{f"published_protocol_{k}": v for k, v in kept.items()},
         **{f"all_users_{k}": v * len(test) / n_users for k, v in kept.items()},
-        "test_users": len(test),
-        "all_users": n_users,
     }
 
 
@@ -232,12 +230,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--accelerator", default="cpu", help="cpu or gpu (Lightning's name)")
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--summarise-stopped",
+        action="store_true",
+        help="write OUT from the epochs log of this command's run stopped before its patience ran out: "
+        "its best epoch so far and that epoch's test metrics",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     out = Path(args.out)
     epochs_log = out.with_suffix(".epochs.jsonl")
-    epochs_log.unlink(missing_ok=True)
+    if not args.summarise_stopped:
+        epochs_log.unlink(missing_ok=True)
 
     interactions = read_s3(Path(args.data))
     test_mask = last_item_mask(interactions)
@@ -248,6 +253,43 @@ def main() -> None:
     seen_pairs = set(zip(train[Columns.User], train[Columns.Item]))
     fresh = np.array([pair not in seen_pairs for pair in zip(test[Columns.User], test[Columns.Item])], dtype=bool)
     test = test[test[Columns.User].isin(train[Columns.User]) & test[Columns.Item].isin(train[Columns.Item]) & fresh]
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    import rectools
+
+    header = {
+        "name": out.stem,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "rectools": rectools.__version__,
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {args.accelerator}, {args.threads} thread(s)",
+        "commit": commit,
+        "data": args.data,
+        "seed": args.seed,
+        "max_epochs": args.max_epochs,
+        "patience": args.patience,
+    }
+    users = {"test_users": len(test), "all_users": n_users}
+    if args.summarise_stopped:
+        history = [json.loads(line) for line in epochs_log.read_text().splitlines()]
+        best = max(history, key=lambda record: record["recall@10"])  # the first of equals, as the callback keeps
+        since = history[-1]["epoch"] - best["epoch"]
+        out.write_text(
+            json.dumps(
+                {
+                    **header,
+                    "stopped": f"after epoch {history[-1]['epoch']}, {since} epochs after the best so far",
+                    "epochs": len(history),
+                    "best_epoch": best["epoch"],
+                    "best_valid_recall@10": best["recall@10"],
+                    "wall_seconds": history[-1]["seconds"],
+                    "test": {**best["test"], **users},
+                    "history": history,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        return
     validation = ValidationRecall(epochs_log)
 
     def trainer() -> Trainer:
@@ -293,27 +335,15 @@ def main() -> None:
     model.fit(dataset)
     train_seconds = time.perf_counter() - tick
     reco = model.recommend(users=test[Columns.User].unique(), dataset=dataset, k=20, filter_viewed=True)
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
-    import rectools
-
     result = {
-        "name": out.stem,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "rectools": rectools.__version__,
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {args.accelerator}, {args.threads} thread(s)",
-        "commit": commit,
-        "data": args.data,
-        "seed": args.seed,
-        "max_epochs": args.max_epochs,
-        "patience": args.patience,
+        **header,
         "epochs": len(validation.history),
         "best_epoch": validation.best_epoch,
         "best_valid_recall@10": validation.best,
         "target_rows_check": target_rows_check,
         "train_seconds": round(train_seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "test": test_metrics(reco, test, n_users),
+        "test": {**test_metrics(reco, test, n_users), **users},
         "history": validation.history,
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
