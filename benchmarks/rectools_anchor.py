@@ -236,6 +236,10 @@ def main() -> None:
         help="write OUT from the epochs log of this command's run stopped before its patience ran out: "
         "its best epoch so far and that epoch's test metrics",
     )
+    parser.add_argument(
+        "--earlier-log",
+        help="with --summarise-stopped: the epochs log of an earlier run of the same command, kept beside",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -280,10 +284,19 @@ def main() -> None:
                     "stopped": f"after epoch {history[-1]['epoch']}, {since} epochs after the best so far",
                     "epochs": len(history),
                     "best_epoch": best["epoch"],
-                    "best_valid_recall@10": best["recall@10"],
+                    "best_valid": {k: best[k] for k in ("recall@10", "ndcg@10", "ndcg@20")},
                     "wall_seconds": history[-1]["seconds"],
                     "test": {**best["test"], **users},
                     "history": history,
+                    **(
+                        {
+                            "earlier_run_history": [
+                                json.loads(line) for line in Path(args.earlier_log).read_text().splitlines()
+                            ]
+                        }
+                        if args.earlier_log
+                        else {}
+                    ),
                 },
                 indent=2,
             )
@@ -339,7 +352,9 @@ def main() -> None:
         **header,
         "epochs": len(validation.history),
         "best_epoch": validation.best_epoch,
-        "best_valid_recall@10": validation.best,
+        "best_valid": {
+            k: validation.history[validation.best_epoch - 1][k] for k in ("recall@10", "ndcg@10", "ndcg@20")
+        },
         "target_rows_check": target_rows_check,
         "train_seconds": round(train_seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -6,7 +6,9 @@ docs/claims.toml and docs/results/*.json.
 
 Each claim's text takes its numbers from the result files through named values: a value is a
 path into one JSON file (keys, list positions, or a table that picks the list element whose
-fields match), and the text formats it, e.g. ``{gain:+.1%}``. tests/test_claims.py fails when the
+fields match), and the text formats it, e.g. ``{gain:+.1%}``. A path starts in the claim's own
+study's file, or, where its first step is ``"@name"``, in docs/results/name.json (a claim that
+compares two studies). tests/test_claims.py fails when the
 page is stale or when a claim's text writes a measured number itself.
 """
 
@@ -61,12 +63,16 @@ def claim_text(claim: dict[str, Any], results: Path) -> str:
     """A claim's title and its text with the numbers filled in from its study's JSON."""
     study = claim["study"]
     source = results / f"{study}.json"
-    document = json.loads(source.read_text())
     where = f"claim {claim['title']!r}"
-    values = {
-        name: _plain(resolve(document, path, f"{where}, value {name!r}"))
-        for name, path in claim.get("values", {}).items()
-    }
+
+    def value(name: str, path: list[Any]) -> Any:
+        other = path[0][1:] if path and isinstance(path[0], str) and path[0].startswith("@") else None
+        file = results / f"{other}.json" if other else source
+        if not file.exists():
+            raise ClaimError(f"{where}, value {name!r}: no result file {file.name}")
+        return _plain(resolve(json.loads(file.read_text()), path[1:] if other else path, f"{where}, value {name!r}"))
+
+    values = {name: value(name, path) for name, path in claim.get("values", {}).items()}
     written = hand_written_numbers(claim["text"])
     if written:
         raise ClaimError(f"{where}: numbers written by hand ({', '.join(written)}); take them from {source.name}")

@@ -51,6 +51,19 @@ def test_a_claim_takes_its_numbers_from_the_json_through_paths(tmp_path):
     assert "- **T.** B gains -2.0% (CI -5.0% to +1.0%) at `k = 2.5`. Details: [results/study.json]" in page
 
 
+def test_a_claim_can_take_a_number_from_another_study(tmp_path):
+    docs = toy_docs(
+        tmp_path,
+        "A reaches {r:.4f} against {o:.4f} elsewhere.",
+        'r = ["rows", {dataset = "A"}, "recall@10", "mean"]\no = ["@other", "best", "recall@10"]',
+    )
+    (docs / "results" / "other.json").write_text(json.dumps({"best": {"recall@10": 0.0912}}))
+    assert "A reaches 0.0842 against 0.0912 elsewhere." in render_claims.render(docs)
+    (docs / "results" / "other.json").unlink()
+    with pytest.raises(render_claims.ClaimError, match="no result file other.json"):
+        render_claims.render(docs)
+
+
 @pytest.mark.parametrize(
     "text, values, message",
     [
