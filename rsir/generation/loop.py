@@ -158,10 +158,12 @@ class RunResult:
 
     @classmethod
     def new(cls, dataset: Dataset, backbone: str, rounds: list[RoundResult]) -> RunResult:
+        """A result written by this rsir (its version and commit) on ``dataset``."""
         return cls(provenance(), dataset.name, backbone, rounds)
 
     @classmethod
     def read(cls, path: Path) -> RunResult:
+        """A run's result from its metrics.json."""
         data = json.loads(path.read_text())
         return cls(data["rsir"], data["dataset"], data["backbone"], [RoundResult(**r) for r in data["rounds"]])
 
