@@ -37,6 +37,22 @@ def test_batches_pad_only_to_the_longest_in_batch(small_split):
     assert min(widths) < max(widths)
 
 
+def test_inputs_are_the_items_that_predict_a_target(small_split):
+    """A row's inputs are its items up to the one before its last (every input has a next
+    item), also in a batch wider than the row: a model counting positions from the latest
+    input, or padding from the number of inputs, sees in training what it sees in inference."""
+    rows = 0
+    for by_length in (True, False):
+        for inputs, targets, _, _ in next_item_batches(
+            small_split.train, 20, 32, np.random.default_rng(0), by_length=by_length
+        ):
+            assert torch.equal(inputs != 0, targets != 0)
+            kept = targets[:, 1:] != 0  # each input after the first is the previous position's target
+            assert torch.equal(inputs[:, 1:][kept], targets[:, :-1][kept])
+            rows += len(inputs)
+    assert rows == 2 * int((small_split.train.lengths >= 2).sum())
+
+
 def test_prefix_rows_are_every_prefix_cut_to_the_window():
     seqs = Sequences.from_lists([[1, 2, 3, 4], [5], [6, 7]], users=[10, 11, 12], origin=2)
     rows = prefix_rows(seqs, max_len=2)

@@ -102,10 +102,14 @@ def next_item_batches(
         mine = batch[rank::world_size]
         window = torch.from_numpy(seqs.padded(trainable[mine], max_len + 1).astype(np.int64))
         targets = window[:, 1:]
+        # A row shorter than the batch's width ends in an item with no next one: it is not an
+        # input, or positions counted from the latest input (and padding counts) would be off
+        # by one against inference, where the latest item is the last input.
+        inputs = window[:, :-1] * (targets != 0)
         if last_target_only:  # the other targets become padding, so losses skip them
             targets = targets * (torch.arange(targets.shape[1]) == torch.from_numpy(lengths[mine] - 2)[:, None])
         weights = torch.from_numpy(row_weights[mine]).unsqueeze(1) * (targets != 0)
-        yield window[:, :-1], targets, weights, batch_weight
+        yield inputs, targets, weights, batch_weight
 
 
 def next_item_windows(
