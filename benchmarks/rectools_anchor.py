@@ -52,6 +52,19 @@ from rectools.models import SASRecModel
 from rectools.models.nn.transformers.lightning import TransformerLightningModule
 from rectools.models.nn.transformers.similarity import DistanceSimilarityModule
 
+# configs/paper/loo/s3_vanilla.yaml of blondered/transformer_benchmark, as SASRecModel options
+PUBLISHED_CONFIG = {
+    "n_factors": 256,
+    "n_blocks": 1,
+    "n_heads": 1,
+    "dropout_rate": 0.2,
+    "session_max_len": 50,
+    "loss": "sampled_softmax",
+    "n_negatives": 256,
+    "lr": 1e-3,
+    "batch_size": 128,
+}
+
 
 def read_s3(path: Path) -> pd.DataFrame:
     """One row per interaction, its position in the user's line as the time."""
@@ -321,15 +334,7 @@ def main() -> None:
 
     def published_model() -> SASRecModel:
         return SASRecModel(
-            n_factors=256,
-            n_blocks=1,
-            n_heads=1,
-            dropout_rate=0.2,
-            session_max_len=50,
-            loss="sampled_softmax",
-            n_negatives=256,
-            lr=1e-3,
-            batch_size=128,
+            **PUBLISHED_CONFIG,
             deterministic=True,
             recommend_torch_device="cuda" if args.accelerator == "gpu" else "cpu",
             get_val_mask_func=last_item_mask,

@@ -102,18 +102,7 @@ def main() -> None:
     started = time.perf_counter()
     interactions = rectools_anchor.read_s3(Path(args.data))
     train = interactions[~rectools_anchor.last_item_mask(interactions)]
-    theirs = SASRecModel(
-        n_factors=256,
-        n_blocks=1,
-        n_heads=1,
-        dropout_rate=0.2,
-        session_max_len=50,
-        loss="sampled_softmax",
-        n_negatives=256,
-        lr=1e-3,
-        batch_size=128,
-        get_val_mask_func=rectools_anchor.last_item_mask,
-    )
+    theirs = SASRecModel(**rectools_anchor.PUBLISHED_CONFIG, get_val_mask_func=rectools_anchor.last_item_mask)
     rectools_anchor.check_target_rows(theirs, Dataset.construct(train))  # builds its modules and batches
     module, backbone = theirs.lightning_model, theirs.lightning_model.torch_model
     module._xavier_normal_init()  # noqa: SLF001  (what RecTools does as training starts)
