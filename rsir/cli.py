@@ -38,11 +38,11 @@ from .experiments.runner import load_spec, run_experiment
 from .experiments.segments import segment_gains, segment_markdown, user_segments
 from .files import atomic_open, write_json
 from .generation.loop import round_training_set, training_labels
-from .generation.phases import round_dir
 from .jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
 from .models import BACKBONES, Backbone
 from .models.checkpoint import check_same_data, load_checkpoint, load_checkpoint_with_data
 from .recommender import Recommender
+from .rundir import RunDir
 from .training.callbacks import TensorBoard
 
 _FLAG_NAMES = {("data", "path"): "data"}  # --data reads better than --path
@@ -256,12 +256,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    run = Path(args.run)
-    if not (run / "config.yaml").exists():
-        raise ConfigError(f"{run}: no rsir improve run there (no config.yaml)")
+    run = RunDir(args.run)
+    if not run.config_file.exists():
+        raise ConfigError(f"{run.path}: no rsir improve run there (no {run.CONFIG})")
     dataset = _run_dataset(run)
     split = leave_one_out(dataset)
-    train = round_training_set(run, split.train, args.round)
+    train = round_training_set(run.path, split.train, args.round)
     out = Path(args.out)
     written = write_recbole_benchmark(
         out,
@@ -285,9 +285,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_dataset(run: Path) -> Dataset:
+def _run_dataset(run: RunDir) -> Dataset:
     """The data of a loop run: that of its round-0 model."""
-    return _checkpoint_with_data(round_dir(run, 0) / "model.pt")[2]
+    return _checkpoint_with_data(run.round(0) / "model.pt")[2]
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:

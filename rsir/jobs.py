@@ -8,28 +8,27 @@ cell per process."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import distributed, rundir
+from . import distributed
 from .config import RunConfig, build_config
 from .data import Dataset, LeaveOneOut, leave_one_out
 from .data.source import load_dataset
 from .errors import ConfigError, RsirError
-from .files import remove_stale_temporaries, write_json
+from .files import write_json
 from .generation import phases
 from .generation.loop import LoopSpec, RoundResult, RunResult, improve, prepare, read_fit_result
 from .models import build_backbone
 from .models.checkpoint import data_entries
+from .rundir import RunDir
 from .training.callbacks import Callback
 from .training.trainer import fit
 
@@ -49,19 +48,19 @@ def train_run(
 ) -> RunResult:
     """Train the config's model in ``out`` (resuming a run of the same config there) and
     return its ``metrics.json``; a finished run's is returned as it is."""
-    out = Path(out)
-    same = rundir.holds_same_run(out, config.to_dict(TRAIN_SECTIONS), overwrite)
-    metrics_path = out / "metrics.json"
+    run = RunDir(out)
+    same = run.holds_same_run(config.to_dict(TRAIN_SECTIONS), overwrite)
+    metrics_path = run.metrics_file
     finished = distributed.broadcast_flag(same and metrics_path.exists())
     if finished and "rounds" in json.loads(metrics_path.read_text()):
-        log.info("%s already holds a finished run with this config; its result", out)
+        log.info("%s already holds a finished run with this config; its result", run.path)
         return RunResult.read(metrics_path)
     # The data is read and checked before anything is written, so bad input leaves no run dir.
     dataset = load_dataset(config.data)
     split = leave_one_out(dataset)
     model = build_backbone(config.backbone, dataset.n_items, config.model, seed=config.train.seed)
-    with _writing(out):
-        _start_run_dir(out, config, TRAIN_SECTIONS, overwrite)
+    with run.writing():
+        _start(run, config, TRAIN_SECTIONS, overwrite)
         _log_data(dataset, split)
         if finished:  # a loop's round 0 that the experiment runner copied in, in a round's form
             result = read_fit_result(metrics_path)
@@ -75,7 +74,7 @@ def train_run(
                 model,
                 config.train.training_split(split, dataset.n_items),
                 config.train,
-                run_dir=out,
+                run_dir=run.path,
                 meta=meta,
                 progress=progress,
                 carry=data_entries(dataset),
@@ -84,7 +83,7 @@ def train_run(
         summary = RunResult.new(dataset, config.backbone, [RoundResult.of_training(0, split.train, result)])
         if distributed.is_main():
             write_json(metrics_path, summary.to_dict())
-            phases.record(out, config.to_dict(TRAIN_SECTIONS))  # a run the runner prepared has none yet
+            phases.record(run.path, config.to_dict(TRAIN_SECTIONS))  # a run the runner prepared has none yet
     return summary
 
 
@@ -93,23 +92,28 @@ def improve_run(
 ) -> RunResult:
     """Run the config's self-improvement loop in ``out``, resuming a run of the same config
     there (``resume``: only that, else an error), and return its report."""
-    out = Path(out)
-    exists = distributed.broadcast_flag(rundir.holds_same_run(out, config.to_dict(IMPROVE_SECTIONS), overwrite))
+    run = RunDir(out)
+    exists = distributed.broadcast_flag(run.holds_same_run(config.to_dict(IMPROVE_SECTIONS), overwrite))
     if resume and not exists:
-        raise ConfigError(f"{out} holds no run to resume")
+        raise ConfigError(f"{run.path} holds no run to resume")
     dataset = load_dataset(config.data)
     spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
     prepared = prepare(dataset, spec)  # before anything is written, so bad input leaves no run dir
-    with _writing(out):
-        _start_run_dir(out, config, IMPROVE_SECTIONS, overwrite)
+    with run.writing():
+        _start(run, config, IMPROVE_SECTIONS, overwrite)
         _log_data(dataset, prepared.split)
         if exists:
-            log.info("resuming the run in %s", out)
+            log.info("resuming the run in %s", run.path)
         report = improve(
-            dataset, spec, out, meta={"data": dataclasses.asdict(config.data)}, progress=progress, prepared=prepared
+            dataset,
+            spec,
+            run.path,
+            meta={"data": dataclasses.asdict(config.data)},
+            progress=progress,
+            prepared=prepared,
         )
         if distributed.is_main():  # a resumed loop given more rounds has more phases
-            phases.record(out, config.to_dict(IMPROVE_SECTIONS))
+            phases.record(run.path, config.to_dict(IMPROVE_SECTIONS))
         distributed.barrier()  # rank 0 has written the report
     return report
 
@@ -153,24 +157,12 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _writing(out: Path) -> contextlib.AbstractContextManager[None]:
-    """The run directory's lock, held by rank 0 for the whole run (see :mod:`rsir.rundir`)."""
-    return rundir.locked(out) if distributed.is_main() else contextlib.nullcontext()
-
-
-def _start_run_dir(out: Path, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
-    """Empty ``out`` for ``overwrite`` (all but the lock this process holds), drop a killed
-    run's temporary files, and record the config; the other ranks wait for it."""
-    if distributed.is_main():
-        if overwrite and out.exists():
-            for entry in out.iterdir():
-                if entry.name != rundir.LOCK_NAME:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        if out.exists():
-            remove_stale_temporaries(out)
-        if not (out / "config.yaml").exists():
-            rundir.write_config(out / "config.yaml", config.to_dict(sections))
-            phases.record(out, config.to_dict(sections))
+def _start(run: RunDir, config: RunConfig, sections: tuple[str, ...], overwrite: bool) -> None:
+    """Ready ``run`` for ``config`` and record its phases' identities (a new run's)."""
+    new = overwrite or not run.config_file.exists()
+    run.start(config.to_dict(sections), overwrite=overwrite)
+    if new and distributed.is_main():
+        phases.record(run.path, config.to_dict(sections))
     distributed.barrier()
 
 

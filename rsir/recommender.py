@@ -7,6 +7,7 @@ without the data file. The command line's ``train``-free commands (``recommend``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -20,8 +21,7 @@ from .config import build_config
 from .data import Dataset, leave_one_out
 from .errors import CheckpointError, ConfigError, DataFormatError
 from .evaluation import evaluate, recommend_top_k
-from .generation.loop import LoopSpec, RoundResult, claim_run_dir, improve
-from .generation.phases import round_dir
+from .generation.loop import LoopSpec, RoundResult, improve
 from .models import DEFAULT_BACKBONE, Backbone, build_backbone
 from .models.checkpoint import (
     check_same_data,
@@ -30,6 +30,7 @@ from .models.checkpoint import (
     load_checkpoint_with_data,
     save_checkpoint,
 )
+from .rundir import RunDir
 from .training.callbacks import Callback
 from .training.trainer import FitResult, TrainParams, fit
 
@@ -86,19 +87,21 @@ class Recommender:
         ``callbacks`` (:mod:`rsir.training.callbacks`, e.g. ``TensorBoard(dir)``) join the training's own."""
         split = leave_one_out(data)
         module = build_backbone(self.backbone_name, data.n_items, self.model_options, seed=self.train_params.seed)
-        if run_dir is not None:  # resumed only if it holds a training of these same options
-            claim_run_dir(Path(run_dir), {"model": module.describe(), "train": dataclasses.asdict(self.train_params)})
         meta = {"data_fingerprint": data.fingerprint(), "n_items": data.n_items}
-        self.result = fit(
-            module,
-            self.train_params.training_split(split, data.n_items),
-            self.train_params,
-            run_dir=run_dir,
-            meta=meta,
-            progress=progress,
-            carry=data_entries(data),
-            callbacks=callbacks,
-        )
+        run = RunDir(run_dir) if run_dir is not None else None
+        with run.writing() if run is not None else contextlib.nullcontext():
+            if run is not None:  # resumed only if it holds a training of these same options
+                run.claim({"model": module.describe(), "train": dataclasses.asdict(self.train_params)})
+            self.result = fit(
+                module,
+                self.train_params.training_split(split, data.n_items),
+                self.train_params,
+                run_dir=run_dir,
+                meta=meta,
+                progress=progress,
+                carry=data_entries(data),
+                callbacks=callbacks,
+            )
         self.module, self.dataset = module, data
         log.info(
             "trained %s: test recall@10 %.4f, ndcg@10 %.4f",
@@ -132,7 +135,7 @@ class Recommender:
         )
         spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
         results = improve(data, spec, run_dir, progress=progress).rounds
-        last = round_dir(Path(run_dir), results[-1].round) / "model.pt"
+        last = RunDir(run_dir).round(results[-1].round) / "model.pt"
         self.module, _ = load_checkpoint(last)
         self.dataset, self.result = data, None
         return results

@@ -1,10 +1,19 @@
-"""The lock of a run directory: one writer at a time.
+"""A run directory: its layout, its saved config, its lock, and the rule for resuming it.
 
-A process that writes a run (``rsir train``, ``rsir improve``, an experiment's cell) holds an
-exclusive ``flock`` on ``RUN/.lock`` while it runs, with its pid in the file, and removes the
-file when it ends. A second process is refused at once in one line that names the holder; the
-operating system drops the lock when its holder is killed, so the next process takes over a
-killed run's directory (and resumes it) without any clean-up.
+Every writer of a run (``rsir train``, ``rsir improve``, an experiment's cell, ``improve`` and
+``Recommender.fit`` from Python) goes through :class:`RunDir`:
+
+- **Layout.** ``config.yaml`` (the options, headed by the rsir version and commit), ``metrics.json``
+  (the result, written last), ``phases.json`` (each phase's identity), and per loop round
+  ``round-K/`` with that round's training and generation files.
+- **One writer.** :meth:`RunDir.writing` holds an exclusive ``flock`` on ``.lock``, with the
+  holder's pid in the file, removed when the run ends. A second process is refused at once in
+  one line that names the holder; the operating system drops the lock when its holder is
+  killed, so the next process takes over a killed run's directory (and resumes it) without
+  any clean-up. Within one process the lock is re-entrant (a job holds it around the loop).
+- **Resume.** :meth:`RunDir.holds_same_run` is the one check that the directory holds a run of
+  this same config: another config is refused, naming the option and both values; a loop
+  may be given more rounds.
 """
 
 from __future__ import annotations
@@ -12,15 +21,15 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from . import distributed
 from .errors import ConfigError, RsirError, RunInUseError
-
-LOCK_NAME = ".lock"
 
 
 @functools.cache
@@ -46,76 +55,148 @@ def provenance() -> dict[str, str | None]:
     return {"version": __version__, "commit": commit}
 
 
-def write_config(path: str | os.PathLike, sections: dict) -> None:
-    """Write a run's ``config.yaml`` (atomically), headed by a comment with the rsir version
-    and commit that wrote it."""
-    import yaml
-
-    from .files import atomic_open
-
-    origin = provenance()
-    with atomic_open(path) as handle:
-        handle.write(
-            f"# written by rsir {origin['version']}"
-            + (f", commit {origin['commit']}" if origin["commit"] else "")
-            + "\n"
-        )
-        yaml.safe_dump(sections, handle, sort_keys=False)
+# Directories this process holds the lock of (the lock is re-entrant within a process).
+_HELD: dict[Path, int] = {}
 
 
-def holds_same_run(run_dir: str | os.PathLike, wanted: dict[str, dict], overwrite: bool = False) -> bool:
-    """Whether ``run_dir`` holds a run of the config ``wanted`` (its sections), to resume; a
-    run of another config there is an error. The one check of a run directory's identity,
-    for the command line and the library alike.
+class RunDir:
+    """A run directory (see the module's docstring); creating the object touches nothing."""
 
-    The saved config is read with today's defaults, so options added to rsir since the run
-    started (whose defaults keep the old behaviour) do not block resuming it; a loop may be
-    given more rounds, which extends it after its finished ones, not fewer."""
-    from .config import changed_option, read_saved_config
+    CONFIG = "config.yaml"
+    METRICS = "metrics.json"
+    PHASES = "phases.json"
+    LOCK = ".lock"
 
-    path = Path(run_dir) / "config.yaml"
-    if overwrite or not path.exists():
-        return False
-    import yaml
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
 
-    written = yaml.safe_load(path.read_text()) or {}
-    saved = read_saved_config(path, tuple(wanted))
-    changed = ("config", "unreadable") if saved is None else changed_option(saved, wanted)
-    if saved is not None and "improve" in wanted and saved["improve"]["rounds"] > wanted["improve"]["rounds"]:
-        changed = ("improve", "rounds")
-    if changed:
-        section, key = changed
-        detail = (
-            "" if saved is None else f": {section}.{key} {saved[section].get(key)!r}, now {wanted[section].get(key)!r}"
-        )
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config{detail}; "
-            "pass --overwrite (overwrite=True) or choose another directory"
-        )
-    if any(written.get(name) != values for name, values in wanted.items()) and distributed.is_main():
-        write_config(path, {**written, **wanted})  # record what the resumed run now does
-    return True
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
 
+    @property
+    def config_file(self) -> Path:
+        return self.path / self.CONFIG
 
-@contextmanager
-def locked(run_dir: str | os.PathLike) -> Iterator[None]:
-    """Hold ``run_dir``'s lock (creating the directory) for the ``with`` block. A directory the
-    block leaves empty is removed again if this call created it."""
-    run_dir = Path(run_dir)
-    path, created = run_dir / LOCK_NAME, not run_dir.exists()
-    fd = _acquire(run_dir, path)
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # while still holding the lock: see _acquire
-        os.close(fd)
-        if created:
-            try:
-                run_dir.rmdir()
-            except OSError:  # not empty: the run wrote something
-                pass
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def phases_file(self) -> Path:
+        return self.path / self.PHASES
+
+    def round(self, k: int) -> Path:
+        """Round ``k``'s folder of a loop run (its training, generation and exports)."""
+        return self.path / f"round-{k}"
+
+    def saved_config(self, sections: tuple[str, ...] | None = None) -> dict[str, Any] | None:
+        """The saved config with today's defaults filled in (see :func:`rsir.config.read_saved_config`);
+        None where there is none or it cannot be read."""
+        from .config import read_saved_config
+
+        return read_saved_config(self.config_file, sections) if self.config_file.exists() else None
+
+    def write_config(self, sections: dict[str, Any]) -> None:
+        """Write ``config.yaml`` (atomically), headed by a comment with the rsir version and
+        commit that wrote it."""
+        import yaml
+
+        from .files import atomic_open
+
+        origin = provenance()
+        with atomic_open(self.config_file) as handle:
+            handle.write(
+                f"# written by rsir {origin['version']}"
+                + (f", commit {origin['commit']}" if origin["commit"] else "")
+                + "\n"
+            )
+            yaml.safe_dump(sections, handle, sort_keys=False)
+
+    def holds_same_run(self, wanted: dict[str, dict], overwrite: bool = False) -> bool:
+        """Whether the directory holds a run of the config ``wanted`` (its sections), to resume;
+        a run of another config there is an error.
+
+        The saved config is read with today's defaults, so options added to rsir since the run
+        started (whose defaults keep the old behaviour) do not block resuming it; a loop may be
+        given more rounds, which extends it after its finished ones, not fewer."""
+        from .config import changed_option, read_saved_config
+
+        if overwrite or not self.config_file.exists():
+            return False
+        import yaml
+
+        written = yaml.safe_load(self.config_file.read_text()) or {}
+        saved = read_saved_config(self.config_file, tuple(wanted))
+        changed = ("config", "unreadable") if saved is None else changed_option(saved, wanted)
+        if saved is not None and "improve" in wanted and saved["improve"]["rounds"] > wanted["improve"]["rounds"]:
+            changed = ("improve", "rounds")
+        if changed:
+            section, key = changed
+            detail = (
+                ""
+                if saved is None
+                else f": {section}.{key} {saved[section].get(key)!r}, now {wanted[section].get(key)!r}"
+            )
+            raise ConfigError(
+                f"{self.path} holds a run with a different config{detail}; "
+                "pass --overwrite (overwrite=True) or choose another directory"
+            )
+        if any(written.get(name) != values for name, values in wanted.items()) and distributed.is_main():
+            self.write_config({**written, **wanted})  # record what the resumed run now does
+        return True
+
+    def claim(self, wanted: dict[str, dict[str, Any]]) -> bool:
+        """Resume only a run of the same options (else the error of :meth:`holds_same_run`);
+        a new run records them. Returns whether it resumes."""
+        same = distributed.broadcast_flag(self.holds_same_run(wanted))
+        if not same and distributed.is_main():
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.write_config(wanted)
+        distributed.barrier()
+        return same
+
+    def start(self, sections: dict[str, Any], *, overwrite: bool = False) -> None:
+        """Make the directory ready for a run of ``sections``, under :meth:`writing`: emptied
+        for ``overwrite`` (all but the lock), a killed run's temporary files dropped, the
+        config recorded where none is; the other ranks wait for it."""
+        from .files import remove_stale_temporaries
+
+        if distributed.is_main():
+            if overwrite and self.path.exists():
+                for entry in self.path.iterdir():
+                    if entry.name != self.LOCK:
+                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if self.path.exists():
+                remove_stale_temporaries(self.path)
+            if not self.config_file.exists():
+                self.write_config(sections)
+        distributed.barrier()
+
+    @contextmanager
+    def writing(self) -> Iterator[RunDir]:
+        """Hold the directory's lock (creating the directory) for the ``with`` block: on rank 0
+        only, re-entrant within this process. A directory the block leaves empty is removed
+        again if this call created it."""
+        key = self.path.resolve()
+        if not distributed.is_main() or key in _HELD:
+            yield self
+            return
+        path, created = self.path / self.LOCK, not self.path.exists()
+        fd = _acquire(self.path, path)
+        _HELD[key] = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield self
+        finally:
+            del _HELD[key]
+            path.unlink(missing_ok=True)  # while still holding the lock: see _acquire
+            os.close(fd)
+            if created:
+                try:
+                    self.path.rmdir()
+                except OSError:  # not empty: the run wrote something
+                    pass
 
 
 def _acquire(run_dir: Path, path: Path) -> int:

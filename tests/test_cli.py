@@ -450,15 +450,16 @@ def test_compare_puts_train_and_improve_runs_side_by_side(trained, tmp_path, cap
 def test_a_run_on_a_file_ignores_the_built_in_generators_options(tmp_path):
     """Options of the built-in generator say nothing about a data file: a run written with
     other values of them (an older default) is the same run, and configs omit them."""
-    from rsir import rundir
     from rsir.config import build_config
+    from rsir.rundir import RunDir
 
     config = build_config({"data": {"path": "log.txt"}})
     wanted = config.to_dict(("data", "model", "train"))
     assert not any(key.startswith("synthetic_") for key in wanted["data"])
     older = {**wanted, "data": {**wanted["data"], "synthetic_users": 2000, "synthetic_items": 500}}
-    (tmp_path / "run").mkdir()
-    rundir.write_config(tmp_path / "run" / "config.yaml", older)
-    assert rundir.holds_same_run(tmp_path / "run", wanted)
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config(older)
+    assert run.holds_same_run(wanted)
     built_in = build_config({}).to_dict(("data",))["data"]
     assert built_in["synthetic_users"] == 1000  # they do describe the built-in data

@@ -158,12 +158,13 @@ def test_a_checkpoint_is_read_by_its_content_and_distilling_without_a_teacher_is
 def test_other_runs_are_read_with_the_config_they_ran_with_and_recorded_identities_stay(tmp_path):
     from rsir.experiments.runner import Cell, _candidate_sources
     from rsir.generation.phases import finished_phases, record
-    from rsir.rundir import write_config
+    from rsir.rundir import RunDir
 
     ran, now = _config(None), _config(("generate", "tau", 5.0))
     cell_dir = tmp_path / "other" / "synthetic" / "rsir" / "s0"
-    write_config(cell_dir / "config.yaml", now)  # the spec changed since the run started
-    write_config(cell_dir / "run" / "config.yaml", ran)
+    cell_dir.mkdir(parents=True)
+    RunDir(cell_dir).write_config(now)  # the spec changed since the run started
+    RunDir(cell_dir / "run").write_config(ran)
     out = tmp_path / "mine"
     out.mkdir()
     (key, run, config), *_ = _candidate_sources(Cell("synthetic", "x", 0, "improve", now), out, [])

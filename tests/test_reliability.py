@@ -28,11 +28,12 @@ from hypothesis import strategies as st
 
 from rsir.cli import main
 from rsir.data import leave_one_out, make_synthetic, read_dataset, write_dataset
-from rsir.errors import CheckpointError, DataFormatError, RsirError
+from rsir.errors import CheckpointError, DataFormatError, RsirError, RunInUseError
 from rsir.files import write_json
-from rsir.generation.loop import load_synthetic
+from rsir.generation.loop import LoopSpec, improve, load_synthetic
 from rsir.models import build_backbone
 from rsir.models.checkpoint import check_same_model, load_checkpoint, read_checkpoint, save_checkpoint
+from rsir.recommender import Recommender
 
 from .conftest import LOOP, assert_same_run
 from .test_readers import MALFORMED
@@ -945,8 +946,9 @@ def test_generator_trained_on_other_data_is_refused_before_anything_is_written(t
 
 def test_a_second_writer_of_a_run_directory_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path, capsys):
     """While a process writes a run directory, `rsir train` on it ends at once in one line that
-    names the writer's pid and writes nothing; once the writer is killed (kill -9: no clean-up),
-    the next run takes the directory over."""
+    names the writer's pid and writes nothing, and so do the library's writers (``improve``,
+    ``Recommender.fit``); once the writer is killed (kill -9: no clean-up), the next run takes
+    the directory over."""
     out = tmp_path / "run"
     data = tmp_path / "data.csv"
     write_dataset(make_synthetic(300, 80, n_clusters=4, seed=1), data)
@@ -954,8 +956,8 @@ def test_a_second_writer_of_a_run_directory_is_refused_and_a_killed_ones_lock_is
         [
             sys.executable,
             "-c",
-            "import sys, time; from rsir.rundir import locked\n"
-            "with locked(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)",
+            "import sys, time; from rsir.rundir import RunDir\n"
+            "with RunDir(sys.argv[1]).writing():\n    print('locked', flush=True); time.sleep(600)",
             str(out),
         ],
         stdout=subprocess.PIPE,
@@ -985,6 +987,13 @@ def test_a_second_writer_of_a_run_directory_is_refused_and_a_killed_ones_lock_is
         assert capsys.readouterr().err.strip() == (
             f"rsir: error: {out} is being written by process {holder.pid}; wait for it to end or choose another directory"
         )
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+        dataset = read_dataset(data)
+        busy = f"{out} is being written by process {holder.pid}"
+        with pytest.raises(RunInUseError, match=busy):
+            improve(dataset, LoopSpec(), out)
+        with pytest.raises(RunInUseError, match=busy):
+            Recommender(model={"dim": 16, "blocks": 1, "heads": 1}, train={"max_epochs": 1}).fit(dataset, run_dir=out)
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:
         holder.kill()

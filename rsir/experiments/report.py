@@ -19,8 +19,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
 from ..files import atomic_open, save_figure, write_json
-from ..generation.phases import round_dir
-from ..rundir import provenance
+from ..rundir import RunDir, provenance
 from ..training.callbacks import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 
 if TYPE_CHECKING:
@@ -57,9 +56,9 @@ def compare_runs(runs: list[Path], metrics: list[str]) -> pd.DataFrame:
     round, with its validation NDCG@20, the chosen test metrics and its epochs."""
     rows = []
     for run in runs:
-        path = Path(run) / "metrics.json"
+        path = RunDir(run).metrics_file
         if not path.exists():
-            raise ConfigError(f"{run}: no finished run there (no metrics.json)")
+            raise ConfigError(f"{run}: no finished run there (no {path.name})")
         for record in round_metrics(path):
             unknown = [m for m in metrics if m not in record["test"]]
             if unknown:
@@ -286,7 +285,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     (or interrupted), which are counted as interim so that long studies report as they go."""
     results, interim = {}, {}
     for cell in spec.cells:
-        path, partial = out / cell.key / "result.json", out / cell.key / "run" / "metrics.json"
+        path, partial = out / cell.key / "result.json", RunDir(out / cell.key / "run").metrics_file
         if path.exists():
             results[cell.key] = json.loads(path.read_text())
             if partial.exists():  # the run's own file also has the validation metrics older results lack
@@ -297,7 +296,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     for cell in spec.cells:
         for record in {**interim, **results}.get(cell.key, {}).get("rounds", []):
             run = out / cell.key / "run"
-            path = (round_dir(run, record["round"]) if cell.command == "improve" else run) / RANKS_FILE
+            path = (RunDir(run).round(record["round"]) if cell.command == "improve" else run) / RANKS_FILE
             if path.exists():
                 ranks.setdefault((cell.dataset, cell.variant, record["round"]), {})[cell.seed] = path
     rows = aggregate(spec, {**interim, **results}, interim=set(interim), ranks=ranks)

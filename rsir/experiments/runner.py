@@ -68,13 +68,13 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from ..config import build_config, changed_option, read_config_file, read_saved_config
+from ..config import build_config, changed_option, read_config_file
 from ..errors import ConfigError
 from ..files import atomic_path, write_json
 from ..generation import phases
 from ..generation.phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
 from ..jobs import run_in_process
-from ..rundir import write_config
+from ..rundir import RunDir
 from .report import round_metrics, write_report
 
 log = logging.getLogger(__name__)
@@ -394,7 +394,7 @@ def _finished(cell: Cell, out: Path) -> bool:
     if not (cell_dir / "result.json").exists():
         return False
     # Read with today's defaults: options added to rsir since the cell ran keep the old behaviour.
-    saved = read_saved_config(cell_dir / "config.yaml", tuple(cell.config))
+    saved = RunDir(cell_dir).saved_config(tuple(cell.config))
     if saved is None:
         raise ConfigError(
             f"{cell_dir}: finished, but its config.yaml cannot be read; delete the folder to run the cell again"
@@ -460,7 +460,7 @@ def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
     cell_dir.mkdir(parents=True, exist_ok=True)
     # Gone before the config changes: a finished loop given more rounds is unfinished until it ends again.
     (cell_dir / "result.json").unlink(missing_ok=True)
-    write_config(cell_dir / "config.yaml", cell.config)
+    RunDir(cell_dir).write_config(cell.config)  # a cell's folder records its config as a run does
     # Run time of the cell's earlier attempts, so that a resumed cell reports all of it; kept
     # up to date every minute because a runner can die without a chance to write it.
     elapsed_path = cell_dir / "elapsed.json"
@@ -482,7 +482,7 @@ def _run_cell(cell: Cell, out: Path, processes: _CellProcesses) -> str | None:
         {
             "cell": cell.key,
             "command": cell.command,
-            "rounds": round_metrics(cell_dir / "run" / "metrics.json"),
+            "rounds": round_metrics(RunDir(cell_dir / "run").metrics_file),
             "wall_seconds": record_elapsed(),  # every attempt's
             **(
                 {"reused": json.loads(reused.read_text())}
@@ -513,7 +513,7 @@ def _candidate_sources(cell: Cell, out: Path, cells: list[Cell]) -> Iterator[tup
         if saved.parents[3].resolve() != out.resolve()
     ]
     for key, run in runs:
-        config = read_saved_config(run / "config.yaml") if (run / "config.yaml").exists() else None
+        config = RunDir(run).saved_config()
         if config is not None:
             yield key, run, config
 
@@ -526,7 +526,7 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
     holds a phase computed from results other than its own earlier ones. The run's
     ``reused.json`` names the source of each copied phase, for the cell's result."""
     run = out / cell.key / "run"
-    saved = read_saved_config(run / "config.yaml") if (run / "config.yaml").exists() else None
+    saved = RunDir(run).saved_config()
     if saved is not None and changed_option(saved, cell.config) is not None:
         return  # a run of other options: running it refuses it, in one line that names the option
     finished: dict[str, list[tuple[str, Phase, Path]]] = {}
@@ -557,8 +557,8 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
             done.add(wanted[index - 1].name)
     if not copied:
         return
-    if not (run / "config.yaml").exists():  # the run's own config, so that it sees its phases as its own
-        write_config(run / "config.yaml", cell.config)
+    if not RunDir(run).config_file.exists():  # the run's own config, so that it sees its phases as its own
+        RunDir(run).write_config(cell.config)
         phases.record(run, cell.config)
     record = run / "reused.json"
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})

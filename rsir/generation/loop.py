@@ -48,9 +48,8 @@ from ..models.checkpoint import (
     load_weights,
     read_checkpoint,
 )
-from ..rundir import holds_same_run, provenance, write_config
+from ..rundir import RunDir, provenance
 from ..training.trainer import FitResult, TrainParams, fit, use_threads
-from . import phases
 from .acquisition import ACQUIRE_BY, acquire
 from .analysis import analyse_round
 from .generate import GenerationParams, generate
@@ -199,18 +198,24 @@ def improve(
     """Run (or resume) the loop in ``run_dir``; returns its metrics, one record per round."""
     prepared = prepared or prepare(dataset, spec)
     use_threads(spec.train.threads)
+    if prepared.fixed_generator is not None:
+        prepared.fixed_generator.to(distributed.resolve_device(spec.train.device))
+    run = RunDir(run_dir)
+    with run.writing():
+        run.claim(run_sections(spec, dataset.n_items))
+        meta = {**(meta or {}), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
+        return _rounds(dataset, spec, run, meta, progress, prepared)
+
+
+def _rounds(
+    dataset: Dataset, spec: LoopSpec, run: RunDir, meta: dict[str, Any], progress: bool, prepared: Prepared
+) -> RunResult:
     split, fixed_generator = prepared.split, prepared.fixed_generator
-    device = distributed.resolve_device(spec.train.device)
-    if fixed_generator is not None:
-        fixed_generator.to(device)
-    run_dir = Path(run_dir)
-    claim_run_dir(run_dir, run_sections(spec, dataset.n_items))
-    meta = {**(meta or {}), "data_fingerprint": dataset.fingerprint(), "n_items": dataset.n_items}
     train = split.train
     result = RunResult.new(dataset, spec.backbone, [])
     previous: Backbone | None = None
     for k in range(spec.improve.rounds + 1):
-        round_dir = phases.round_dir(run_dir, k)
+        round_dir = run.round(k)
         _say(
             f"round {k}: training {spec.backbone} on {len(train)} sequences "
             f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)"
@@ -235,7 +240,7 @@ def improve(
         result.rounds.append(dataclasses.replace(record, seconds=seconds))
         previous = model
         if distributed.is_main():
-            _write_report(run_dir, result)
+            _write_report(run, result)
     return result
 
 
@@ -248,15 +253,6 @@ def run_sections(spec: LoopSpec, n_items: int) -> dict[str, dict[str, Any]]:
         "generate": dataclasses.asdict(spec.generate),
         "improve": dataclasses.asdict(spec.improve),
     }
-
-
-def claim_run_dir(run_dir: Path, wanted: dict[str, dict[str, Any]]) -> None:
-    """Resume only a run of the same options: a run directory of other options is refused
-    (from Python as from the command line), a new one records them."""
-    if not holds_same_run(run_dir, wanted) and distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir / "config.yaml", wanted)
-    distributed.barrier()
 
 
 def _train_round(
@@ -409,12 +405,12 @@ def _generate_round(
 def round_training_set(run_dir: str | Path, real: Sequences, round_number: int) -> Sequences:
     """Round ``round_number``'s training sequences as the loop built them: the real training
     part, then the synthetic sequences each earlier round kept, in round order."""
-    run_dir = Path(run_dir)
-    if not phases.round_dir(run_dir, round_number).is_dir():
-        raise ConfigError(f"{run_dir}: the run has no round {round_number}")
+    run = RunDir(run_dir)
+    if not run.round(round_number).is_dir():
+        raise ConfigError(f"{run.path}: the run has no round {round_number}")
     train = real
     for k in range(round_number):
-        store = phases.round_dir(run_dir, k) / "synthetic.npz"
+        store = run.round(k) / "synthetic.npz"
         if store.exists():  # a round that generated nothing (attempts 0) has none
             train = train.concat(load_synthetic(store))
     return train
@@ -466,10 +462,10 @@ def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number
         write_sequences(seqs, stem.with_suffix(suffix), fmt, item_labels=dataset.item_ids, user_labels=users)
 
 
-def _write_report(run_dir: Path, result: RunResult) -> None:
-    write_json(run_dir / "metrics.json", result.to_dict())
+def _write_report(run: RunDir, result: RunResult) -> None:
+    write_json(run.metrics_file, result.to_dict())
     rounds = result.rounds
-    intervals = {r.round: _gain_intervals(run_dir, r.round) for r in rounds}
+    intervals = {r.round: _gain_intervals(run, r.round) for r in rounds}
     lines = [
         "| round | train sequences | synthetic | test recall@10 | test ndcg@10 | test recall@20 | test ndcg@20 "
         "| vs round 0: recall@10 / ndcg@10 (95% CI over users) | best epoch | train s | eval s | generate s |",
@@ -494,18 +490,18 @@ def _write_report(run_dir: Path, result: RunResult) -> None:
             f"Round {last} against round 0 on the test users: {', '.join(verdicts)} (a change counts when its "
             "95% interval, from resampling users, leaves out zero).",
         ]
-    with atomic_open(run_dir / "metrics.md") as handle:
+    with atomic_open(run.path / "metrics.md") as handle:
         handle.write("\n".join(lines) + "\n")
-    _plot(run_dir / "metrics.png", rounds)
+    _plot(run.path / "metrics.png", rounds)
 
 
-def _gain_intervals(run_dir: Path, k: int) -> dict[str, Any]:
+def _gain_intervals(run: RunDir, k: int) -> dict[str, Any]:
     """Round ``k``'s relative gain over round 0 in test recall@10 and ndcg@10, each with its
     95% bootstrap interval over the test users (from both rounds' saved test ranks)."""
     ci: dict[str, tuple[float, float]] = {}
     if k == 0:
         return {"text": "+0.0% / +0.0%", "ci": ci}
-    ranks = [np.load(phases.round_dir(run_dir, r) / RANKS_FILE) for r in (0, k)]
+    ranks = [np.load(run.round(r) / RANKS_FILE) for r in (0, k)]
     texts = []
     for metric in ("recall@10", "ndcg@10"):
         base, candidate = (per_user(r, metric) for r in ranks)

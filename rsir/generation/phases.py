@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ..models import BACKBONES, backbone_class
+from ..rundir import RunDir
 
 # Bumped when a recipe changes, so that identities recorded by another rsir never match.
 RECIPE_VERSION = 2
-PHASES_FILE = "phases.json"
 
 # A phase's files; the last one is written last and marks the phase finished.
 TRAINING_FILES = ("model.pt", "log.jsonl", "test_ranks.npy", "curve.png", "metrics.json")
@@ -37,11 +37,6 @@ GENERATION_FILES = ("synthetic.npz", "synthetic.txt", "synthetic.inter", "genera
 POOL_FILES = ("generated.npz", "generated.json")
 # What the generation stats add after acquisition; the rest describes the pool.
 AFTER_ACQUISITION = ("acquired", "acquisition_seconds", "analysis", "analysis_seconds")
-
-
-def round_dir(run: Path, k: int) -> Path:
-    """Round ``k``'s folder in the loop run ``run`` (its training, generation and exports)."""
-    return Path(run) / f"round-{k}"
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class Phase:
 
 
 def _round(k: int) -> str:
-    return round_dir(Path(), k).as_posix()
+    return RunDir("").round(k).as_posix()
 
 
 def _digest(*parts: Any) -> str:
@@ -206,7 +201,7 @@ def record(run: Path, config: dict[str, Any]) -> None:
     run computed, perhaps under an earlier recipe."""
     from ..files import write_json
 
-    path = run / PHASES_FILE
+    path = RunDir(run).phases_file
     recorded = json.loads(path.read_text()) if path.exists() else {}
     identities = {phase.name: phase.identity for phase in plan(config)}
     if any(name not in recorded for name in identities):
@@ -217,7 +212,8 @@ def finished_phases(run: Path, config: dict[str, Any]) -> dict[str, Phase]:
     """The finished phases of the run in ``run`` by identity: identities as the run recorded
     them (else as ``config``, its saved config, gives them). A loop that acquired its whole
     pool also holds that pool, as its synthetic data."""
-    recorded = json.loads((run / PHASES_FILE).read_text()) if (run / PHASES_FILE).exists() else {}
+    path = RunDir(run).phases_file
+    recorded = json.loads(path.read_text()) if path.exists() else {}
     found: dict[str, Phase] = {}
     for phase in plan(config):
         phase = dataclasses.replace(phase, identity=recorded.get(phase.name, phase.identity))
