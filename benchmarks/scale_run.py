@@ -1,0 +1,135 @@
+"""One machine, end to end, at scale (issue 50): ``rsir improve`` on a large log with the epochs
+capped, so that rates are measured rather than convergence, then ``rsir export`` of round 1.
+
+    python benchmarks/scale_data.py --out docs/results/scale_data.json      # writes the log
+    python benchmarks/scale_run.py --data /tmp/rsir_scale.parquet --out docs/results/scale_run.json
+
+``--nproc 2`` runs the same under ``torchrun --nproc-per-node 2`` (gloo). Each command runs in a
+process of its own; the peak memory reported is that of the largest process it started (for
+torchrun, the largest rank). Per epoch the training log gives seconds and targets/s, and every
+validation and test ranks the whole catalogue for every user (no sampling); generation gives
+its items/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rsir.files import write_json
+from rsir.rundir import RunDir, provenance
+
+
+def timed(command: list[str]) -> dict[str, Any]:
+    """Run ``command`` to its end; its wall time and the peak RSS of its largest process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "command": " ".join(command),
+        "wall_seconds": round(seconds, 1),
+        # ru_maxrss of waited-for children is a running maximum: a smaller later peak reads as the earlier one
+        "peak_rss_mb": round(peak / 1e3, 1) if peak > before else None,
+    }
+
+
+def rounds(run: RunDir) -> list[dict[str, Any]]:
+    """Per round: its phases' seconds, each epoch's training rate and evaluation time, and the
+    generation's rate."""
+    found = []
+    for record in json.loads(run.metrics_file.read_text())["rounds"]:
+        epochs = [json.loads(line) for line in (run.round(record["round"]) / "log.jsonl").read_text().splitlines()]
+        entry = {
+            "round": record["round"],
+            "train_sequences": record["train_sequences"],
+            "train_interactions": record["train_interactions"],
+            "seconds": record["seconds"],
+            "epochs": [
+                {key: epoch[key] for key in ("epoch", "train_seconds", "eval_seconds", "targets_per_second")}
+                for epoch in epochs
+            ],
+            "test": {key: record["test"][key] for key in ("recall@10", "ndcg@10")},
+        }
+        if record.get("generation"):
+            generation = record["generation"]
+            entry["generation"] = {
+                key: generation[key]
+                for key in ("sources", "attempts", "kept", "generated_items", "seconds", "items_per_second")
+            }
+        found.append(entry)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="the log (scale_data.py writes one)")
+    parser.add_argument("--out", required=True, help="the result JSON")
+    parser.add_argument("--work", default="/tmp/rsir_scale_run", help="run and export directories (replaced)")
+    parser.add_argument("--max-epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: all cores)")
+    parser.add_argument("--nproc", type=int, default=1, help="processes under torchrun (1: no torchrun)")
+    parser.add_argument("--note", default="", help="the machine's state while it ran")
+    parser.add_argument("options", nargs="*", help="more `rsir improve` options, after --")
+    args = parser.parse_args()
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    run = RunDir(work / "run")
+    launcher = (
+        [sys.executable, "-m", "rsir.cli"]
+        if args.nproc == 1
+        else ["torchrun", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "rsir.cli"]
+    )
+    improve = [
+        *launcher,
+        "improve",
+        "--data",
+        args.data,
+        "--out",
+        str(run.path),
+        "--max-epochs",
+        str(args.max_epochs),
+        "--retrieval",
+        "faiss",
+        "--threads",
+        str(args.threads),
+        "--quiet",
+        *args.options,
+    ]
+    started = time.perf_counter()
+    trained = timed(improve)
+    exported = timed(
+        [sys.executable, "-m", "rsir.cli", "export", str(run.path), "--round", "1", "--out", str(work / "export")]
+    )
+    write_json(
+        args.out,
+        {
+            "name": Path(args.out).stem,
+            "command": " ".join(["python", *sys.argv]),
+            "rsir": provenance(),
+            "seed": 0,
+            "data": args.data,
+            "data_mb": round(os.path.getsize(args.data) / 1e6, 1),
+            "nproc": args.nproc,
+            "improve": trained,
+            "rounds": rounds(run),
+            "export": exported,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f"; {args.note}" if args.note else ""),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
