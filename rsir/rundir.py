@@ -10,7 +10,7 @@ Every writer of a run (``rsir train``, ``rsir improve``, an experiment's cell, `
   holder's pid in the file, removed when the run ends. A second process is refused at once in
   one line that names the holder; the operating system drops the lock when its holder is
   killed, so the next process takes over a killed run's directory (and resumes it) without
-  any clean-up. Within one process the lock is re-entrant (a job holds it around the loop).
+  any clean-up. The lock is re-entrant for the thread that holds it (a job holds it around the loop).
 - **Resume.** :meth:`RunDir.holds_same_run` is the one check that the directory holds a run of
   this same config: another config is refused, naming the option and both values; a loop
   may be given more rounds.
@@ -23,6 +23,7 @@ import functools
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +56,8 @@ def provenance() -> dict[str, str | None]:
     return {"version": __version__, "commit": commit}
 
 
-# Directories this process holds the lock of (the lock is re-entrant within a process).
+# Directories whose lock this process holds, each with the thread that holds it (re-entrant
+# for that thread; another thread takes the lock like another process would, and is refused).
 _HELD: dict[Path, int] = {}
 
 
@@ -175,15 +177,15 @@ class RunDir:
     @contextmanager
     def writing(self) -> Iterator[RunDir]:
         """Hold the directory's lock (creating the directory) for the ``with`` block: on rank 0
-        only, re-entrant within this process. A directory the block leaves empty is removed
+        only, re-entrant for the thread that holds it. A directory the block leaves empty is removed
         again if this call created it."""
         key = self.path.resolve()
-        if not distributed.is_main() or key in _HELD:
+        if not distributed.is_main() or _HELD.get(key) == threading.get_ident():
             yield self
             return
         path, created = self.path / self.LOCK, not self.path.exists()
         fd = _acquire(self.path, path)
-        _HELD[key] = fd
+        _HELD[key] = threading.get_ident()
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)

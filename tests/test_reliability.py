@@ -34,6 +34,7 @@ from rsir.generation.loop import LoopSpec, improve, load_synthetic
 from rsir.models import build_backbone
 from rsir.models.checkpoint import check_same_model, load_checkpoint, read_checkpoint, save_checkpoint
 from rsir.recommender import Recommender
+from rsir.rundir import RunDir
 
 from .conftest import LOOP, assert_same_run
 from .test_readers import MALFORMED
@@ -942,6 +943,34 @@ def test_generator_trained_on_other_data_is_refused_before_anything_is_written(t
     )
     assert_one_clear_line(code, err, "model.pt: trained on other data")
     assert not out.exists()
+
+
+def test_the_lock_is_reentrant_for_its_thread_only(tmp_path):
+    """A job holds a run directory's lock around the loop, which takes it again: the same
+    thread re-enters; another thread of the process is refused like another process."""
+    import threading
+
+    run = RunDir(tmp_path / "run")
+    refused: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            with run.writing():
+                pass
+        except RunInUseError as exc:
+            refused.append(exc)
+
+    with run.writing():
+        with RunDir(str(tmp_path / "run")).writing():  # the same directory by another spelling
+            (run.path / "config.yaml").write_text("x")
+        assert (run.path / ".lock").exists()  # the inner holder leaves the lock to the outer one
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert len(refused) == 1 and f"being written by process {os.getpid()}" in str(refused[0])
+    assert not (run.path / ".lock").exists()
+    with run.writing():  # free again
+        pass
 
 
 def test_a_second_writer_of_a_run_directory_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path, capsys):

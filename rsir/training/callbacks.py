@@ -282,7 +282,7 @@ def _save_state(path: Path, run: TrainingRun, meta: dict, torch_rng: torch.Tenso
 def _restore(path: Path, run: TrainingRun, meta: dict[str, Any]) -> TrainState:
     """The training state saved in ``path``, put back into ``run``: refused for other data,
     another model, or other train options but a higher epoch cap (the rule of
-    :func:`rsir.rundir.holds_same_run`, here for ``fit`` called from Python; options added
+    :meth:`rsir.rundir.RunDir.holds_same_run`, here for ``fit`` called from Python; options added
     since the state was saved are not compared)."""
     model, optimizer, rng = run.model, run.optimizer, run.rng
     payload = read_checkpoint(path)
