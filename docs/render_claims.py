@@ -105,12 +105,15 @@ README_MARKERS = ("<!-- claims:start -->\n", "<!-- claims:end -->")
 
 
 def render_readme(readme: str, docs: Path = DOCS) -> str:
-    """The README with its claims block (between the markers) written from the same claims."""
+    """The README with its claims block (between the markers) written from the same claims,
+    less those marked ``readme = false`` (the claims page has every claim)."""
     start, end = README_MARKERS
     before, rest = readme.split(start, 1)
     after = rest.split(end, 1)[1]
     spec = tomllib.loads((docs / "claims.toml").read_text())
-    lines = "\n".join(f"- {claim_text(claim, docs / 'results')}" for claim in spec["claims"])
+    lines = "\n".join(
+        f"- {claim_text(claim, docs / 'results')}" for claim in spec["claims"] if claim.get("readme", True)
+    )
     return f"{before}{start}{lines}\n{end}{after}"
 
 
