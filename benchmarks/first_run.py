@@ -21,13 +21,17 @@ from pathlib import Path
 from rsir.rundir import provenance
 
 
-def timed(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and the peak resident memory (kB) of ``command``, run to its end."""
+def timed(command: list[str], *, quiet: bool = True) -> tuple[float, int | None]:
+    """Wall seconds and the peak resident memory (kB) of the largest process ``command``
+    starts, run to its end (``quiet``: its output dropped). The peak is None where it stayed
+    under an earlier command's: the children's ru_maxrss is a running maximum."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     tick = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = subprocess.DEVNULL if quiet else None
+    subprocess.run(command, check=True, stdout=output, stderr=output)
     seconds = time.perf_counter() - tick
-    return seconds, max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, peak if peak > before else None
 
 
 def main() -> None:

@@ -17,30 +17,25 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from first_run import timed  # a sibling script: benchmarks/ is on the path when run
+
 from rsir.files import write_json
 from rsir.rundir import RunDir, provenance
 
 
-def timed(command: list[str]) -> dict[str, Any]:
-    """Run ``command`` to its end; its wall time and the peak RSS of its largest process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    subprocess.run(command, check=True)
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def timed_run(command: list[str]) -> dict[str, Any]:
+    """``command`` run to its end, its output shown: its wall time and the peak RSS of its largest process."""
+    seconds, peak = timed(command, quiet=False)
     return {
         "command": " ".join(command),
         "wall_seconds": round(seconds, 1),
-        # ru_maxrss of waited-for children is a running maximum: a smaller later peak reads as the earlier one
-        "peak_rss_mb": round(peak / 1e3, 1) if peak > before else None,
+        "peak_rss_mb": round(peak / 1e3, 1) if peak is not None else None,
     }
 
 
@@ -108,8 +103,8 @@ def main() -> None:
         *args.options,
     ]
     started = time.perf_counter()
-    trained = timed(improve)
-    exported = timed(
+    trained = timed_run(improve)
+    exported = timed_run(
         [sys.executable, "-m", "rsir.cli", "export", str(run.path), "--round", "1", "--out", str(work / "export")]
     )
     write_json(

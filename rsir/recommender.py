@@ -88,8 +88,7 @@ class Recommender:
         split = leave_one_out(data)
         module = build_backbone(self.backbone_name, data.n_items, self.model_options, seed=self.train_params.seed)
         meta = {"data_fingerprint": data.fingerprint(), "n_items": data.n_items}
-        run = RunDir(run_dir) if run_dir is not None else None
-        with run.writing() if run is not None else contextlib.nullcontext():
+        with RunDir(run_dir).writing() if run_dir is not None else contextlib.nullcontext() as run:
             if run is not None:  # resumed only if it holds a training of these same options
                 run.claim({"model": module.describe(), "train": dataclasses.asdict(self.train_params)})
             self.result = fit(

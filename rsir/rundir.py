@@ -121,14 +121,14 @@ class RunDir:
         The saved config is read with today's defaults, so options added to rsir since the run
         started (whose defaults keep the old behaviour) do not block resuming it; a loop may be
         given more rounds, which extends it after its finished ones, not fewer."""
-        from .config import changed_option, read_saved_config
+        from .config import changed_option
 
         if overwrite or not self.config_file.exists():
             return False
         import yaml
 
         written = yaml.safe_load(self.config_file.read_text()) or {}
-        saved = read_saved_config(self.config_file, tuple(wanted))
+        saved = self.saved_config(tuple(wanted))
         changed = ("config", "unreadable") if saved is None else changed_option(saved, wanted)
         if saved is not None and "improve" in wanted and saved["improve"]["rounds"] > wanted["improve"]["rounds"]:
             changed = ("improve", "rounds")

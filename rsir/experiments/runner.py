@@ -397,7 +397,7 @@ def _finished(cell: Cell, out: Path) -> bool:
     saved = RunDir(cell_dir).saved_config(tuple(cell.config))
     if saved is None:
         raise ConfigError(
-            f"{cell_dir}: finished, but its config.yaml cannot be read; delete the folder to run the cell again"
+            f"{cell_dir}: finished, but its {RunDir.CONFIG} cannot be read; delete the folder to run the cell again"
         )
     wanted = cell.config
     changed = changed_option(saved, wanted)
@@ -557,8 +557,8 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
             done.add(wanted[index - 1].name)
     if not copied:
         return
-    if not RunDir(run).config_file.exists():  # the run's own config, so that it sees its phases as its own
-        RunDir(run).write_config(cell.config)
+    if not (own := RunDir(run)).config_file.exists():  # the run's own config, so that it sees its phases as its own
+        own.write_config(cell.config)
         phases.record(run, cell.config)
     record = run / "reused.json"
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
