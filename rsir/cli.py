@@ -408,7 +408,9 @@ def _add_option_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
         "--preset",
         choices=list(PRESETS),
         help="a named set of model and train options under the config file's and the flags' own "
-        "(paper: the RSIR paper's SASRec and rsir's training before the parity study)",
+        "(length_batched: the default before RecTools' recipe, with rsir's pre-LN block and "
+        "length-grouped batches; paper: the RSIR paper's SASRec and rsir's training before the "
+        "parity study)",
     )
     group = parser.add_argument_group("model options (see `backbone`)")
     group.add_argument(

@@ -60,8 +60,15 @@ SECTIONS: dict[str, type] = {
 # "paper" is the RSIR paper's SASRec (d 64, 2 blocks, 2 heads, dropout 0.5, batch 256) with
 # rsir's training before the SASRec parity study: the defaults until then, so the studies made
 # with them reproduce by name, and a saved config that lacks an option was written when that
-# option had its "paper" value (see ``read_saved_config``).
+# option had its "paper" value (see ``read_saved_config``). "length_batched" is the default
+# between the parity study's first pick and RecTools' recipe (2026-12-05 to 2026-12-06): the
+# published model's size with rsir's pre-LN block, absolute positions and masked padding (cached
+# generation), length-grouped batches with equally weighted targets, and negatives per sequence.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "length_batched": {
+        "model": {"block": "pre_ln", "init": "normal", "positions": "absolute", "pad_keys": "masked"},
+        "train": {"target_weighting": "equal", "batching": "length", "negatives_per": "sequence"},
+    },
     "paper": {
         "model": PAPER_MODEL,
         "train": {

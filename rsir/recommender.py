@@ -43,8 +43,8 @@ class Recommender:
     """A sequential recommender used in the data's own user and item ids.
 
     ``model`` and ``train`` take the options of ``rsir train`` (``rsir train --help``), checked
-    the same way; ``preset="paper"`` starts from the RSIR paper's SASRec instead of today's
-    default. Typical use::
+    the same way; ``preset="length_batched"`` or ``"paper"`` starts from an earlier default
+    instead of today's (``rsir.config.PRESETS``). Typical use::
 
         data = rsir.read_dataset("Beauty.txt")          # or rsir.from_dataframe(frame, ...)
         model = rsir.Recommender(train={"seed": 0}).fit(data)

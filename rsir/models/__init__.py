@@ -32,6 +32,7 @@ PAPER_MODEL: dict[str, Any] = {
     "block": "pre_ln",
     "init": "normal",
     "positions": "absolute",
+    "pad_keys": "masked",
 }
 
 

@@ -21,9 +21,11 @@ from .base import Backbone, Decoder, KeyValueDecoder, TransformerParams
 
 @dataclass
 class SASRecParams(TransformerParams):
-    """The published tuned SASRec's size and regularisation (RecTools' SASRec+SS of the eSASRec
-    paper), chosen on validation in docs/results/sasrec_parity.md; the RSIR paper's model is
-    the "paper" preset (d 64, 2 blocks, 2 heads, dropout 0.5, no item-table dropout)."""
+    """The published tuned SASRec (RecTools' SASRec+SS of the eSASRec paper): its size,
+    regularisation, layer and padding, chosen on validation in docs/results/sasrec_parity.md.
+    The presets keep the earlier models by name: "length_batched" (pre-LN blocks, absolute
+    positions, masked padding) and "paper" (the RSIR paper's d 64, 2 blocks, 2 heads, dropout
+    0.5, no item-table dropout)."""
 
     dim: int = 256  # embedding and hidden width
     blocks: int = 1  # attention blocks
@@ -33,15 +35,15 @@ class SASRecParams(TransformerParams):
     # Width of each block's feed-forward layer; 0 = dim, as in the SASRec paper
     # (RecBole's SASRec defaults to 256 with dim 64).
     ffn_dim: int = 0
-    block: str = "pre_ln"  # pre_ln | original: the SASRec paper's block (as RecTools builds it)
-    init: str = "normal"  # normal: N(0, 0.02) | xavier: Xavier-normal weight matrices (RecTools)
+    block: str = "original"  # pre_ln | original: the SASRec paper's block (as RecTools builds it)
+    init: str = "xavier"  # normal: N(0, 0.02) | xavier: Xavier-normal weight matrices (RecTools)
     # absolute: position t from the sequence's start | recency: from its end, so the latest item
     # always has position 0 (RecTools' left padding); generation then re-encodes at every step
-    positions: str = "absolute"
+    positions: str = "recency"
     # masked: attention sees real items only | attended: each position also attends to the
     # padding of a max_len window, all-zero inputs (RecTools' SASRec, which has no key padding
     # mask, left-pads every sequence to max_len); generation then re-encodes at every step
-    pad_keys: str = "masked"
+    pad_keys: str = "attended"
 
     def validate(self) -> None:
         super().validate()

@@ -40,18 +40,18 @@ class TrainParams:
     negatives: int = 256  # uniform negatives of the sampled softmax
     # sequence: one set of negatives per sequence, shared by its positions, its own items
     # excluded; target: an independent set per target, nothing excluded (RecTools)
-    negatives_per: str = "sequence"
+    negatives_per: str = "target"
     lr: float = 1e-3
     beta2: float = 0.98  # Adam's second-moment decay (RecTools' SASRec; the paper preset: 0.999)
     weight_decay: float = 0.0
     batch_size: int = 128  # the paper preset: 256
     # length: batches of sequences of similar length (least padding); random: any sequences
     # (RecTools), each batch computed in groups of similar length (see length_groups)
-    batching: str = "length"
+    batching: str = "random"
     # batch: each batch's loss is its targets' weighted mean, so a target's weight depends on
     # its batch; equal: every target of an epoch weighs the same (each batch's weighted sum
-    # divided by the epoch's mean weight per batch; the paper preset: batch)
-    target_weighting: str = "equal"
+    # divided by the epoch's mean weight per batch; the length_batched preset: equal)
+    target_weighting: str = "batch"
     max_epochs: int = 200
     patience: int = 20  # epochs without a better validation NDCG@20 before stopping
     # Validate every N epochs (and at the last one): the best model and early stopping see
