@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -73,7 +72,10 @@ def test_a_run_saved_before_an_option_existed_is_recognised(trained, tmp_path, c
     """An option a saved config lacks was added later and read at the value it had then (its
     paper-preset value), so a run made with that value is the same run."""
     root, data, _ = trained
-    old, flags = tmp_path / "old", ["--data", str(data), "--out", str(tmp_path / "old"), *FAST, "--positions", "absolute"]
+    old, flags = (
+        tmp_path / "old",
+        ["--data", str(data), "--out", str(tmp_path / "old"), *FAST, "--positions", "absolute"],
+    )
     assert main(["train", *flags]) == 0  # positions at its paper value, as runs before the option had it
     metrics, config = json.loads(capsys.readouterr().out), (old / "config.yaml").read_text()
     saved = yaml.safe_load(config)
