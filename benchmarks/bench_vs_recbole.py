@@ -34,7 +34,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # The RSIR paper's SASRec (rsir's "paper" preset) with ffn_dim 256, RecBole's inner_size.
-MODEL = {"dim": 64, "blocks": 2, "heads": 2, "dropout": 0.5, "item_dropout": 0.0, "max_len": 50, "ffn_dim": 256}
+MODEL = {
+    **{"dim": 64, "blocks": 2, "heads": 2, "dropout": 0.5, "item_dropout": 0.0, "max_len": 50, "ffn_dim": 256},
+    **{"block": "pre_ln", "init": "normal", "positions": "absolute", "pad_keys": "masked"},
+}
 MAX_EPOCHS, PATIENCE = 1000, 20
 
 
@@ -77,6 +80,7 @@ def rsir_child(args: argparse.Namespace) -> None:
     """Train and evaluate rsir in this (child) process and write its JSON report."""
     import torch  # imported here only: the parent process stays light
 
+    from rsir.config import PRESETS
     from rsir.data import leave_one_out, read_dataset
     from rsir.data.batching import count_targets
     from rsir.evaluation import evaluate
@@ -88,13 +92,11 @@ def rsir_child(args: argparse.Namespace) -> None:
     data = read_dataset(args.data)
     split = leave_one_out(data)
     model = build_backbone("sasrec", data.n_items, MODEL, seed=args.seed)
-    # RecBole's optimiser and per-batch mean loss, as in the published runs
+    # RecBole's optimiser and per-batch mean loss, as in the published runs (the paper preset)
     params = TrainParams(
+        **PRESETS["paper"]["train"],
         loss="softmax",
         lr=1e-3,
-        batch_size=256,
-        beta2=0.999,
-        target_weighting="batch",
         max_epochs=MAX_EPOCHS,
         patience=PATIENCE,
         seed=args.seed,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from rsir.config import PRESETS
 from rsir.data import leave_one_out, read_dataset
 from rsir.data.batching import next_item_batches
 from rsir.models import build_backbone
@@ -39,8 +40,9 @@ def main() -> None:
     torch.manual_seed(0)
     data = read_dataset(args.data)
     split = leave_one_out(data)
-    params = TrainParams()
-    model = build_backbone("sasrec", data.n_items, {}, seed=0).train()
+    # The default the published profile ran on, now the preset length_batched.
+    params = TrainParams(**PRESETS["length_batched"]["train"])
+    model = build_backbone("sasrec", data.n_items, PRESETS["length_batched"]["model"], seed=0).train()
     step = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per))
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
     batches = list(

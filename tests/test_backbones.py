@@ -26,6 +26,9 @@ SMALL = {
     "hstu": {"dim": 32, "blocks": 1, "heads": 1, "dropout": 0.2, "max_len": 20},
     "gru4rec": {"dim": 32, "dropout": 0.1, "max_len": 20},
 }
+# SASRec's default recency positions and attended padding re-encode at every generation step;
+# these options let the attention backbones that take them cache keys and values.
+CACHED = {name: {"positions": "absolute", "pad_keys": "masked"} for name in ("sasrec", "cl4srec")}
 
 
 @pytest.mark.parametrize("name", ["cl4srec", "hstu", "gru4rec"])
@@ -53,15 +56,18 @@ def test_feed_forward_width_defaults_to_dim_and_can_be_set():
     assert [layer.out_features for layer in wide.blocks[0].ffn if hasattr(layer, "out_features")] == [96, 32]
 
 
-@pytest.mark.parametrize("name", ["cl4srec", "hstu", "gru4rec"])
+@pytest.mark.parametrize("name", ["sasrec", "cl4srec", "hstu", "gru4rec"])
 def test_backbone_is_causal(name, small_dataset):
-    model = build_backbone(name, small_dataset.n_items, SMALL[name], seed=0).eval()
-    # The same length: with recency positions (the default) a position's encoding depends on
-    # how many items follow it, never on which.
+    """A position's encoding never depends on which items follow it; with absolute positions
+    (not SASRec's default recency positions) not on how many either."""
+    default = build_backbone(name, small_dataset.n_items, SMALL[name], seed=0).eval()
+    absolute = build_backbone(name, small_dataset.n_items, {**SMALL[name], **CACHED.get(name, {})}, seed=0).eval()
     items = torch.tensor([[3, 4, 5, 6, 7, 0, 0]])
-    changed = torch.tensor([[3, 4, 5, 6, 9, 0, 0]])
+    same_length = torch.tensor([[3, 4, 5, 6, 9, 0, 0]])
+    longer = torch.tensor([[3, 4, 5, 6, 9, 2, 0]])
     with torch.no_grad():
-        assert torch.allclose(model.encode(items)[:, :4], model.encode(changed)[:, :4], atol=1e-5)
+        assert torch.allclose(default.encode(items)[:, :4], default.encode(same_length)[:, :4], atol=1e-5)
+        assert torch.allclose(absolute.encode(items)[:, :4], absolute.encode(longer)[:, :4], atol=1e-5)
 
 
 @pytest.mark.parametrize("learner, generator", [("hstu", "sasrec"), ("gru4rec", "cl4srec"), ("sasrec", "markov")])
@@ -120,9 +126,8 @@ def test_augmentations_keep_items_and_padding():
 def test_incremental_decoder_matches_re_encoding(name, small_dataset):
     """Cached keys/values (or the recurrent state) give the hidden state a full re-encoding
     of the grown sequence gives, for rows of different lengths growing at different steps.
-    (Recency positions and attended padding, SASRec's defaults, re-encode: see below.)"""
-    cached = {"positions": "absolute", "pad_keys": "masked"} if name in ("sasrec", "cl4srec") else {}
-    model = build_backbone(name, small_dataset.n_items, {**SMALL[name], **cached}, seed=0).eval()
+    (SASRec's default options re-encode: see CACHED.)"""
+    model = build_backbone(name, small_dataset.n_items, {**SMALL[name], **CACHED.get(name, {})}, seed=0).eval()
     generator = torch.Generator().manual_seed(0)
     lengths = torch.randint(1, 6, (9,), generator=generator)
     items = torch.randint(1, small_dataset.n_items + 1, (9, 20), generator=generator)
@@ -142,7 +147,7 @@ def test_incremental_decoder_matches_re_encoding(name, small_dataset):
 
 @pytest.mark.parametrize("name", ["sasrec", "hstu", "gru4rec"])
 def test_generation_with_and_without_the_cache_agree(name, small_dataset, small_split):
-    model = build_backbone(name, small_dataset.n_items, SMALL[name], seed=0)
+    model = build_backbone(name, small_dataset.n_items, {**SMALL[name], **CACHED.get(name, {})}, seed=0)
     fit(model, small_split, TrainParams(max_epochs=2, batch_size=64, lr=3e-3, negatives=32), progress=False)
     runs = [
         generate(model, small_split.train, GenerationParams(attempts=2, tau=10, incremental=flag), progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -314,6 +315,23 @@ def test_data_convert_refuses_to_write_over_its_input(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.endswith("the output is the input file; write the conversion to another path") and "\n" not in err
     assert source.read_bytes() == before  # the rating column is still there
+
+
+def test_the_default_and_length_batched_are_the_parity_study_s_two_picks():
+    """Today's default is the parity study's rectools_all (at the default patience) and the
+    preset length_batched its `full`, the default before it, option for option."""
+    from rsir.config import build_config
+    from rsir.experiments.runner import load_spec
+
+    cells = {
+        cell.key: cell.config
+        for cell in load_spec(Path(__file__).resolve().parents[1] / "experiments" / "sasrec_parity.toml").cells
+    }
+    for preset, variant in ((None, "rectools_all"), ("length_batched", "full")):
+        config = build_config({"train": {"threads": 1}, **({"preset": preset} if preset else {})})
+        wanted = cells[f"Beauty/{variant}/s0"]
+        assert config.to_dict(("model",)) == {"model": wanted["model"]}
+        assert {**config.to_dict(("train",))["train"], "patience": 0} == {**wanted["train"], "patience": 0}
 
 
 def test_paper_preset_names_the_earlier_defaults_and_yields_to_explicit_options(tmp_path, capsys):

@@ -64,7 +64,9 @@ class GenerationParams:
     max_length: int = 50  # attempts stop growing here
     attempt_batch: int = 1024  # attempts advanced together
     dedupe: bool = True
-    incremental: bool = True  # reuse earlier steps (cached keys/values); False re-encodes each prefix
+    # Reuse earlier steps (cached keys/values) where the backbone allows; False re-encodes each
+    # prefix. SASRec's default recency positions and attended padding always re-encode.
+    incremental: bool = True
     retrieval: str = "exact"  # exact: scan the catalogue | faiss: approximate top-k from an IVF index
     faiss_lists: int = 0  # IVF clusters (0: about 4 sqrt(n_items))
     faiss_probe: int = 16  # clusters scanned per query: more is slower and more exact

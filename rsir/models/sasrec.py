@@ -1,9 +1,11 @@
 """SASRec (Kang & McAuley, 2018): causal self-attention over the item sequence.
 
-Learned absolute positions, item embeddings shared between input and output. Blocks are
-pre-LayerNorm (default) or the original paper's (queries and the residual from the
-normalised input, keys and values from the raw one, ReLU; RecTools' layer). normal(0, 0.02)
-initialisation by default (with N(0, 1) the model does not learn), or Xavier-normal.
+Item embeddings shared between input and output. By default RecTools' recipe: the original
+paper's block (queries and the residual from the normalised input, keys and values from the
+raw one, ReLU; RecTools' layer) with Xavier-normal initialisation, learned positions counted
+from the latest item, and attention over a max_len window's padding. The preset
+"length_batched" keeps the earlier choices: pre-LayerNorm blocks with normal(0, 0.02)
+initialisation (with N(0, 1) the model does not learn), absolute positions, padding masked.
 """
 
 from __future__ import annotations
