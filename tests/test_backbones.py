@@ -272,3 +272,11 @@ def test_random_batch_by_length_groups_gives_the_whole_batch_loss(name, small_da
     grouped_loss, grouped_grad = step(True)
     assert grouped_loss == pytest.approx(whole_loss, rel=1e-5)
     torch.testing.assert_close(grouped_grad, whole_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_cl4srec_initialises_its_item_table_as_the_init_option_says():
+    """CL4SRec replaces SASRec's item table (one more row, the mask token); the new table
+    follows the init option like every other weight matrix."""
+    for init, std in (("xavier", (2 / (500 + 2 + 32)) ** 0.5), ("normal", 0.02)):
+        table = build_backbone("cl4srec", 500, {"dim": 32, "init": init}, seed=0).item_embedding.weight[1:]
+        assert abs(float(table.std()) - std) < 0.1 * std

@@ -40,7 +40,10 @@ class CL4SRec(SASRec):
         # One extra embedding row for the mask token; it is never scored.
         self.mask_token = n_items + 1
         self.item_embedding = nn.Embedding(n_items + 2, params.dim, padding_idx=0)
-        nn.init.normal_(self.item_embedding.weight, std=0.02)
+        if params.init == "xavier":  # the new table is initialised as SASRec's own was
+            nn.init.xavier_normal_(self.item_embedding.weight)
+        else:
+            nn.init.normal_(self.item_embedding.weight, std=0.02)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
