@@ -33,10 +33,20 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# The RSIR paper's SASRec (rsir's "paper" preset) with ffn_dim 256, RecBole's inner_size.
+# The RSIR paper's SASRec (rsir's "paper" preset, written out: the parent process does not
+# import rsir or torch) with ffn_dim 256, RecBole's inner_size.
 MODEL = {
-    **{"dim": 64, "blocks": 2, "heads": 2, "dropout": 0.5, "item_dropout": 0.0, "max_len": 50, "ffn_dim": 256},
-    **{"block": "pre_ln", "init": "normal", "positions": "absolute", "pad_keys": "masked"},
+    "dim": 64,
+    "blocks": 2,
+    "heads": 2,
+    "dropout": 0.5,
+    "item_dropout": 0.0,
+    "block": "pre_ln",
+    "init": "normal",
+    "positions": "absolute",
+    "pad_keys": "masked",
+    "max_len": 50,
+    "ffn_dim": 256,
 }
 MAX_EPOCHS, PATIENCE = 1000, 20
 

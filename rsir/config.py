@@ -67,12 +67,22 @@ SECTIONS: dict[str, type] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "length_batched": {
         "model": {
-            **{"dim": 256, "blocks": 1, "heads": 1, "dropout": 0.2, "item_dropout": 0.2},
-            **{"block": "pre_ln", "init": "normal", "positions": "absolute", "pad_keys": "masked"},
+            "dim": 256,
+            "blocks": 1,
+            "heads": 1,
+            "dropout": 0.2,
+            "item_dropout": 0.2,
+            "block": "pre_ln",
+            "init": "normal",
+            "positions": "absolute",
+            "pad_keys": "masked",
         },
         "train": {
-            **{"batch_size": 128, "beta2": 0.98},
-            **{"target_weighting": "equal", "batching": "length", "negatives_per": "sequence"},
+            "batch_size": 128,
+            "beta2": 0.98,
+            "target_weighting": "equal",
+            "batching": "length",
+            "negatives_per": "sequence",
         },
     },
     "paper": {
