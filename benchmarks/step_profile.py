@@ -1,9 +1,12 @@
-"""Where a training step of today's default SASRec spends its time: torch's profiler over
-``--steps`` batches of one epoch (after ``--warmup`` untimed ones), operators by their own
-CPU time, as JSON. Shares are robust to a loaded machine; absolute times are not.
+"""Where a training step of SASRec spends its time: torch's profiler over ``--steps`` batches
+of one epoch (after ``--warmup`` untimed ones), operators by their own CPU time, as JSON.
+Today's default, or a preset's model and training (``--preset``). Shares are robust to a
+loaded machine; absolute times are not.
 
     python benchmarks/step_profile.py --data ../shared/data/Beauty/Beauty.txt --threads 1 \
-        --out docs/results/step_profile_beauty.json
+        --out docs/results/step_profile_default_beauty.json
+    python benchmarks/step_profile.py --data ../shared/data/Beauty/Beauty.txt --threads 1 \
+        --preset length_batched --out docs/results/step_profile_beauty.json   # the published profile
 """
 
 from __future__ import annotations
@@ -34,19 +37,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="a preset's model and training instead of the defaults"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     use_threads(args.threads)
     torch.manual_seed(0)
     data = read_dataset(args.data)
     split = leave_one_out(data)
-    # The default the published profile ran on, now the preset length_batched.
-    params = TrainParams(**PRESETS["length_batched"]["train"])
-    model = build_backbone("sasrec", data.n_items, PRESETS["length_batched"]["model"], seed=0).train()
+    preset = PRESETS[args.preset] if args.preset else {}
+    params = TrainParams(**preset.get("train", {}))
+    model = build_backbone("sasrec", data.n_items, preset.get("model", {}), seed=0).train()
     step = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per))
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
     batches = list(
-        next_item_batches(split.train, model.max_len, params.batch_size, np.random.default_rng(0), equal_weight=True)
+        next_item_batches(
+            split.train,
+            model.max_len,
+            params.batch_size,
+            np.random.default_rng(0),
+            by_length=params.batching == "length",
+            equal_weight=params.target_weighting == "equal",
+        )
     )[: args.warmup + args.steps]
 
     def train(chosen: list) -> None:
@@ -66,7 +79,13 @@ def main() -> None:
         "rsir": provenance(),
         "machine": f"{platform.machine()}, {args.threads} thread(s)",
         "model": model.describe(),
-        "train": {"batch_size": params.batch_size, "loss": params.loss, "negatives": params.negatives},
+        "train": {
+            "batch_size": params.batch_size,
+            "loss": params.loss,
+            "negatives": params.negatives,
+            "negatives_per": params.negatives_per,
+            "batching": params.batching,
+        },
         "n_items": data.n_items,
         "steps": len(batches) - args.warmup,
         "seconds_per_step": total / 1e6 / (len(batches) - args.warmup),
