@@ -88,6 +88,7 @@ def main() -> None:
         },
         "n_items": data.n_items,
         "steps": len(batches) - args.warmup,
+        "targets_per_step": float(np.mean([int((b[1] != 0).sum()) for b in batches[args.warmup :]])),
         "seconds_per_step": total / 1e6 / (len(batches) - args.warmup),
         "operators": [
             {"name": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[: args.top]
