@@ -14,6 +14,7 @@ from rsir.errors import ConfigError
 from rsir.evaluation import evaluate
 from rsir.models import build_backbone
 from rsir.models.checkpoint import load_checkpoint
+from rsir.training import losses
 from rsir.training.callbacks import Callback, TensorBoard
 from rsir.training.losses import CatalogueCrossEntropy, build_loss
 from rsir.training.trainer import fit
@@ -387,9 +388,13 @@ def test_item_table_dropout_is_one_mask_per_training_step_and_off_in_evaluation(
         assert torch.equal(model.encode(items), model.encode(items))
 
 
-def test_per_target_negatives_loss_equals_a_reference_computation():
+@pytest.mark.parametrize("gather_above", [losses.GATHER_ABOVE, 0])  # the product; the gather
+def test_per_target_negatives_loss_equals_a_reference_computation(monkeypatch, gather_above):
     """negatives_per = target: each target against its own uniform draws, nothing excluded,
-    summed with the target weights; the same draws recomputed by hand give the same loss."""
+    summed with the target weights; the same draws recomputed by hand give the same loss,
+    whether the scores come from the product with the drawn items or from each target's
+    gathered negatives (the path depends on the catalogue's size)."""
+    monkeypatch.setattr(losses, "GATHER_ABOVE", gather_above)
     model = build_backbone("sasrec", 50, SMALL, seed=0).eval().requires_grad_(False)
     inputs = torch.tensor([[3, 7, 9, 0], [4, 4, 1, 2]])
     targets = torch.tensor([[7, 9, 5, 0], [4, 1, 2, 8]])
@@ -407,6 +412,21 @@ def test_per_target_negatives_loss_equals_a_reference_computation():
         expected += float(weight * -torch.log_softmax(logits, 0)[0])
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert float(loss) > 0
+
+
+def test_both_ways_of_scoring_per_target_negatives_give_the_same_gradients():
+    torch.manual_seed(0)
+    table = torch.randn(41, 8, requires_grad=True)
+    hidden = torch.randn(30, 8, requires_grad=True)
+    negatives = torch.randint(1, 41, (30, 16))
+    gradients = []
+    for score in (losses.scores_by_product, losses.scores_by_gather):
+        scores = score(hidden, table, negatives)
+        assert torch.allclose(scores, (hidden[:, None, :] * table[negatives]).sum(-1), atol=1e-5)
+        (grad_hidden, grad_table) = torch.autograd.grad(scores.logsumexp(-1).sum(), (hidden, table))
+        gradients.append((grad_hidden, grad_table))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*gradients))
+    assert gradients[0][1][0].abs().sum() == 0 and gradients[0][1].abs().sum() > 0  # padding never drawn
 
 
 @pytest.mark.parametrize("block", ["pre_ln", "original"])

@@ -50,12 +50,29 @@ class SampledSoftmax:
         embeddings = model.item_weights()
         negatives = uniform_items(model.n_items, (len(targets), self.negatives), hidden.device)
         positive = (hidden * F.embedding(targets, embeddings)).sum(-1, keepdim=True)
-        # Scores against each distinct drawn item once, then picked per target: gathering every
-        # target's own (negatives x dim) embeddings moves far more memory than this product.
-        drawn, where = torch.unique(negatives, return_inverse=True)
-        negative = (hidden @ F.embedding(drawn, embeddings).T).gather(1, where)
-        logits = torch.cat([positive, negative], dim=-1)
+        score = scores_by_gather if model.n_items > GATHER_ABOVE * self.negatives else scores_by_product
+        logits = torch.cat([positive, score(hidden, embeddings, negatives)], dim=-1)
         return ((torch.logsumexp(logits, dim=-1) - logits[:, 0]) * weights).sum()
+
+
+# Per-target negatives: above this many catalogue items per negative, each target's own
+# negatives are gathered instead of scored through a product with every distinct drawn item.
+# Measured side by side (one thread): at 12,101 items and 256 negatives the product is the
+# faster (the draws cover the catalogue); at 100,000 items the gather is several times faster.
+GATHER_ABOVE = 128
+
+
+def scores_by_product(hidden: torch.Tensor, embeddings: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """Each target's scores against its negatives, from one product with every distinct drawn
+    item (cheap in memory; costs a full softmax's product once the draws cover the catalogue)."""
+    drawn, where = torch.unique(negatives, return_inverse=True)
+    return (hidden @ F.embedding(drawn, embeddings).T).gather(1, where)
+
+
+def scores_by_gather(hidden: torch.Tensor, embeddings: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """Each target's scores against its negatives, from its own gathered (negatives x dim)
+    embeddings (work grows with the draws, not with the catalogue)."""
+    return torch.bmm(F.embedding(negatives, embeddings), hidden.unsqueeze(-1)).squeeze(-1)
 
 
 class FullSoftmax:
