@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), help="a preset's model and training instead of the defaults"
     )
+    parser.add_argument("--dim", type=int, help="model.dim, over the defaults or the preset's")
+    parser.add_argument("--negatives-per", choices=["sequence", "target"], help="train.negatives_per, likewise")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     use_threads(args.threads)
@@ -47,8 +49,10 @@ def main() -> None:
     data = read_dataset(args.data)
     split = leave_one_out(data)
     preset = PRESETS[args.preset] if args.preset else {}
-    params = TrainParams(**preset.get("train", {}))
-    model = build_backbone("sasrec", data.n_items, preset.get("model", {}), seed=0).train()
+    train_options = {**preset.get("train", {}), **({"negatives_per": args.negatives_per} if args.negatives_per else {})}
+    params = TrainParams(**train_options)
+    model_options = {**preset.get("model", {}), **({"dim": args.dim} if args.dim else {})}
+    model = build_backbone("sasrec", data.n_items, model_options, seed=0).train()
     step = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per))
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
     batches = list(
