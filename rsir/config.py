@@ -78,6 +78,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "pad_keys": "masked",
         },
         "train": {
+            "patience": 20,
             "batch_size": 128,
             "beta2": 0.98,
             "target_weighting": "equal",
@@ -88,6 +89,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "model": PAPER_MODEL,
         "train": {
+            "patience": 20,
             "batch_size": 256,
             "beta2": 0.999,
             "target_weighting": "batch",

@@ -1,0 +1,91 @@
+"""Which epoch each finished training would have kept under a shorter patience: early stopping
+does not change a training's path, so every patience up to the one it ran with can be read off
+its validation log. Today's default model (the original block, recency positions) is counted
+apart from the earlier ones. Over the finished trainings under the ``--runs`` folders, as JSON.
+
+    python benchmarks/patience_picks.py --runs runs/experiments runs/improve --out docs/results/patience_picks.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rsir.files import write_json
+from rsir.rundir import provenance
+from rsir.training.callbacks import SELECT_METRIC
+
+PATIENCES = (5, 10, 20)
+
+
+def kept_epoch(scores: list[float], patience: int) -> int:
+    """The epoch early stopping keeps: the best so far when ``patience`` epochs bring no better one."""
+    best, kept = float("-inf"), 0
+    for epoch, score in enumerate(scores, start=1):
+        if score > best:
+            best, kept = score, epoch
+        elif epoch - kept >= patience:
+            break
+    return kept
+
+
+def training(log: Path, root: Path) -> dict[str, Any] | None:
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    scores = [r[f"valid_{SELECT_METRIC}"] for r in records if f"valid_{SELECT_METRIC}" in r]
+    config_file = next(
+        (p / "config.yaml" for p in (log.parent, log.parent.parent) if (p / "config.yaml").exists()), None
+    )
+    if not scores or config_file is None or not (log.parent / "test_ranks.npy").exists():  # unfinished
+        return None
+    config = yaml.safe_load(config_file.read_text())
+    ran_with = config["train"]["patience"]
+    return {
+        "run": str(log.parent.relative_to(root)),
+        "block": config["model"].get("block"),
+        "positions": config["model"].get("positions"),
+        "patience_run": ran_with,
+        "epochs": len(scores),
+        "kept": {str(p): kept_epoch(scores, p) for p in PATIENCES if p <= ran_with},
+        "kept_as_run": kept_epoch(scores, ran_with),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--runs", nargs="+", required=True, help="folders of runs (experiment outputs, run directories)"
+    )
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    rows = [
+        row
+        for root in map(Path, args.runs)
+        for log in sorted(root.rglob("log.jsonl"))
+        if (row := training(log, root.parent))
+    ]
+    summary = {}
+    for name, today in (("todays_default", True), ("earlier_models", False)):
+        group = [r for r in rows if ((r["block"], r["positions"]) == ("original", "recency")) == today]
+        summary[name] = {
+            "trainings": len(group),
+            **{f"same_at_{p}": sum(r["kept"].get(str(p)) == r["kept_as_run"] for r in group) for p in PATIENCES},
+        }
+    write_json(
+        args.out,
+        {
+            "name": "patience_picks",
+            "command": " ".join(["python", *sys.argv]),
+            "rsir": provenance(),
+            "summary": summary,
+            "trainings": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
