@@ -412,14 +412,17 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     if report["picks_head_to_head"]:
         lines += [
             "",
-            f"Each group's pick against the `{next(iter(spec.select))}` pick, paired by seed "
+            f"Each group's pick against the `{next(iter(spec.select))}` pick"
+            + (" and against its rivals' picks" if spec.rivals else "")
+            + ", paired by seed "
             "(95% seed x user bootstrap interval; p of a paired t-test, Holm-adjusted over these rows):",
             "",
             "| dataset | group | pick | against | seeds | " + " | ".join(f"gain {m}" for m in spec.metrics) + " |",
             "|" + "---|" * (5 + len(spec.metrics)),
         ]
         lines += [
-            f"| {r['dataset']} | {r['group']} | {r['variant']} (round {r['round']}) | {r['against']} | "
+            f"| {r['dataset']} | {r['group']} | {r['variant']} (round {r['round']}) | "
+            f"{r['against_group']}: {r['against']} (round {r['against_round']}) | "
             f"{len(r['seeds'])} | " + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |"
             for r in report["picks_head_to_head"]
         ]
@@ -511,19 +514,19 @@ def picks_head_to_head(
     interim: set[str],
     ranks: dict[tuple[str, str, int], dict[int, Path]],
 ) -> list[dict[str, Any]]:
-    """Each group's pick against the first group's pick on the same data set, paired by seed,
-    Holm-adjusted over all of them: a study's headline comparisons."""
+    """Each group's pick against the first group's pick on the same data set, and against the
+    picks of its ``spec.rivals``, paired by seed, Holm-adjusted over all of them: a study's
+    headline comparisons."""
     first = next(iter(spec.select), None)
-    reference = {r["dataset"]: r["pick"] for r in selection if r["group"] == first}
-    pairs = [
-        (r["dataset"], r["pick"], reference[r["dataset"]])
-        for r in selection
-        if r["group"] != first and r["dataset"] in reference
-    ]
+    picks = {(r["dataset"], r["group"]): r["pick"] for r in selection}
+    wanted = [(r["dataset"], r["group"], first) for r in selection if r["group"] != first]
+    wanted += [(r["dataset"], r["group"], rival) for r in selection for rival in spec.rivals.get(r["group"], [])]
+    named = [(d, g, a) for d, g, a in wanted if (d, a) in picks]
+    pairs = [(d, picks[(d, g)], picks[(d, a)]) for d, g, a in named]
     rows = head_to_head(spec, results, interim, ranks, pairs) if pairs else []
-    groups = {(r["dataset"], r["pick"]): r["group"] for r in selection}
+    groups = {(d, picks[(d, g)], picks[(d, a)]): (g, a) for d, g, a in named}
     for row in rows:
-        row["group"], row["against_group"] = groups[(row["dataset"], row["variant"])], first
+        row["group"], row["against_group"] = groups[(row["dataset"], row["variant"], row["against"])]
     return rows
 
 

@@ -35,6 +35,13 @@ A spec (TOML or YAML)::
     variants = ["rsir"]
     "generate.tau" = [5, 10, 20]
 
+    [select]                            # optional: groups picked on validation, each pick against the first's
+    plain = ["plain"]
+    round = ["rsir", "hstu_rsir"]
+    backbone = ["hstu"]
+    [rivals]                            # optional: more headline pairs of picks
+    round = ["backbone"]
+
 The output directory holds one run directory per cell (``DATASET/VARIANT/sSEED/run``), the
 cell's config and result, and the report: ``report.md``, ``report.json`` (per-seed values included),
 ``report.png``, and ``curves.png`` (metric against the swept value) when one numeric option is swept.
@@ -92,6 +99,7 @@ SPEC_KEYS = {
     "compare",
     "reference",
     "select",
+    "rivals",
 }
 COMMANDS = ("train", "improve")
 
@@ -133,6 +141,9 @@ class Spec:
     # picks each group's best on validation NDCG@20, and compares every other group's pick
     # with the first group's, paired by seed. A plain list is one group.
     select: dict[str, list[str]] = field(default_factory=dict)
+    # Headline comparisons beyond the first group: a group's pick against each named group's
+    # pick (the round against the cheapest rivals that could explain its gain).
+    rivals: dict[str, list[str]] = field(default_factory=dict)
 
     def baseline_of(self, variant: str) -> str:
         return self.baselines.get(variant, self.baseline)
@@ -225,7 +236,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
         baselines,
         [tuple(pair) for pair in compare],
         _check_reference(raw.get("reference", {}), path),
-        _check_select(raw.get("select", []), variants, path),
+        select := _check_select(raw.get("select", []), variants, path),
+        _check_rivals(raw.get("rivals", {}), select, path),
     )
 
 
@@ -241,6 +253,22 @@ def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> di
             'or name groups of them, like select = { plain = ["a", "b"], round = ["c"] }'
         )
     return {str(name): list(names) for name, names in groups.items()}
+
+
+def _check_rivals(rivals: Any, select: dict[str, list[str]], path: str | Path) -> dict[str, list[str]]:
+    if not isinstance(rivals, dict) or any(
+        group not in select
+        or not isinstance(names, list)
+        or not names
+        or any(name not in select or name in (group, next(iter(select))) for name in names)
+        for group, names in rivals.items()
+    ):
+        raise ConfigError(
+            f"{path}: rivals must map a select group to other select groups than the first "
+            f"({', '.join(select) or 'none'}; every pick already meets the first group's), "
+            'like rivals = { round = ["augmentation", "distillation"] }'
+        )
+    return {str(group): list(names) for group, names in rivals.items()}
 
 
 def _check_reference(reference: Any, path: str | Path) -> dict[str, Any]:
