@@ -57,8 +57,9 @@ class SampledSoftmax:
 
 # Per-target negatives: above this many catalogue items per negative, each target's own
 # negatives are gathered instead of scored through a product with every distinct drawn item.
-# Measured side by side (one thread): at 12,101 items and 256 negatives the product is the
-# faster (the draws cover the catalogue); at 100,000 items the gather is several times faster.
+# Measured side by side (benchmarks/negatives_scoring.py): at d 256 the product is faster up to
+# the benchmark catalogues (12-18k items), the gather from 50k items on; at d 64 the gather wins
+# earlier. The benchmark sets keep the product, so their published runs repeat bit for bit.
 GATHER_ABOVE = 128
 
 
