@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One short check of rsir on a CUDA GPU (about 5 minutes on an H200): the GPU tests, one
+# One short check of rsir on a CUDA GPU (about 6 minutes on an H200): the GPU tests, one
 # self-improvement round with the defaults (patience 5) on the GPU, then generation and training speed on
 # the GPU and on all of the same machine's CPU cores, side by side.
 #
@@ -28,7 +28,7 @@ cp "$run/improve/metrics.json" "$out/improve_metrics.json"
 # Cached decoding needs absolute positions and masked padding (today's default re-encodes), so
 # the cached-vs-re-encoded comparison decodes with a one-epoch model of the previous default.
 timeout 60 python3 -m rsir.cli train --data "$data" --device cuda --preset length_batched --max-epochs 1 \
-    --out "$run/cached" --quiet
+    --out "$run/cached" --quiet 2>&1 | tee "$out/cached_train.log"
 checkpoint="$run/cached/model.pt"
 for device in cuda cpu; do
     limit=$([ $device = cuda ] && echo 40 || echo 60)

@@ -23,10 +23,11 @@ from rsir.training.callbacks import SELECT_METRIC
 PATIENCES = (5, 10, 20)
 
 
-def kept_epoch(scores: list[float], patience: int) -> int:
-    """The epoch early stopping keeps: the best so far when ``patience`` epochs bring no better one."""
+def kept_epoch(validated: list[tuple[int, float]], patience: int) -> int:
+    """The epoch early stopping keeps (the rule of ``EarlyStopping`` in rsir.training.callbacks):
+    the best so far, once ``patience`` epochs have passed without a better one."""
     best, kept = float("-inf"), 0
-    for epoch, score in enumerate(scores, start=1):
+    for epoch, score in validated:
         if score > best:
             best, kept = score, epoch
         elif epoch - kept >= patience:
@@ -35,12 +36,14 @@ def kept_epoch(scores: list[float], patience: int) -> int:
 
 
 def training(log: Path, root: Path) -> dict[str, Any] | None:
+    """A finished training's row, or None for an unfinished one."""
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    scores = [r[f"valid_{SELECT_METRIC}"] for r in records if f"valid_{SELECT_METRIC}" in r]
+    key = f"valid_{SELECT_METRIC}"
+    validated = [(r["epoch"], r[key]) for r in records if key in r]
     config_file = next(
         (p / "config.yaml" for p in (log.parent, log.parent.parent) if (p / "config.yaml").exists()), None
     )
-    if not scores or config_file is None or not (log.parent / "test_ranks.npy").exists():  # unfinished
+    if not validated or config_file is None or not (log.parent / "test_ranks.npy").exists():
         return None
     config = yaml.safe_load(config_file.read_text())
     ran_with = config["train"]["patience"]
@@ -49,9 +52,11 @@ def training(log: Path, root: Path) -> dict[str, Any] | None:
         "block": config["model"].get("block"),
         "positions": config["model"].get("positions"),
         "patience_run": ran_with,
-        "epochs": len(scores),
-        "kept": {str(p): kept_epoch(scores, p) for p in PATIENCES if p <= ran_with},
-        "kept_as_run": kept_epoch(scores, ran_with),
+        "epochs": validated[-1][0],
+        # Only a shorter patience than the run's own can be replayed (an equal one agrees by construction).
+        "kept": {str(p): kept_epoch(validated, p) for p in PATIENCES if p < ran_with},
+        "kept_as_run": kept_epoch(validated, ran_with),
+        "scores": [score for _, score in validated],
     }
 
 
@@ -62,18 +67,29 @@ def main() -> None:
     )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    rows = [
-        row
-        for root in map(Path, args.runs)
-        for log in sorted(root.rglob("log.jsonl"))
-        if (row := training(log, root.parent))
-    ]
+    rows, seen = [], set()
+    for root in map(Path, args.runs):
+        # A training's own folder before the copies that loops made of it as their round 0.
+        for log in sorted(root.rglob("log.jsonl"), key=lambda path: (path.parent.name == "round-0", path)):
+            row = training(log, root.parent)
+            # A loop's round 0 reused from a plain training, or one spec's cell repeated by
+            # another, has the same log: each training counts once.
+            if row is None or tuple(row["scores"]) in seen:
+                continue
+            seen.add(tuple(row.pop("scores")))
+            rows.append(row)
     summary = {}
     for name, today in (("todays_default", True), ("earlier_models", False)):
         group = [r for r in rows if ((r["block"], r["positions"]) == ("original", "recency")) == today]
         summary[name] = {
             "trainings": len(group),
-            **{f"same_at_{p}": sum(r["kept"].get(str(p)) == r["kept_as_run"] for r in group) for p in PATIENCES},
+            **{
+                f"at_{p}": {
+                    "replayed": sum(str(p) in r["kept"] for r in group),
+                    "same": sum(r["kept"].get(str(p)) == r["kept_as_run"] for r in group),
+                }
+                for p in PATIENCES
+            },
         }
     write_json(
         args.out,

@@ -6,7 +6,7 @@ loaded machine; absolute times are not.
     python benchmarks/step_profile.py --data ../shared/data/Beauty/Beauty.txt --threads 1 \
         --out docs/results/step_profile_default_beauty.json
     python benchmarks/step_profile.py --data ../shared/data/Beauty/Beauty.txt --threads 1 \
-        --preset length_batched --out docs/results/step_profile_beauty.json   # the published profile
+        --preset length_batched --out docs/results/step_profile_beauty.json   # the previous default's
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from rsir.config import PRESETS
+from rsir.config import PRESETS, build_config
 from rsir.data import leave_one_out, read_dataset
 from rsir.data.batching import next_item_batches
 from rsir.models import build_backbone
 from rsir.rundir import provenance
-from rsir.training.losses import build_loss
-from rsir.training.trainer import LossStep, TrainParams, use_threads
+from rsir.training.losses import NEGATIVES_PER, build_loss
+from rsir.training.trainer import LossStep, use_threads
 
 
 def main() -> None:
@@ -41,18 +41,22 @@ def main() -> None:
         "--preset", choices=sorted(PRESETS), help="a preset's model and training instead of the defaults"
     )
     parser.add_argument("--dim", type=int, help="model.dim, over the defaults or the preset's")
-    parser.add_argument("--negatives-per", choices=["sequence", "target"], help="train.negatives_per, likewise")
+    parser.add_argument("--negatives-per", choices=NEGATIVES_PER, help="train.negatives_per, likewise")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     use_threads(args.threads)
     torch.manual_seed(0)
     data = read_dataset(args.data)
     split = leave_one_out(data)
-    preset = PRESETS[args.preset] if args.preset else {}
-    train_options = {**preset.get("train", {}), **({"negatives_per": args.negatives_per} if args.negatives_per else {})}
-    params = TrainParams(**train_options)
-    model_options = {**preset.get("model", {}), **({"dim": args.dim} if args.dim else {})}
-    model = build_backbone("sasrec", data.n_items, model_options, seed=0).train()
+    config = build_config(
+        {
+            **({"preset": args.preset} if args.preset else {}),
+            "model": {"dim": args.dim} if args.dim else {},
+            "train": {"negatives_per": args.negatives_per} if args.negatives_per else {},
+        }
+    )
+    params = config.train
+    model = build_backbone(config.backbone, data.n_items, config.model, seed=0).train()
     step = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per))
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
     batches = list(

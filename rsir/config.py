@@ -64,6 +64,7 @@ SECTIONS: dict[str, type] = {
 # between the parity study's first pick and RecTools' recipe (2026-12-05 to 2026-12-06): the
 # published model's size with rsir's pre-LN block, absolute positions and masked padding (cached
 # generation), length-grouped batches with equally weighted targets, and negatives per sequence.
+# Both keep patience 20, the default until 2026-12-06 (their models learn slowly).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "length_batched": {
         "model": {

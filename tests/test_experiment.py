@@ -611,7 +611,7 @@ def test_candidates_run_on_more_seeds_are_compared_on_the_seeds_all_ran():
 def test_groups_pick_on_validation_and_each_pick_meets_the_first_groups_pick_by_seed():
     """select groups: sweep points count as candidates of their variant; every group's pick is
     compared with the first group's pick, paired by seed, with Holm-adjusted p-values."""
-    from rsir.experiments.report import picks_head_to_head, select_on_validation
+    from rsir.experiments.report import picks_head_to_head, picks_missing, select_on_validation
 
     labels = {
         "plain": "train",
@@ -636,8 +636,11 @@ def test_groups_pick_on_validation_and_each_pick_meets_the_first_groups_pick_by_
     }
     cells = [Cell("d", v, s, kind, {}) for v, kind in labels.items() for s in (0, 1, 2)]
 
+    spread = {"plain": 0.05, "wide": 0.05, "round[train.synthetic_weight=0.1]": 0.05}
+    spread |= {"round[train.synthetic_weight=0.5]": 0.08, "distil": 0.02}  # unequal p-values for Holm
+
     def record(variant: str, seed: int, r: int) -> dict:
-        scale = 1 + 0.05 * seed
+        scale = 1 + spread[variant] * seed
         return {
             "round": r,
             "test": {"recall@10": test[variant] * scale if r or labels[variant] == "train" else 0.2 * scale},
@@ -669,11 +672,23 @@ def test_groups_pick_on_validation_and_each_pick_meets_the_first_groups_pick_by_
         ("round", "round[train.synthetic_weight=0.5]", "distil", "distil", 1),  # the named rival
     ]
     gains = [r["recall@10"]["gain"] for r in rows]
-    assert gains == pytest.approx([0.1, -0.05, 0.22 / 0.19 - 1])
+    scaled = np.array([1, 1.08, 1.16]), np.array([1, 1.05, 1.1]), np.array([1, 1.02, 1.04])
+    assert gains == pytest.approx(
+        [
+            np.mean(0.22 * scaled[0] / (0.20 * scaled[1])) - 1,
+            np.mean(0.19 * scaled[2] / (0.20 * scaled[1])) - 1,
+            np.mean(0.22 * scaled[0] / (0.19 * scaled[2])) - 1,
+        ]
+    )
+    assert len(set(r["recall@10"]["p"] for r in rows)) == 3
     p_values = np.array([r["recall@10"]["p"] for r in rows])
     order = np.argsort(p_values)  # Holm over all three headline comparisons
     stepped = np.maximum.accumulate(np.minimum(1.0, (3 - np.arange(3)) * p_values[order]))
     assert [r["recall@10"]["p_holm"] for r in rows] == pytest.approx(list(stepped[np.argsort(order)]))
+    # Without distil's pick, its two comparisons are named as missing, not silently dropped.
+    without = [r for r in selection if r["group"] != "distil"]
+    assert picks_missing(spec, without) == ["d: distil against plain", "d: round against distil"]
+    assert picks_missing(spec, selection) == []
 
 
 def test_a_spec_with_a_bad_reference_or_selection_is_refused(tmp_path):
@@ -685,9 +700,14 @@ def test_a_spec_with_a_bad_reference_or_selection_is_refused(tmp_path):
     spec.write_text('select = ["b"]\n' + base)
     with pytest.raises(ConfigError, match="select must list variants"):
         load_spec(spec)
-    spec.write_text('select = { x = ["a"] }\nrivals = { x = ["y"] }\n' + base)
-    with pytest.raises(ConfigError, match="rivals must map a select group to other select groups"):
-        load_spec(spec)
+    base += '[variants.b]\ncommand = "train"\n[variants.c]\ncommand = "train"\n'
+    groups = 'select = { x = ["a"], y = ["b"], z = ["c"] }\n'
+    for rivals in ('{ y = ["w"] }', '{ x = ["y"] }', '{ y = ["x"] }', '{ y = ["z", "z"] }', '{ y = ["z"], z = ["y"] }'):
+        spec.write_text(groups + f"rivals = {rivals}\n" + base)  # unknown, first group, twice, both ways
+        with pytest.raises(ConfigError, match="rivals must map a select group to other select groups"):
+            load_spec(spec)
+    spec.write_text(groups + 'rivals = { y = ["z"] }\n' + base)
+    assert load_spec(spec).rivals == {"y": ["z"]}
 
 
 def test_the_report_gives_a_bootstrap_interval_where_runs_kept_their_users_ranks(tmp_path):

@@ -320,6 +320,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     report["picks_head_to_head"] = picks_head_to_head(
         spec, report["selection"], {**interim, **results}, set(interim), ranks
     )
+    report["picks_missing"] = picks_missing(spec, report["selection"])
     write_json(out / "report.json", report)
     header = (
         "| dataset | variant | round | seeds | "
@@ -426,6 +427,13 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
             f"{len(r['seeds'])} | " + " | ".join(_gain_text(r[m]) for m in spec.metrics) + " |"
             for r in report["picks_head_to_head"]
         ]
+        if report["picks_missing"]:
+            lines += [
+                "",
+                "Not yet compared (no pick on one side; Holm will count them once they land): "
+                + "; ".join(report["picks_missing"])
+                + ".",
+            ]
     if report["reference"]:
         metrics = [m for m in spec.metrics if any(m in r["published"] for r in report["reference"])]
         lines += [
@@ -528,6 +536,21 @@ def picks_head_to_head(
     for row in rows:
         row["group"], row["against_group"] = groups[(row["dataset"], row["variant"], row["against"])]
     return rows
+
+
+def picks_missing(spec: Spec, selection: list[dict[str, Any]]) -> list[str]:
+    """The headline comparisons that have no pick yet on one side, per data set with any
+    pick: the Holm family grows when they land, so the report names them."""
+    first = next(iter(spec.select), None)
+    pairs = [(g, first) for g in spec.select if g != first]
+    pairs += [(g, a) for g, names in spec.rivals.items() for a in names]
+    picked = {(r["dataset"], r["group"]) for r in selection}
+    return [
+        f"{dataset}: {group} against {against}"
+        for dataset in dict.fromkeys(r["dataset"] for r in selection)
+        for group, against in pairs
+        if (dataset, group) not in picked or (dataset, against) not in picked
+    ]
 
 
 def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -256,15 +256,20 @@ def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> di
 
 
 def _check_rivals(rivals: Any, select: dict[str, list[str]], path: str | Path) -> dict[str, list[str]]:
+    """Each pair once: no group twice in a list, no pair named both ways, and never the first
+    group, whose pick every other pick meets already (a repeat would count twice in Holm)."""
+    first = next(iter(select), None)
     if not isinstance(rivals, dict) or any(
         group not in select
+        or group == first
         or not isinstance(names, list)
         or not names
-        or any(name not in select or name in (group, next(iter(select))) for name in names)
+        or len(set(map(str, names))) < len(names)
+        or any(name not in select or name in (group, first) or group in rivals.get(name, []) for name in names)
         for group, names in rivals.items()
     ):
         raise ConfigError(
-            f"{path}: rivals must map a select group to other select groups than the first "
+            f"{path}: rivals must map a select group to other select groups than the first, each pair once "
             f"({', '.join(select) or 'none'}; every pick already meets the first group's), "
             'like rivals = { round = ["augmentation", "distillation"] }'
         )

@@ -4,6 +4,8 @@ the per-target losses; the training step divides by the batch's total weight."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -50,7 +52,7 @@ class SampledSoftmax:
         embeddings = model.item_weights()
         negatives = uniform_items(model.n_items, (len(targets), self.negatives), hidden.device)
         positive = (hidden * F.embedding(targets, embeddings)).sum(-1, keepdim=True)
-        score = scores_by_gather if model.n_items > GATHER_ABOVE * self.negatives else scores_by_product
+        score = per_target_scoring(model.n_items, self.negatives)
         logits = torch.cat([positive, score(hidden, embeddings, negatives)], dim=-1)
         return ((torch.logsumexp(logits, dim=-1) - logits[:, 0]) * weights).sum()
 
@@ -61,6 +63,13 @@ class SampledSoftmax:
 # the benchmark catalogues (12-18k items), the gather from 50k items on; at d 64 the gather wins
 # earlier. The benchmark sets keep the product, so their published runs repeat bit for bit.
 GATHER_ABOVE = 128
+
+
+def per_target_scoring(
+    n_items: int, negatives: int
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """How per-target negatives are scored on a catalogue of ``n_items``: see GATHER_ABOVE."""
+    return scores_by_gather if n_items > GATHER_ABOVE * negatives else scores_by_product
 
 
 def scores_by_product(hidden: torch.Tensor, embeddings: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:

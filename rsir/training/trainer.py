@@ -53,10 +53,7 @@ class TrainParams:
     # divided by the epoch's mean weight per batch; the length_batched preset: equal)
     target_weighting: str = "batch"
     max_epochs: int = 200
-    # Epochs without a better validation NDCG@20 before stopping (RecBole's default). Today's
-    # default peaks early: on every training of it so far (Beauty, Toys, rounds, the built-in
-    # data), 10 picked the epoch that 20 and 50 picked. The presets keep their 20.
-    patience: int = 10
+    patience: int = 10  # epochs without a better validation NDCG@20 before stopping (the presets: 20)
     # Validate every N epochs (and at the last one): the best model and early stopping see
     # only validated epochs, so a run costs less where validation takes as long as an epoch.
     eval_every: int = 1
