@@ -102,6 +102,59 @@ def render(docs: Path = DOCS) -> str:
 
 
 README_MARKERS = ("<!-- claims:start -->\n", "<!-- claims:end -->")
+HEADLINE_MARKERS = ("<!-- headline:start -->\n", "<!-- headline:end -->")
+
+
+def _gain(row: dict[str, Any] | None, metric: str) -> str:
+    if row is None:
+        return "not yet"
+    gain = row[metric]
+    ci = f" [{100 * gain['ci'][0]:+.1f}, {100 * gain['ci'][1]:+.1f}]" if gain.get("ci") else ""
+    return f"{100 * gain['gain']:+.1f}%{ci}" if gain.get("gain") is not None else "n/a"
+
+
+def headline_table(report: dict[str, Any]) -> str:
+    """The README's headline, from a study that picks on validation (``select``) and names
+    rivals: per data set and round, the plain pick's test metrics, the round's gain over it, the
+    gain of the rival picked best on validation, and the round against that rival (paired by
+    seed, 95% seed x user bootstrap intervals)."""
+    first = report["select_groups"][0]
+    picks = {(r["dataset"], r["group"]): r for r in report["selection"]}
+    versus = {(r["dataset"], r["group"], r["against_group"]): r for r in report["picks_head_to_head"]}
+
+    def validation(pick: dict[str, Any]) -> float:
+        return next(c["valid"] for c in pick["candidates"] if c["variant"] == pick["pick"])
+
+    metrics = "Recall@10 / NDCG@10"
+    lines = [
+        f"| data set | seeds | plain: test {metrics} | round: gain over plain | best rival on validation: "
+        "gain over plain | round against that rival |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in report["selection"]):
+        plain = picks.get((dataset, first))
+        for group, rivals in report["rivals"].items():
+            mine = picks.get((dataset, group))
+            if plain is None or mine is None:
+                continue
+            found = [(rival, picks[(dataset, rival)]) for rival in rivals if (dataset, rival) in picks]
+            best = max(found, key=lambda pair: validation(pair[1]), default=None)
+            over_plain = versus.get((dataset, group, first))
+            rival_over_plain = versus.get((dataset, best[0], first)) if best else None
+            against_rival = versus.get((dataset, group, best[0])) if best else None
+            both = " / ".join
+            lines.append(
+                f"| {dataset} | {len((over_plain or mine)['seeds'])} "
+                f"| `{plain['pick']}`: {plain['test']['recall@10']['mean']:.4f} / {plain['test']['ndcg@10']['mean']:.4f} "
+                f"| `{mine['pick']}`: {both(_gain(over_plain, m) for m in ('recall@10', 'ndcg@10'))} "
+                + (
+                    f"| `{best[1]['pick']}`: {both(_gain(rival_over_plain, m) for m in ('recall@10', 'ndcg@10'))} "
+                    f"| {both(_gain(against_rival, m) for m in ('recall@10', 'ndcg@10'))} |"
+                    if best
+                    else "| not yet | not yet |"
+                )
+            )
+    return "\n".join(lines)
 
 
 def render_readme(readme: str, docs: Path = DOCS) -> str:
@@ -114,7 +167,14 @@ def render_readme(readme: str, docs: Path = DOCS) -> str:
     lines = "\n".join(
         f"- {claim_text(claim, docs / 'results')}" for claim in spec["claims"] if claim.get("readme", True)
     )
-    return f"{before}{start}{lines}\n{end}{after}"
+    readme = f"{before}{start}{lines}\n{end}{after}"
+    if "headline" in spec and HEADLINE_MARKERS[0] in readme:
+        start, end = HEADLINE_MARKERS
+        before, rest = readme.split(start, 1)
+        after = rest.split(end, 1)[1]
+        report = json.loads((docs / "results" / f"{spec['headline']['study']}.json").read_text())
+        readme = f"{before}{start}{headline_table(report)}\n{end}{after}"
+    return readme
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -86,3 +87,55 @@ def test_a_claim_can_take_a_number_from_another_study(tmp_path):
 def test_hand_written_or_unresolved_numbers_are_refused(tmp_path, text, values, message):
     with pytest.raises(render_claims.ClaimError, match=message.replace("(", r"\(").replace(")", r"\)")):
         render_claims.render(toy_docs(tmp_path, text, values))
+
+
+def test_the_headline_table_sets_the_round_against_plain_and_the_rival_best_on_validation():
+    """Built from a report of the experiment runner's own selection and comparisons: the rival
+    shown is the one picked best on validation (not on test), and a round whose rivals have no
+    pick yet says so."""
+    from rsir.experiments.report import aggregate, picks_head_to_head, select_on_validation
+    from rsir.experiments.runner import Cell, Spec
+
+    valid = {"plain": 0.05, "round": 0.07, "insert": 0.06, "distil": 0.055, "other_round": 0.065}
+    test = {"plain": 0.10, "round": 0.11, "insert": 0.09, "distil": 0.12, "other_round": 0.10}
+    cells = [Cell("d", v, s, "train", {}) for v in valid for s in (0, 1, 2)]
+    results = {
+        c.key: {
+            "rounds": [
+                {
+                    "round": 0,
+                    "test": {
+                        m: test[c.variant] * (1 + 0.01 * c.seed * (c.variant != "plain"))
+                        for m in ("recall@10", "ndcg@10")
+                    },
+                    "valid": {"ndcg@20": valid[c.variant]},
+                }
+            ]
+        }
+        for c in cells
+    }
+    groups = {"plain": ["plain"], "round": ["round"], "insert": ["insert"], "distil": ["distil"]}
+    groups |= {"other": ["other_round"], "markov": ["markov"]}  # markov never ran: no pick
+    rivals = {"round": ["insert", "distil"], "other": ["markov"]}
+    spec = Spec("t", cells, "plain", ["recall@10", "ndcg@10"], select=groups, rivals=rivals)
+    selection = select_on_validation(spec, aggregate(spec, results))
+    report = {
+        "selection": selection,
+        "picks_head_to_head": picks_head_to_head(spec, selection, results, set(), {}),
+        "select_groups": list(groups),
+        "rivals": rivals,
+    }
+    table = render_claims.headline_table(report).splitlines()
+    assert len(table) == 4  # header, rule, one row per round
+    scale = np.mean([1, 1.01, 1.02])  # every variant but plain grows by 1% a seed
+    # insert is best on validation (0.06 > 0.055) though distil is better on test: insert is shown.
+    round_gain, insert_gain, head_to_head = 1.1 * scale - 1, 0.9 * scale - 1, 0.11 / 0.09 - 1
+    assert table[2] == (
+        f"| d | 3 | `plain`: 0.1000 / 0.1000 | `round`: {round_gain:+.1%} / {round_gain:+.1%} "
+        f"| `insert`: {insert_gain:+.1%} / {insert_gain:+.1%} | {head_to_head:+.1%} / {head_to_head:+.1%} |"
+    )
+    other = scale - 1
+    assert (
+        table[3]
+        == f"| d | 3 | `plain`: 0.1000 / 0.1000 | `other_round`: {other:+.1%} / {other:+.1%} | not yet | not yet |"
+    )

@@ -316,6 +316,8 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         "head_to_head": head_to_head(spec, {**interim, **results}, set(interim), ranks),
         "reference": against_reference(spec, rows),
         "selection": select_on_validation(spec, rows),
+        "select_groups": list(spec.select),
+        "rivals": spec.rivals,
     }
     report["picks_head_to_head"] = picks_head_to_head(
         spec, report["selection"], {**interim, **results}, set(interim), ranks
