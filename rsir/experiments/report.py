@@ -529,8 +529,15 @@ def picks_head_to_head(
     headline comparisons."""
     first = next(iter(spec.select), None)
     picks = {(r["dataset"], r["group"]): r["pick"] for r in selection}
-    wanted = [(r["dataset"], r["group"], first) for r in selection if r["group"] != first]
-    wanted += [(r["dataset"], r["group"], rival) for r in selection for rival in spec.rivals.get(r["group"], [])]
+    pairs_of = headline_pairs(spec)
+    against_first = [pair for pair in pairs_of if pair[1] == first]
+    wanted = [
+        (r["dataset"], group, against)
+        for block in (against_first, [pair for pair in pairs_of if pair[1] != first])
+        for r in selection
+        for group, against in block
+        if group == r["group"]
+    ]
     named = [(d, g, a) for d, g, a in wanted if (d, a) in picks]
     pairs = [(d, picks[(d, g)], picks[(d, a)]) for d, g, a in named]
     rows = head_to_head(spec, results, interim, ranks, pairs) if pairs else []
@@ -543,16 +550,23 @@ def picks_head_to_head(
 def picks_missing(spec: Spec, selection: list[dict[str, Any]]) -> list[str]:
     """The headline comparisons that have no pick yet on one side, per data set with any
     pick: the Holm family grows when they land, so the report names them."""
-    first = next(iter(spec.select), None)
-    pairs = [(g, first) for g in spec.select if g != first]
-    pairs += [(g, a) for g, names in spec.rivals.items() for a in names]
     picked = {(r["dataset"], r["group"]) for r in selection}
     return [
         f"{dataset}: {group} against {against}"
         for dataset in dict.fromkeys(r["dataset"] for r in selection)
-        for group, against in pairs
+        for group, against in headline_pairs(spec)
         if (dataset, group) not in picked or (dataset, against) not in picked
     ]
+
+
+def headline_pairs(spec: Spec) -> list[tuple[str, str]]:
+    """The groups a study compares, (group, against): every group against the first, then
+    each group against its rivals."""
+    if not spec.select:
+        return []
+    first = next(iter(spec.select))
+    pairs = [(group, first) for group in spec.select if group != first]
+    return pairs + [(group, rival) for group, rivals in spec.rivals.items() for rival in rivals]
 
 
 def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
