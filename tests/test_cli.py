@@ -318,8 +318,8 @@ def test_data_convert_refuses_to_write_over_its_input(tmp_path, capsys):
 
 
 def test_the_default_and_length_batched_are_the_parity_study_s_two_picks():
-    """Today's default is the parity study's rectools_all (at the default patience) and the
-    preset length_batched its `full`, the default before it, option for option."""
+    """Today's default is the parity study's rectools_d64 (at the default patience) and the
+    preset length_batched its `full`, an earlier default, option for option."""
     from rsir.config import build_config
     from rsir.experiments.runner import load_spec
 
@@ -327,7 +327,7 @@ def test_the_default_and_length_batched_are_the_parity_study_s_two_picks():
         cell.key: cell.config
         for cell in load_spec(Path(__file__).resolve().parents[1] / "experiments" / "sasrec_parity.toml").cells
     }
-    for preset, variant in ((None, "rectools_all"), ("length_batched", "full")):
+    for preset, variant in ((None, "rectools_d64"), ("length_batched", "full")):
         config = build_config({"train": {"threads": 1}, **({"preset": preset} if preset else {})})
         wanted = cells[f"Beauty/{variant}/s0"]
         assert config.to_dict(("model",)) == {"model": wanted["model"]}

@@ -23,13 +23,13 @@ from .base import Backbone, Decoder, KeyValueDecoder, TransformerParams
 
 @dataclass
 class SASRecParams(TransformerParams):
-    """The published tuned SASRec (RecTools' SASRec+SS of the eSASRec paper): its size,
-    regularisation, layer and padding, chosen on validation in docs/results/sasrec_parity.md.
+    """The published tuned SASRec (RecTools' SASRec+SS of the eSASRec paper): its
+    regularisation, layer and padding, at the width its benchmark's README names (64; its config
+    says 256), chosen on validation in docs/results/sasrec_parity.md.
     The presets keep the earlier models by name: "length_batched" (pre-LN blocks, absolute
     positions, masked padding) and "paper" (the RSIR paper's d 64, 2 blocks, 2 heads, dropout
     0.5, no item-table dropout)."""
 
-    dim: int = 256  # embedding and hidden width
     blocks: int = 1  # attention blocks
     heads: int = 1  # attention heads per block
     dropout: float = 0.2  # dropout on the embeddings, attention weights and block outputs
