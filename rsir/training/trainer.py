@@ -53,7 +53,7 @@ class TrainParams:
     # divided by the epoch's mean weight per batch; the length_batched preset: equal)
     target_weighting: str = "batch"
     max_epochs: int = 200
-    patience: int = 10  # epochs without a better validation NDCG@20 before stopping (the presets: 20)
+    patience: int = 50  # epochs without a better validation NDCG@20 before stopping (the presets: 20)
     # Validate every N epochs (and at the last one): the best model and early stopping see
     # only validated epochs, so a run costs less where validation takes as long as an epoch.
     eval_every: int = 1
