@@ -1,7 +1,8 @@
 """Which epoch each finished training would have kept under a shorter patience: early stopping
 does not change a training's path, so every patience up to the one it ran with can be read off
-its validation log. Today's default model (the original block, recency positions) is counted
-apart from the earlier ones. Over the finished trainings under the ``--runs`` folders, as JSON.
+its validation log. RecTools' recipe (the original block, recency positions) is counted apart
+from the earlier models, at each of its widths (d 256, then d 64, the default since 2026-12-06).
+Over the finished trainings under the ``--runs`` folders, as JSON.
 
     python benchmarks/patience_picks.py --runs runs/experiments runs/improve --out docs/results/patience_picks.json
 """
@@ -51,6 +52,7 @@ def training(log: Path, root: Path) -> dict[str, Any] | None:
         "run": str(log.parent.relative_to(root)),
         "block": config["model"].get("block"),
         "positions": config["model"].get("positions"),
+        "dim": config["model"].get("dim"),
         "patience_run": ran_with,
         "epochs": validated[-1][0],
         # Only a shorter patience than the run's own can be replayed (an equal one agrees by construction).
@@ -79,8 +81,14 @@ def main() -> None:
             seen.add(tuple(row.pop("scores")))
             rows.append(row)
     summary = {}
-    for name, today in (("todays_default", True), ("earlier_models", False)):
-        group = [r for r in rows if ((r["block"], r["positions"]) == ("original", "recency")) == today]
+    recipe = {"rectools_d256": ("original", "recency", 256), "rectools_d64": ("original", "recency", 64)}
+    for name in (*recipe, "earlier_models"):
+        group = [
+            r
+            for r in rows
+            if (r["block"], r["positions"], r["dim"]) == recipe.get(name)
+            or (name == "earlier_models" and (r["block"], r["positions"]) != ("original", "recency"))
+        ]
         summary[name] = {
             "trainings": len(group),
             **{
