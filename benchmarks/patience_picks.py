@@ -80,15 +80,14 @@ def main() -> None:
                 continue
             seen.add(tuple(row.pop("scores")))
             rows.append(row)
+
+    def group_of(row: dict[str, Any]) -> str:
+        recipe = (row["block"], row["positions"]) == ("original", "recency")
+        return f"rectools_d{row['dim']}" if recipe else "earlier_models"
+
     summary = {}
-    recipe = {"rectools_d256": ("original", "recency", 256), "rectools_d64": ("original", "recency", 64)}
-    for name in (*recipe, "earlier_models"):
-        group = [
-            r
-            for r in rows
-            if (r["block"], r["positions"], r["dim"]) == recipe.get(name)
-            or (name == "earlier_models" and (r["block"], r["positions"]) != ("original", "recency"))
-        ]
+    for name in ("rectools_d256", "rectools_d64", "earlier_models"):
+        group = [r for r in rows if group_of(r) == name]
         summary[name] = {
             "trainings": len(group),
             **{

@@ -23,6 +23,7 @@ from rsir.errors import ConfigError
 from rsir.experiments.report import _plot_curves, aggregate, head_to_head
 from rsir.experiments.runner import Cell, Spec, load_spec
 from rsir.generation.loop import RunResult, load_synthetic
+from rsir.models.sasrec import SASRecParams
 
 from .conftest import without_timings
 
@@ -213,7 +214,7 @@ def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
         + loop.replace("rsir]", "rsir_finetune]").replace("ROUNDS", '1, successor = "finetune"')
         + '[variants.weak_to_strong]\ncommand = "improve"\nmodel = { backbone = "hstu" }\n'
         'improve = { rounds = 1, generator = "sasrec" }\n'
-        + "[variants.sasrec]\nmodel = { dim = 64, blocks = 1, heads = 1, max_len = 50 }\n",
+        + f"[variants.sasrec]\nmodel = {{ dim = {SASRecParams.dim}, blocks = 1, heads = 1, max_len = 50 }}\n",
     )
     source = recursion / "rsir" / "s0"
     plain, rsir, finetune = (main_table / v / "s0" for v in ("plain", "rsir", "rsir_finetune"))
