@@ -6,9 +6,13 @@ was made), NAME.md and NAME.png, from the finished cells in the experiment's run
         --machine "2-core x86_64 CPU, one torch thread per cell, two cells at a time" \\
         --note "what a reader must know to read the numbers"
 
-The report is rewritten from the cells first (as ``rsir experiment SPEC --report-only``). The
-commits are those each cell's runs recorded in their metrics.json; the seeds are the spec's.
-Then ``python docs/render_claims.py`` carries any claim's numbers to the pages.
+The finished cells are first archived in docs/results/cells/NAME (configs, metrics and users'
+test ranks, no models: small enough to commit), and the cells archived there earlier that the
+run directory lacks are restored into it, so that a study grows across sessions whose runs/ did
+not survive. The report is then rewritten from the cells (as ``rsir experiment SPEC
+--report-only``). The commits are those each cell's runs recorded in their metrics.json; the
+seeds are the spec's. Then ``python docs/render_claims.py`` carries any claim's numbers to the
+pages.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
+from rsir.experiments.archive import archive_cells, restore_cells
 from rsir.experiments.report import write_report
 from rsir.experiments.runner import load_spec
 
@@ -46,6 +51,9 @@ def main() -> None:
     spec = load_spec(args.spec)
     out = Path(args.out or Path("runs") / "experiments" / spec.name)
     name = args.name or spec.name
+    archived = archive_cells(spec, out, RESULTS / "cells" / name)
+    restored = restore_cells(spec, out, RESULTS / "cells" / name)
+    print(f"archived {len(archived)} finished cells, restored {len(restored)} archived ones")
     write_report(spec, out)
     report = json.loads((out / "report.json").read_text())
     commits = cell_commits(out)

@@ -20,7 +20,8 @@ from rsir.config import build_config
 from rsir.data import Sequences
 from rsir.data.augmentation import AUGMENTED, augmented, insert, reorder, strongest_successors
 from rsir.errors import ConfigError
-from rsir.experiments.report import _plot_curves, aggregate, head_to_head
+from rsir.experiments.archive import archive_cells, restore_cells
+from rsir.experiments.report import _plot_curves, aggregate, head_to_head, write_report
 from rsir.experiments.runner import Cell, Spec, load_spec
 from rsir.generation.loop import RunResult, load_synthetic
 from rsir.models.sasrec import SASRecParams
@@ -191,6 +192,29 @@ def test_a_finished_cell_whose_config_changed_is_refused(experiment, tmp_path, c
     assert "synthetic/plain/s0 finished with train.lr = 0.003 and the spec now gives 0.01" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert {p: p.read_text() for p in out.rglob("result.json")} == results  # nothing ran or was rewritten
+
+
+def test_archived_cells_restore_to_the_same_report_and_are_never_reused(experiment, tmp_path, capsys):
+    """A study outlives its run directory: its archive holds no model, restores into an empty
+    output directory as finished cells that report to the last digit, bootstrap intervals
+    included, and an experiment beside them trains rather than copying a phase from them."""
+    spec = load_spec(experiment / "spec.toml")
+    archive, out = tmp_path / "archive", tmp_path / "experiments" / "restored"
+    assert len(archive_cells(spec, experiment / "out", archive)) == 8
+    assert not [p for p in archive.rglob("*") if p.suffix in (".pt", ".npz") and p.stem != "test_ranks"]
+    assert restore_cells(spec, out, archive) == [cell.key for cell in spec.cells]
+    assert restore_cells(spec, out, archive) == []  # what is there is left alone
+    assert archive_cells(spec, out, archive) == []  # restored cells are not archived again over their source
+    original = json.loads((experiment / "out" / "report.json").read_text())
+    write_report(spec, out)
+    report = json.loads((out / "report.json").read_text())
+    assert any("ci" in row["recall@10"] for row in report["rows"])  # the ranks came back
+    assert {k: v for k, v in report.items() if k != "rsir"} == {k: v for k, v in original.items() if k != "rsir"}
+    assert main(["experiment", str(experiment / "spec.toml"), "--out", str(out)]) == 0
+    assert "8 of 8 cells done; 0 to run" in capsys.readouterr().err
+    beside = _run(tmp_path / "experiments", "beside", '[variants.plain]\ncommand = "train"\n')
+    assert (beside / "plain" / "s0" / "run" / "last.pt").exists()  # trained here, not copied
+    assert "reused" not in json.loads((beside / "plain" / "s0" / "result.json").read_text())
 
 
 TINY = SPEC.split("[variants.plain]")[0].replace("seeds = [0, 1]", "seeds = [0]").replace('baseline = "plain"\n', "")

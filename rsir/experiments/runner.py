@@ -82,6 +82,7 @@ from ..generation import phases
 from ..generation.phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
 from ..jobs import run_in_process
 from ..rundir import RunDir
+from .archive import RESTORED
 from .report import round_metrics, write_report
 
 log = logging.getLogger(__name__)
@@ -546,6 +547,8 @@ def _candidate_sources(cell: Cell, out: Path, cells: list[Cell]) -> Iterator[tup
         if saved.parents[3].resolve() != out.resolve()
     ]
     for key, run in runs:
+        if (run.parent / RESTORED).exists():  # restored from an archive: its phases have no model
+            continue
         config = RunDir(run).saved_config()
         if config is not None:
             yield key, run, config
