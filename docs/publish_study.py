@@ -51,11 +51,18 @@ def main() -> None:
     spec = load_spec(args.spec)
     out = Path(args.out or Path("runs") / "experiments" / spec.name)
     name = args.name or spec.name
-    archived = archive_cells(spec, out, RESULTS / "cells" / name)
     restored = restore_cells(spec, out, RESULTS / "cells" / name)
-    print(f"archived {len(archived)} finished cells, restored {len(restored)} archived ones")
     write_report(spec, out)
     report = json.loads((out / "report.json").read_text())
+    target = RESULTS / f"{name}.json"
+    if target.exists() and (before := json.loads(target.read_text())["cells_done"]) > report["cells_done"]:
+        # Its cells predate the archive, or the run directory is not this study's: nothing is dropped.
+        raise SystemExit(
+            f"publish_study: {target} reports {before} finished cells and {out} with the archive only "
+            f"{report['cells_done']}; publish these under another --name"
+        )
+    archived = archive_cells(spec, out, RESULTS / "cells" / name)
+    print(f"archived {len(archived)} finished cells, restored {len(restored)} archived ones")
     commits = cell_commits(out)
     published = {
         "command": args.command,
@@ -66,7 +73,7 @@ def main() -> None:
         **report,
         "name": name,
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(published, indent=2) + "\n")
+    target.write_text(json.dumps(published, indent=2) + "\n")
     shutil.copyfile(out / "report.md", RESULTS / f"{name}.md")
     if (out / "report.png").exists():
         shutil.copyfile(out / "report.png", RESULTS / f"{name}.png")
