@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -93,6 +94,13 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete temporary files a killed process left behind (they never replaced anything)."""
     for path in Path(directory).rglob(".*.tmp"):
         _remove_quietly(str(path))
+
+
+def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy ``source`` to ``target`` atomically, making ``target``'s folder where needed."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -16,22 +16,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..evaluation import RANKS_FILE
-from ..files import atomic_path, write_json
+from ..files import atomic_path, copy_file, write_json
 from ..rundir import RunDir
 
 if TYPE_CHECKING:
     from .runner import Spec
 
 RESTORED = "restored.json"  # in a cell's folder: it came from an archive and has no model
-_KEPT = (RunDir.CONFIG, "result.json")  # at the cell's root
 _KEPT_IN_RUN = (RunDir.CONFIG, RunDir.METRICS)  # in its run, at any depth (loop rounds, generators)
 _RANKS_ARCHIVED = Path(RANKS_FILE).with_suffix(".npz").name
-
-
-def _copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
 
 
 def archive_cells(spec: Spec, out: Path, archive: Path) -> list[str]:
@@ -44,16 +37,16 @@ def archive_cells(spec: Spec, out: Path, archive: Path) -> list[str]:
             continue
         if kept.exists():
             shutil.rmtree(kept)
-        for name in _KEPT:
-            _copy(cell_dir / name, kept / name)
+        copy_file(cell_dir / RunDir.CONFIG, kept / RunDir.CONFIG)
         for name in _KEPT_IN_RUN:
             for path in (cell_dir / "run").rglob(name):
-                _copy(path, kept / path.relative_to(cell_dir))
+                copy_file(path, kept / path.relative_to(cell_dir))
         for path in (cell_dir / "run").rglob(RANKS_FILE):
             target = (kept / path.relative_to(cell_dir)).with_name(_RANKS_ARCHIVED)
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target) as tmp, open(tmp, "wb") as handle:
                 np.savez_compressed(handle, ranks=np.load(path))
+        copy_file(cell_dir / "result.json", kept / "result.json")  # last: restore reads it as complete
         archived.append(cell.key)
     return archived
 

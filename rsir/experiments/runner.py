@@ -63,7 +63,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import threading
 import time
@@ -77,7 +76,7 @@ from typing import Any
 
 from ..config import build_config, changed_option, read_config_file
 from ..errors import ConfigError
-from ..files import atomic_path, write_json
+from ..files import copy_file, write_json
 from ..generation import phases
 from ..generation.phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
 from ..jobs import run_in_process
@@ -606,15 +605,9 @@ def _copy_phase(source_run: Path, source: Phase, run: Path, phase: Phase) -> Non
     source_dir, target_dir = source_run / source.path, run / phase.path
     if phase.kind == "pool" and not source.finished_in(source_run):
         stats = json.loads((source_dir / GENERATION_FILES[-1]).read_text())
-        _copy_file(source_dir / GENERATION_FILES[0], target_dir / POOL_FILES[0])
+        copy_file(source_dir / GENERATION_FILES[0], target_dir / POOL_FILES[0])
         write_json(target_dir / POOL_FILES[-1], {k: v for k, v in stats.items() if k not in AFTER_ACQUISITION})
         return
     for name in phase.files:
         if (source_dir / name).exists():
-            _copy_file(source_dir / name, target_dir / name)
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
+            copy_file(source_dir / name, target_dir / name)
