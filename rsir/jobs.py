@@ -14,9 +14,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from . import distributed
 from .config import RunConfig, build_config
@@ -131,6 +134,9 @@ def run_in_process(command: str, config: dict[str, Any], out: str, log_path: str
         os.dup2(stream.fileno(), 1)
         os.dup2(stream.fileno(), 2)
     signal.signal(signal.SIGTERM, _interrupt)
+    # tqdm's default lock is a multiprocessing semaphore, which os._exit below would leave to
+    # the runner's resource tracker to report as leaked; one cell is one process, so a thread lock does.
+    tqdm.set_lock(threading.RLock())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("rsir: %(message)s"))
     logger = logging.getLogger("rsir")

@@ -678,7 +678,9 @@ def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, si
         if runner.poll() is None:  # it missed the signal: stop it and its endless cells for good
             runner.terminate()
             runner.wait(timeout=60)
-    assert "rsir: interrupted" in runner.stderr.read()
+    stderr = runner.stderr.read()
+    assert "rsir: interrupted" in stderr
+    assert "leaked" not in stderr  # the cells' progress bars left no semaphore for the resource tracker
     epochs = [_lines(log) for log in logs]
     time.sleep(3)
     assert [_lines(log) for log in logs] == epochs  # no cell process outlives the runner
