@@ -1,4 +1,4 @@
-"""The ``rsir`` command line: train, improve, evaluate, recommend, segments, experiment, data."""
+"""The ``rsir`` command line: train, improve, evaluate, recommend, compare, export, segments, experiment, data."""
 
 from __future__ import annotations
 
@@ -258,10 +258,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     run = RunDir(args.run)
     if not run.config_file.exists():
-        raise ConfigError(f"{run.path}: no rsir improve run there (no {run.CONFIG})")
-    dataset = _run_dataset(run)
+        raise ConfigError(f"{run.path}: no rsir run there (no {run.CONFIG})")
+    plain = not run.round(0).is_dir() and (run.path / "model.pt").exists()  # an `rsir train` run
+    if args.round is None:
+        args.round = 0 if plain else 1
+    if plain and args.round != 0:
+        raise ConfigError(f"{run.path}: an rsir train run has round 0 alone, the real data (--round 0)")
+    dataset = _checkpoint_with_data(run.path / "model.pt" if plain else run.round(0) / "model.pt")[2]
     split = leave_one_out(dataset)
-    train = round_training_set(run.path, split.train, args.round)
+    train = split.train if plain else round_training_set(run.path, split.train, args.round)
     out = Path(args.out)
     written = write_recbole_benchmark(
         out,
@@ -283,11 +288,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         + RECBOLE_CONFIG.format(max_len=args.max_len)
     )
     return 0
-
-
-def _run_dataset(run: RunDir) -> Dataset:
-    """The data of a loop run: that of its round-0 model."""
-    return _checkpoint_with_data(run.round(0) / "model.pt")[2]
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
@@ -408,7 +408,7 @@ def _add_option_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
         "--preset",
         choices=list(PRESETS),
         help="a named set of model and train options under the config file's and the flags' own "
-        "(length_batched: the default before RecTools' recipe, with rsir's pre-LN block and "
+        "(length_batched: the default before RecTools' recipe, d 256 with rsir's pre-LN block and "
         "length-grouped batches; paper: the RSIR paper's SASRec and rsir's training before the "
         "parity study)",
     )
@@ -577,14 +577,14 @@ def _parser() -> _Parser:
     compare.set_defaults(handler=cmd_compare)
 
     export = commands.add_parser(
-        "export", help="a loop round's training data and rsir's split as RecBole benchmark files"
+        "export", help="a run's training data (a loop round's: real plus synthetic) and rsir's split as RecBole benchmark files"
     )
-    export.add_argument("run", help="an rsir improve run directory")
+    export.add_argument("run", help="an rsir improve run directory (or an rsir train run: its real data)")
     export.add_argument(
         "--round",
         type=int,
-        default=1,
-        help="whose training data: real plus the synthetic data of the rounds before it (default 1; 0 = real only)",
+        help="whose training data: real plus the synthetic data of the rounds before it "
+        "(default 1, an rsir train run's 0; 0 = real only)",
     )
     export.add_argument(
         "--out",

@@ -758,6 +758,24 @@ def test_unwritable_out_directory(tmp_path, capsys):
     assert snapshot(tmp_path) == before and not out.exists()
 
 
+def test_a_plain_training_exports_its_real_data_and_no_later_round(tiny_run, tmp_path, capsys):
+    out = tmp_path / "recbole" / "plain"
+    code, printed, _ = run_cli(["export", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 0 and "dataset: plain" in printed
+    real = Recommender.load(tiny_run / "model.pt").dataset
+    split = leave_one_out(real)
+    users = {}
+    for part in ("train", "test"):
+        lines = (out / f"plain.{part}.inter").read_text().splitlines()[1:]
+        users[part] = [line.split("\t")[0] for line in lines]
+    assert users["test"] == real.user_ids[split.users].astype(str).tolist()
+    assert set(users["train"]) == set(users["test"])  # real users alone: no synthetic pseudo-users
+    assert len(users["train"]) == int(split.train.lengths.sum()) - len(split.train)  # one row per target
+    code, _, err = run_cli(["export", str(tiny_run), "--round", "1", "--out", str(tmp_path / "later" / "x")], capsys)
+    assert_one_clear_line(code, err, f"{tiny_run}: an rsir train run has round 0 alone, the real data (--round 0)")
+    assert not (tmp_path / "later").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root is not stopped by file modes")
 def test_read_only_run_directory_keeps_its_files(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"

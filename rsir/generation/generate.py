@@ -52,8 +52,8 @@ from .retrieval import Retriever, build_retriever, check_retrieval
 class GenerationParams:
     attempts: int = 5  # m: attempts per source sequence
     exploit_prob: float = 0.5  # p: chance that a step picks from the user's own items
-    # Fidelity rank threshold. inf (no check) gained most against a strong model on Beauty and
-    # Sports (docs/RESULTS.md, "The default"); 10 is the paper's check.
+    # Fidelity rank threshold. inf (no check) gained most over --preset paper's model, chosen on
+    # test numbers (docs/RESULTS.md, Claims); 10 is the paper's check.
     tau: float = math.inf
     tau_mode: str = "fixed"  # fixed: tau for everyone | adaptive: per source sequence, capped at tau
     tau_quantile: float = 0.5  # adaptive: quantile of the ranks of the sequence's own next items
