@@ -577,7 +577,8 @@ def _parser() -> _Parser:
     compare.set_defaults(handler=cmd_compare)
 
     export = commands.add_parser(
-        "export", help="a run's training data (a loop round's: real plus synthetic) and rsir's split as RecBole benchmark files"
+        "export",
+        help="a run's training data (a loop round's: real plus synthetic) and rsir's split as RecBole benchmark files",
     )
     export.add_argument("run", help="an rsir improve run directory (or an rsir train run: its real data)")
     export.add_argument(
