@@ -8,7 +8,10 @@ Each claim's text takes its numbers from the result files through named values: 
 path into one JSON file (keys, list positions, or a table that picks the list element whose
 fields match), and the text formats it, e.g. ``{gain:+.1%}``. A path starts in the claim's own
 study's file, or, where its first step is ``"@name"``, in docs/results/name.json (a claim that
-compares two studies). tests/test_claims.py fails when the
+compares two studies). A value can also pool seeds that two runs of one study hold (a table):
+``{mean_of = [path, ...]}`` is the mean of all the per-seed values the paths give, with
+``relative_to = path`` its gap to that number (mean / number - 1), and ``{union_of = [path,
+...]}`` the sorted seeds of all of them. tests/test_claims.py fails when the
 page is stale or when a claim's text writes a measured number itself.
 """
 
@@ -65,14 +68,29 @@ def claim_text(claim: dict[str, Any], results: Path) -> str:
     source = results / f"{study}.json"
     where = f"claim {claim['title']!r}"
 
-    def value(name: str, path: list[Any]) -> Any:
+    def lookup(name: str, path: list[Any]) -> Any:
         other = path[0][1:] if path and isinstance(path[0], str) and path[0].startswith("@") else None
         file = results / f"{other}.json" if other else source
         if not file.exists():
             raise ClaimError(f"{where}, value {name!r}: no result file {file.name}")
-        return _plain(resolve(json.loads(file.read_text()), path[1:] if other else path, f"{where}, value {name!r}"))
+        return resolve(json.loads(file.read_text()), path[1:] if other else path, f"{where}, value {name!r}")
 
-    values = {name: value(name, path) for name, path in claim.get("values", {}).items()}
+    def pooled(name: str, paths: list[list[Any]]) -> list[Any]:
+        found = [lookup(name, path) for path in paths]
+        return [item for part in found for item in (part if isinstance(part, list) else [part])]
+
+    def value(name: str, spec: list[Any] | dict[str, Any]) -> Any:
+        if isinstance(spec, list):
+            return _plain(lookup(name, spec))
+        if "union_of" in spec:
+            return _plain(sorted(set(pooled(name, spec["union_of"]))))
+        if "mean_of" not in spec:
+            raise ClaimError(f"{where}, value {name!r}: a table value takes mean_of or union_of")
+        seeds = pooled(name, spec["mean_of"])
+        mean = sum(seeds) / len(seeds)
+        return mean / lookup(name, spec["relative_to"]) - 1 if "relative_to" in spec else mean
+
+    values = {name: value(name, spec) for name, spec in claim.get("values", {}).items()}
     written = hand_written_numbers(claim["text"])
     if written:
         raise ClaimError(f"{where}: numbers written by hand ({', '.join(written)}); take them from {source.name}")

@@ -74,6 +74,27 @@ def test_a_claim_can_take_a_number_from_another_study(tmp_path):
         render_claims.render(docs)
 
 
+def test_a_claim_pools_the_seeds_two_runs_of_a_study_hold(tmp_path):
+    docs = toy_docs(
+        tmp_path,
+        "Seeds {s}: {m:.4f}, {g:+.1%} against {p:.4f}.",
+        's = {union_of = [["rows", {dataset = "A"}, "seeds"], ["@rerun", "rows", {dataset = "A"}, "seeds"]]}\n'
+        'm = {mean_of = [["rows", {dataset = "A"}, "values"], ["@rerun", "rows", {dataset = "A"}, "values"]]}\n'
+        'g = {mean_of = [["rows", {dataset = "A"}, "values"], ["@rerun", "rows", {dataset = "A"}, "values"]], '
+        'relative_to = ["@rerun", "published"]}\n'
+        'p = ["@rerun", "published"]',
+    )
+    study = json.loads((docs / "results" / "study.json").read_text())
+    study["rows"][0].update(seeds=[0], values=[0.09])
+    (docs / "results" / "study.json").write_text(json.dumps(study))
+    rerun = {"published": 0.08, "rows": [{"dataset": "A", "seeds": [2, 1], "values": [0.07, 0.08]}]}
+    (docs / "results" / "rerun.json").write_text(json.dumps(rerun))
+    assert "Seeds 0, 1, 2: 0.0800, +0.0% against 0.0800." in render_claims.render(docs)
+    rerun["rows"][0]["values"] = [0.07, 0.11]
+    (docs / "results" / "rerun.json").write_text(json.dumps(rerun))
+    assert "Seeds 0, 1, 2: 0.0900, +12.5% against 0.0800." in render_claims.render(docs)
+
+
 @pytest.mark.parametrize(
     "text, values, message",
     [
