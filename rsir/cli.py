@@ -155,7 +155,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if args.report_only:  # reads results only, so a GPU run's report can be written anywhere
-        write_report(spec, out)
+        if not out.is_dir():
+            raise ConfigError(f"{out}: no experiment there to report (run it first, or give its --out)")
+        with RunDir(out).writing():
+            write_report(spec, out)
     else:
         for device in {cell.config["train"]["device"] for cell in spec.cells}:
             distributed.resolve_device(device)
@@ -260,13 +263,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not run.config_file.exists():
         raise ConfigError(f"{run.path}: no rsir run there (no {run.CONFIG})")
     plain = not run.round(0).is_dir() and (run.path / "model.pt").exists()  # an `rsir train` run
-    if args.round is None:
-        args.round = 0 if plain else 1
-    if plain and args.round != 0:
+    round_number = args.round if args.round is not None else 0 if plain else 1
+    if args.max_len < 1:
+        raise ConfigError(f"--max-len must be >= 1, got {args.max_len}")
+    if plain and round_number != 0:
         raise ConfigError(f"{run.path}: an rsir train run has round 0 alone, the real data (--round 0)")
     dataset = _checkpoint_with_data(run.path / "model.pt" if plain else run.round(0) / "model.pt")[2]
     split = leave_one_out(dataset)
-    train = split.train if plain else round_training_set(run.path, split.train, args.round)
+    train = split.train if plain else round_training_set(run.path, split.train, round_number)
     out = Path(args.out)
     written = write_recbole_benchmark(
         out,
@@ -280,7 +284,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     _say(
         args,
-        f"wrote {', '.join(p.name for p in written)} to {out}: round {args.round}'s training data "
+        f"wrote {', '.join(p.name for p in written)} to {out}: round {round_number}'s training data "
         f"({int((train.origin > 0).sum())} synthetic sequences) and rsir's validation and test split",
     )
     _print(

@@ -33,7 +33,7 @@ from .models import build_backbone
 from .models.checkpoint import data_entries
 from .rundir import RunDir
 from .training.callbacks import Callback
-from .training.trainer import fit
+from .training.trainer import fit, load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,11 @@ def train_run(
     if finished and "rounds" in json.loads(metrics_path.read_text()):
         log.info("%s already holds a finished run with this config; its result", run.path)
         return RunResult.read(metrics_path)
-    # The data is read and checked before anything is written, so bad input leaves no run dir.
+    # The data and a teacher are read and checked before anything is written, so bad input leaves no run dir.
     dataset = load_dataset(config.data)
     split = leave_one_out(dataset)
     model = build_backbone(config.backbone, dataset.n_items, config.model, seed=config.train.seed)
+    teacher = load_teacher(config.train, dataset.n_items) if config.train.distill_weight > 0 else None
     with run.writing():
         _start(run, config, TRAIN_SECTIONS, overwrite)
         _log_data(dataset, split)
@@ -82,6 +83,7 @@ def train_run(
                 progress=progress,
                 carry=data_entries(dataset),
                 callbacks=callbacks,
+                teacher=teacher,
             )
         summary = RunResult.new(dataset, config.backbone, [RoundResult.of_training(0, split.train, result)])
         if distributed.is_main():
@@ -102,6 +104,8 @@ def improve_run(
     dataset = load_dataset(config.data)
     spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
     prepared = prepare(dataset, spec)  # before anything is written, so bad input leaves no run dir
+    if config.train.teacher and config.train.distill_weight > 0:
+        load_teacher(config.train, dataset.n_items)
     with run.writing():
         _start(run, config, IMPROVE_SECTIONS, overwrite)
         _log_data(dataset, prepared.split)

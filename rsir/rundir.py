@@ -123,6 +123,7 @@ class RunDir:
         given more rounds, which extends it after its finished ones, not fewer."""
         from .config import changed_option
 
+        self._refuse_foreign_files()
         if overwrite or not self.config_file.exists():
             return False
         import yaml
@@ -146,6 +147,23 @@ class RunDir:
         if any(written.get(name) != values for name, values in wanted.items()) and distributed.is_main():
             self.write_config({**written, **wanted})  # record what the resumed run now does
         return True
+
+    def _refuse_foreign_files(self) -> None:
+        """A path that is a file, or a folder of files and no run, cannot take a run: a run
+        would mix its files with them, and ``overwrite`` would delete them."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file; a run needs a directory")
+        if self.path.is_dir() and not self.config_file.exists():
+            foreign = sorted(
+                entry.name
+                for entry in self.path.iterdir()
+                if entry.name != self.LOCK and not (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+            )
+            if foreign:
+                raise ConfigError(
+                    f"{self.path} holds files that are not an rsir run ({', '.join(foreign[:3])}); "
+                    "choose a new or empty directory"
+                )
 
     def claim(self, wanted: dict[str, dict[str, Any]]) -> bool:
         """Resume only a run of the same options (else the error of :meth:`holds_same_run`);

@@ -668,6 +668,9 @@ def test_an_interrupted_experiment_stops_its_cells_and_starts_no_more(signum, si
     while not all(_lines(log) >= 1 for log in logs):  # both cells are training
         assert runner.poll() is None and time.monotonic() < deadline, "the cells did not start training"
         time.sleep(0.2)
+    if signum == signal.SIGINT:  # once: a second runner on the same directory is refused at once
+        code = main(["experiment", str(tmp_path / "spec.toml"), "--out", str(out), "--quiet"])
+        assert code == 2 and (out / "synthetic" / "plain" / "s0" / "run" / "log.jsonl").exists()
     if to_worker:
         _signal_a_worker_thread(runner, signum)
     else:
@@ -756,6 +759,49 @@ def test_unwritable_out_directory(tmp_path, capsys):
     code, _, err = run_cli(["train", "--out", str(out), *TINY], capsys)
     assert_one_clear_line(code, err, f"cannot write {out / '.lock'}: {reason}")  # the first file a run writes
     assert snapshot(tmp_path) == before and not out.exists()
+
+
+def test_a_folder_of_other_files_or_a_file_is_refused_as_a_run_directory_and_kept(tmp_path, capsys):
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine\n")
+    before = snapshot(folder)
+    for flags in ([], ["--overwrite"]):
+        code, _, err = run_cli(["train", "--out", str(folder), *TINY, *flags], capsys)
+        assert_one_clear_line(code, err, f"{folder} holds files that are not an rsir run (notes.txt, sub)")
+        assert snapshot(folder) == before and (folder / "sub").is_dir()
+    code, _, err = run_cli(["improve", "--out", str(folder / "notes.txt"), *TINY], capsys)
+    assert_one_clear_line(code, err, f"{folder / 'notes.txt'} is a file; a run needs a directory")
+
+
+def test_a_bad_teacher_is_refused_before_the_run_directory_is_made(tiny_run, tmp_path, capsys):
+    out = tmp_path / "student"
+    flags = ["--distill-weight", "0.5", "--out", str(out), *TINY]
+    code, _, err = run_cli(["train", "--teacher", str(tmp_path / "missing.pt"), *flags], capsys)
+    assert_one_clear_line(code, err, "missing.pt")
+    assert not out.exists()
+    code, _, err = run_cli(["improve", "--teacher", str(tmp_path / "missing.pt"), *flags], capsys)
+    assert_one_clear_line(code, err, "missing.pt")
+    assert not out.exists()
+    assert main(["train", "--teacher", str(tiny_run / "model.pt"), *flags]) == 0  # the corrected command runs
+
+
+@pytest.mark.parametrize("content", ["{bad", "[1, 2]", '{"rounds": 5}', '{"rounds": [{"round": 0}]}'])
+def test_compare_refuses_a_metrics_file_that_is_not_rsirs_in_one_line(content, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(content)
+    code, _, err = run_cli(["compare", str(tmp_path / "run")], capsys)
+    assert_one_clear_line(code, err, f"{tmp_path / 'run' / 'metrics.json'}: not an rsir metrics file")
+
+
+def test_export_and_report_only_refuse_what_would_write_nothing_useful(tiny_run, tmp_path, capsys):
+    code, _, err = run_cli(["export", str(tiny_run), "--out", str(tmp_path / "x" / "y"), "--max-len", "0"], capsys)
+    assert_one_clear_line(code, err, "--max-len must be >= 1, got 0")
+    (tmp_path / "spec.toml").write_text(ENDLESS_SPEC)
+    spec, out = str(tmp_path / "spec.toml"), str(tmp_path / "e")
+    code, _, err = run_cli(["experiment", spec, "--out", out, "--report-only"], capsys)
+    assert_one_clear_line(code, err, f"{out}: no experiment there to report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
 
 
 def test_a_plain_training_exports_its_real_data_and_no_later_round(tiny_run, tmp_path, capsys):

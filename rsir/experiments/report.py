@@ -59,19 +59,23 @@ def compare_runs(runs: list[Path], metrics: list[str]) -> pd.DataFrame:
         path = RunDir(run).metrics_file
         if not path.exists():
             raise ConfigError(f"{run}: no finished run there (no {path.name})")
-        for record in round_metrics(path):
-            unknown = [m for m in metrics if m not in record["test"]]
-            if unknown:
-                raise ConfigError(f"unknown metric {unknown[0]!r} (known: {', '.join(record['test'])})")
-            rows.append(
-                {
-                    "run": str(run),
-                    "round": record["round"],
-                    f"valid {SELECT_METRIC}": record["valid"].get(SELECT_METRIC),
-                    **{f"test {m}": record["test"][m] for m in metrics},
-                    "epochs": record.get("epochs"),
-                }
-            )
+        try:
+            records = round_metrics(path)
+            for record in records:
+                unknown = [m for m in metrics if m not in record["test"]]
+                if unknown:
+                    raise ConfigError(f"unknown metric {unknown[0]!r} (known: {', '.join(record['test'])})")
+                rows.append(
+                    {
+                        "run": str(run),
+                        "round": record["round"],
+                        f"valid {SELECT_METRIC}": record["valid"].get(SELECT_METRIC),
+                        **{f"test {m}": record["test"][m] for m in metrics},
+                        "epochs": record.get("epochs"),
+                    }
+                )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+            raise ConfigError(f"{path}: not an rsir metrics file ({type(exc).__name__}: {exc})") from None
     frame = pd.DataFrame(rows)
     frame["epochs"] = frame["epochs"].astype("Int64")  # blank where a run's records lack it
     return frame

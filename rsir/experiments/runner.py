@@ -345,8 +345,14 @@ def run_experiment(
     """Run every unfinished cell (``jobs`` at a time), then write and return the report.
     ``only`` keeps the cells whose key (``DATASET/VARIANT/sSEED``) matches one of the glob
     patterns; the report still covers every finished cell of the spec. ``reuse=False`` runs
-    every phase even where another cell already ran it (for timing)."""
+    every phase even where another cell already ran it (for timing). One runner at a time:
+    a second on the same ``out`` is refused at once, naming the first."""
     out = Path(out)
+    with RunDir(out).writing():
+        return _run_cells(spec, out, jobs, only, reuse)
+
+
+def _run_cells(spec: Spec, out: Path, jobs: int, only: list[str] | None, reuse: bool) -> dict[str, Any]:
     chosen = [cell for cell in spec.cells if not only or any(fnmatchcase(cell.key, p) for p in only)]
     if not chosen:
         raise ConfigError(
@@ -585,6 +591,9 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
         key, source_phase, source = next(
             (entry for entry in finished[phase.identity] if entry[0] in lineage), finished[phase.identity][0]
         )
+        if not (own := RunDir(run)).config_file.exists():  # first, so the run never holds phases without its config
+            own.write_config(cell.config)
+            phases.record(run, cell.config)
         _copy_phase(source, source_phase, run, phase)
         copied[phase.name] = key
         done.add(phase.name)
@@ -592,9 +601,6 @@ def _reuse_finished_phases(cell: Cell, out: Path, cells: list[Cell]) -> None:
             done.add(wanted[index - 1].name)
     if not copied:
         return
-    if not (own := RunDir(run)).config_file.exists():  # the run's own config, so that it sees its phases as its own
-        own.write_config(cell.config)
-        phases.record(run, cell.config)
     record = run / "reused.json"
     write_json(record, {**(json.loads(record.read_text()) if record.exists() else {}), **copied})
 

@@ -457,21 +457,24 @@ def _train_epoch(
     return float(total), int(count)
 
 
+def load_teacher(params: TrainParams, n_items: int) -> Backbone:
+    """The checkpoint ``params.teacher`` to distil from, checked against a model of ``n_items``
+    items (a caller checks it before writing anything)."""
+    if not params.teacher:
+        raise ConfigError(
+            "train option distill_weight needs a teacher: a checkpoint (train.teacher), or a loop's previous round"
+        )
+    teacher, _ = load_checkpoint(params.teacher)
+    if teacher.n_items != n_items:
+        raise CheckpointError(f"{params.teacher}: teacher of {teacher.n_items} items for a model of {n_items}")
+    return teacher
+
+
 def _teacher(params: TrainParams, teacher: Backbone | None, model: Backbone, device: torch.device) -> Backbone | None:
     """The model to distil from, in evaluation mode on ``device``, or None without distillation."""
     if params.distill_weight == 0:
         return None
-    if teacher is None:
-        if not params.teacher:
-            raise ConfigError(
-                "train option distill_weight needs a teacher: a checkpoint (train.teacher), or a loop's previous round"
-            )
-        teacher, _ = load_checkpoint(params.teacher)
-        if teacher.n_items != model.n_items:
-            raise CheckpointError(
-                f"{params.teacher}: teacher of {teacher.n_items} items for a model of {model.n_items}"
-            )
-    return teacher.to(device).eval()
+    return (teacher if teacher is not None else load_teacher(params, model.n_items)).to(device).eval()
 
 
 def _fit_untrained(
