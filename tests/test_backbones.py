@@ -278,5 +278,5 @@ def test_cl4srec_initialises_its_item_table_as_the_init_option_says():
     """CL4SRec replaces SASRec's item table (one more row, the mask token); the new table
     follows the init option like every other weight matrix."""
     for init, std in (("xavier", (2 / (500 + 2 + 32)) ** 0.5), ("normal", 0.02)):
-        table = build_backbone("cl4srec", 500, {"dim": 32, "init": init}, seed=0).item_embedding.weight[1:]
+        table = build_backbone("cl4srec", 500, {"dim": 32, "init": init}, seed=0).item_embedding.weight.detach()[1:]
         assert abs(float(table.std()) - std) < 0.1 * std
