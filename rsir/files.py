@@ -90,9 +90,12 @@ def plot_learning_curve(path: str | os.PathLike, history: list[dict[str, Any]], 
     save_figure(fig, path)
 
 
+TEMPORARY = ".*.tmp"  # the name pattern of atomic_path's temporary files
+
+
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete temporary files a killed process left behind (they never replaced anything)."""
-    for path in Path(directory).rglob(".*.tmp"):
+    for path in Path(directory).rglob(TEMPORARY):
         _remove_quietly(str(path))
 
 

@@ -104,8 +104,6 @@ def improve_run(
     dataset = load_dataset(config.data)
     spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
     prepared = prepare(dataset, spec)  # before anything is written, so bad input leaves no run dir
-    if config.train.teacher and config.train.distill_weight > 0:
-        load_teacher(config.train, dataset.n_items)
     with run.writing():
         _start(run, config, IMPROVE_SECTIONS, overwrite)
         _log_data(dataset, prepared.split)

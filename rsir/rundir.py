@@ -31,6 +31,7 @@ from typing import Any
 
 from . import distributed
 from .errors import ConfigError, RsirError, RunInUseError
+from .files import TEMPORARY
 
 
 @functools.cache
@@ -155,9 +156,7 @@ class RunDir:
             raise ConfigError(f"{self.path} is a file; a run needs a directory")
         if self.path.is_dir() and not self.config_file.exists():
             foreign = sorted(
-                entry.name
-                for entry in self.path.iterdir()
-                if entry.name != self.LOCK and not (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+                entry.name for entry in self.path.iterdir() if entry.name != self.LOCK and not entry.match(TEMPORARY)
             )
             if foreign:
                 raise ConfigError(

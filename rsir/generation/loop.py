@@ -49,7 +49,7 @@ from ..models.checkpoint import (
     read_checkpoint,
 )
 from ..rundir import RunDir, provenance
-from ..training.trainer import FitResult, TrainParams, fit, use_threads
+from ..training.trainer import FitResult, TrainParams, fit, load_teacher, use_threads
 from .acquisition import ACQUIRE_BY, acquire
 from .analysis import analyse_round
 from .generate import GenerationParams, generate
@@ -112,6 +112,7 @@ class Prepared:
 
     split: LeaveOneOut
     fixed_generator: Backbone | None
+    named_teacher: Backbone | None  # train.teacher, where the successors distil from it
 
 
 @dataclass(frozen=True)
@@ -176,14 +177,17 @@ class RunResult:
 
 def prepare(dataset: Dataset, spec: LoopSpec) -> Prepared:
     """Every check that can fail before the loop writes anything: options, the split, the
-    backbone, a fixed generator checkpoint. Callers that create the run directory themselves
+    backbone, a fixed generator checkpoint, a named teacher. Callers that create the run directory themselves
     run it first and pass the result to :func:`improve`."""
     spec.improve.validate()
     spec.generate.validate()
     spec.train.validate()
     split = leave_one_out(dataset)
     build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)  # seeded: global RNG untouched
-    return Prepared(split, _fixed_generator(spec.improve.generator, dataset))
+    named_teacher = (
+        load_teacher(spec.train, dataset.n_items) if spec.train.teacher and spec.train.distill_weight > 0 else None
+    )
+    return Prepared(split, _fixed_generator(spec.improve.generator, dataset), named_teacher)
 
 
 def improve(
@@ -220,7 +224,9 @@ def _rounds(
             f"round {k}: training {spec.backbone} on {len(train)} sequences "
             f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)"
         )
-        model, fitted = _train_round(spec, dataset, split.with_train(train), round_dir, previous, meta, progress)
+        model, fitted = _train_round(
+            spec, dataset, split.with_train(train), round_dir, previous, prepared.named_teacher, meta, progress
+        )
         record = RoundResult.of_training(k, train, fitted)
         seconds = dict(record.seconds)
         if k < spec.improve.rounds and spec.generate.attempts > 0:  # no attempts: a round only retrains
@@ -261,6 +267,7 @@ def _train_round(
     split: LeaveOneOut,
     round_dir: Path,
     previous: Backbone | None,
+    named_teacher: Backbone | None,
     meta: dict[str, Any],
     progress: bool,
 ) -> tuple[Backbone, FitResult]:
@@ -277,7 +284,7 @@ def _train_round(
         if previous is not None or spec.train.teacher
         else dataclasses.replace(spec.train, distill_weight=0.0)
     )
-    teacher = previous if params.distill_weight > 0 and not params.teacher else None
+    teacher = (named_teacher if params.teacher else previous) if params.distill_weight > 0 else None
     result = fit(
         model,
         params.training_split(split, dataset.n_items),
