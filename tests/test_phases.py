@@ -31,6 +31,7 @@ CHANGES = {
     "synthetic weight": ("train", "synthetic_weight", 0.5),  # synthetic rows only: from round 1
     "budget": ("train", "synthetic_per_epoch", 0.5),  # non-real rows only: from round 1
     "distillation": ("train", "distill_weight", 0.5),  # the previous round as teacher: round 1
+    "augmentation": ("train", "augment", "insert"),  # a successor's treatment: round 1
     "successor": ("improve", "successor", "finetune"),  # round 1 only
     "acquisition": ("improve", "acquire_by", "random"),  # after the pool
     "generation": ("generate", "exploit_prob", 0.9),  # the pool and after
@@ -88,6 +89,7 @@ def test_a_phase_keeps_its_identity_exactly_when_it_computes_the_same(runs):
         "synthetic weight": [successor],
         "budget": [successor],
         "distillation": [successor],
+        "augmentation": [successor],
         "successor": [successor],
         "acquisition": [acquired, successor],
         "generation": [pool, acquired, successor],

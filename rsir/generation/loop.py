@@ -278,12 +278,13 @@ def _train_round(
         return model, read_fit_result(done)
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
-    # Distillation starts at round 1, from the previous round's model unless a teacher is named.
-    params = (
-        spec.train
-        if previous is not None or spec.train.teacher
-        else dataclasses.replace(spec.train, distill_weight=0.0)
-    )
+    # Round 0 is the plain model: augmentation and distillation (from the previous round's model
+    # unless a teacher is named) treat the successors, as the rivals of a round's synthetic data.
+    params = spec.train
+    if previous is None:
+        params = dataclasses.replace(
+            params, augment="none", distill_weight=params.distill_weight if params.teacher else 0.0
+        )
     teacher = (named_teacher if params.teacher else previous) if params.distill_weight > 0 else None
     result = fit(
         model,

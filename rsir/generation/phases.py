@@ -124,10 +124,12 @@ def plan(config: dict[str, Any]) -> list[Phase]:
     for k in range(improve["rounds"] + 1):
         # Round 0 never distils (without a named teacher); later rounds distil from the previous model.
         distils_previous = previous is not None and train["distill_weight"] > 0 and not named_teacher
+        # Round 0 is the plain model: augmentation starts at round 1, as distillation does.
+        trains_with = train if previous is not None else {**train, "augment": "none"}
         reads: list[Any] = [
             train_set,
             model,
-            training_inputs(train, synthetic=has_synthetic, teacher=named_teacher or distils_previous),
+            training_inputs(trains_with, synthetic=has_synthetic, teacher=named_teacher or distils_previous),
         ]
         read_phases = joined
         if previous is not None and improve["successor"] == "finetune":

@@ -62,7 +62,8 @@ class TrainParams:
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU if there is one)
-    augment: str = "none"  # none | reorder | insert: train also on one augmented copy of each sequence (a baseline)
+    # none | reorder | insert: train also on augmented copies of each sequence (a baseline; in a loop, from round 1)
+    augment: str = "none"
     augment_rate: float = 0.2  # share of each sequence the augmentation reorders or inserts
     augment_copies: int = 1  # augmented copies of each sequence, each drawn independently
     augment_weight: float = 1.0  # loss weight of targets in augmented copies (real ones weigh 1)
