@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -52,6 +53,14 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+# The system's words for the path mix-ups users make, in theirs.
+_PATH_ERRORS = {
+    errno.EEXIST: "a file is there, where a folder was to be made",
+    errno.ENOTDIR: "part of this path is a file, not a folder",
+    errno.EISDIR: "a folder, where a file was expected",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
@@ -79,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:  # a file error no writer or reader turned into an RsirError
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"rsir: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"rsir: error: {where}{_PATH_ERRORS.get(exc.errno, exc.strerror or exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("rsir: error: out of memory; ask for less (fewer users, items or attempts)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rsir: interrupted; finished work is saved and a rerun resumes it", file=sys.stderr)

@@ -229,7 +229,7 @@ def _make(cls: type, values: dict[str, Any], section: str, source: str):
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         if key not in hints:
-            raise ConfigError(f"{source}: unknown option {section}.{key}{_suggest(key, list(hints))}")
+            raise ConfigError(f"{source}: {_unknown(section, key, list(hints))}")
         values[key] = _check_type(value, hints[key], f"{section}.{key}", source)
     params = cls(**values)
     if hasattr(params, "validate"):
@@ -264,6 +264,15 @@ _SYNONYMS = {
     "max_seq_length": "max_len",
     "early_stop": "patience",
 }
+
+
+def _unknown(section: str, key: str, known: list[str]) -> str:
+    """Why ``section.key`` is refused: another backbone's option, or no option at all."""
+    owners = [name for name, cls in BACKBONES.items() if key in typing.get_type_hints(cls.Params)]
+    if section == "model" and owners:
+        names = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]
+        return f"model.{key} is an option of {names} only (model.backbone / --backbone)"
+    return f"unknown option {section}.{key}{_suggest(key, known)}"
 
 
 def _suggest(name: str, known: list[str]) -> str:

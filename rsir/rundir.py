@@ -130,6 +130,12 @@ class RunDir:
         import yaml
 
         written = yaml.safe_load(self.config_file.read_text()) or {}
+        if isinstance(written, dict) and ("improve" in written) != ("improve" in wanted):
+            kinds = ("an rsir improve run", "a training") if "improve" in written else ("a training", "a loop")
+            raise ConfigError(
+                f"{self.path} holds {kinds[0]}, not {kinds[1]}; choose another directory "
+                "(or start over with --overwrite; from Python: overwrite=True)"
+            )
         saved = self.saved_config(tuple(wanted))
         changed = ("config", "unreadable") if saved is None else changed_option(saved, wanted)
         if saved is not None and "improve" in wanted and saved["improve"]["rounds"] > wanted["improve"]["rounds"]:
@@ -143,7 +149,7 @@ class RunDir:
             )
             raise ConfigError(
                 f"{self.path} holds a run with a different config{detail}; "
-                "pass --overwrite (overwrite=True) or choose another directory"
+                "start over with --overwrite (from Python: overwrite=True) or choose another directory"
             )
         if any(written.get(name) != values for name, values in wanted.items()) and distributed.is_main():
             self.write_config({**written, **wanted})  # record what the resumed run now does

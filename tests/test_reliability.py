@@ -160,7 +160,7 @@ CORPUS = [
     Bad(
         "data-is-a-directory",
         ["train", "--data", "{tmp}/adir", "--out", "{tmp}/out"],
-        "{tmp}/adir: no such file",
+        "{tmp}/adir: a folder; give the data file in it",
         {"adir/x": "1 2 3 4\n"},
     ),
     Bad(
@@ -304,7 +304,7 @@ CORPUS = [
     option_case("heads-0", "heads must be >= 1", "train", "--heads", "0", "--out", "{tmp}/out"),
     option_case(
         "option-of-other-backbone",
-        "unknown option model.dim",
+        "model.dim is an option of sasrec, cl4srec, hstu and gru4rec only",
         "train",
         "--backbone",
         "popularity",
@@ -362,6 +362,9 @@ CORPUS = [
         {"m.pt": damaged_checkpoint()},
     ),
     option_case("synth-no-users", "at least 1 user", "data", "synth", "{tmp}/out.csv", "--users", "0"),
+    option_case(
+        "synth-beyond-memory", "more than the", "data", "synth", "{tmp}/out.csv", "--users", "2000000000"
+    ),  # refused before allocating, not a MemoryError after minutes of swapping
     option_case("synth-negative-seed", "synthetic seed must be >= 0", "data", "synth", "{tmp}/out.csv", "--seed", "-1"),
     option_case(
         "synth-unknown-suffix",
@@ -772,6 +775,21 @@ def test_a_folder_of_other_files_or_a_file_is_refused_as_a_run_directory_and_kep
         assert snapshot(folder) == before and (folder / "sub").is_dir()
     code, _, err = run_cli(["improve", "--out", str(folder / "notes.txt"), *TINY], capsys)
     assert_one_clear_line(code, err, f"{folder / 'notes.txt'} is a file; a run needs a directory")
+
+
+def test_a_run_of_the_other_kind_or_a_file_in_the_way_is_refused_in_one_line(tiny_run, tmp_path, capsys):
+    before = snapshot(tiny_run)
+    code, _, err = run_cli(["improve", "--out", str(tiny_run), *TINY], capsys)
+    assert_one_clear_line(code, err, f"{tiny_run} holds a training, not a loop")
+    assert snapshot(tiny_run) == before
+    (tmp_path / "notes.txt").write_text("mine\n")
+    for out, expect in (
+        ("notes.txt", "a file is there, where a folder"),
+        ("notes.txt/x", "part of this path is a file"),
+    ):
+        code, _, err = run_cli(["export", str(tiny_run), "--out", str(tmp_path / out)], capsys)
+        assert_one_clear_line(code, err, f"{tmp_path / out}: {expect}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_a_bad_teacher_is_refused_before_the_run_directory_is_made(tiny_run, tmp_path, capsys):

@@ -42,7 +42,7 @@ def read_dataset(
     if kcore < 0:
         raise ConfigError(f"kcore must be >= 0, got {kcore}")
     if not path.is_file():
-        raise DataFormatError(f"{path}: no such file")
+        raise DataFormatError(f"{path}: " + ("a folder; give the data file in it" if path.is_dir() else "no such file"))
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "s3rec":
         users, items, times = _read_s3rec(path)

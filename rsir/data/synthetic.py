@@ -9,6 +9,8 @@ transitions.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -39,6 +41,7 @@ def make_synthetic(
         raise ConfigError(f"synthetic transition must be in [0, 1], got {transition}")
     if seed < 0:
         raise ConfigError(f"synthetic seed must be >= 0, got {seed}")
+    _check_memory(n_users, n_items, n_clusters, max_length)
     rng = np.random.default_rng(seed)
     cluster_of = rng.permutation(np.arange(n_items) % n_clusters)
     by_cluster = np.argsort(cluster_of, kind="stable")  # items grouped by cluster
@@ -87,3 +90,18 @@ def make_synthetic(
     return from_interactions(
         users[long_enough], items[long_enough], None, name=f"synthetic-{n_users}x{n_items}-s{seed}"
     )
+
+
+def _check_memory(n_users: int, n_items: int, n_clusters: int, max_length: int) -> None:
+    """Refuse sizes whose arrays cannot fit in the memory free now, before allocating any (the
+    tastes and about four int64 arrays of users x steps live at once)."""
+    needed = 8 * (n_users * (n_clusters + 4 * (max_length + 10)) + 8 * n_items)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # a system that does not say (macOS): allocate and see
+        return
+    if needed > free:
+        raise ConfigError(
+            f"synthetic data of {n_users} users and {n_items} items needs about {needed / 2**30:.1f} GB, "
+            f"more than the {free / 2**30:.1f} GB free; ask for fewer users or items"
+        )
