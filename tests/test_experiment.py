@@ -444,7 +444,9 @@ def _t_cdf(t: float, dof: int) -> float:
         ("[variants.x]\ntrain = { lr = -1 }", "lr must be > 0"),
         ('baseline = "other"', "baseline 'other' is not one of the variants"),
         ('[variants.x]\nbaseline = "nope"', "variant 'x': baseline 'nope' must be another variant"),
-        ('compare = [["plain", "nope"]]', "compare must list pairs of two different variants"),
+        ('compare = [["plain", "nope"]]', "compare names 'nope', not a variant"),
+        ('compare = [["plain", "plain"]]', "compare must list pairs of two different variants"),
+        ('compare = [["plain", ["x"]]]', "compare must list pairs of two different variants"),
         ('seeds = "0"', "'seeds' must be a list of integers, got '0'"),
         ("seeds = [0, 1, 0]", "'seeds' lists 0 twice"),
         ('datasets = "Beauty"', "'datasets' must be a list of names, got 'Beauty'"),
@@ -723,6 +725,9 @@ def test_a_spec_with_a_bad_reference_or_selection_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="reference must name a source"):
         load_spec(spec)
     spec.write_text('select = ["b"]\n' + base)
+    with pytest.raises(ConfigError, match=r"select names 'b', not a variant \(variants: a\)"):
+        load_spec(spec)
+    spec.write_text("select = [[]]\n" + base)
     with pytest.raises(ConfigError, match="select must list variants"):
         load_spec(spec)
     base += '[variants.b]\ncommand = "train"\n[variants.c]\ncommand = "train"\n'

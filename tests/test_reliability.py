@@ -368,7 +368,7 @@ CORPUS = [
     option_case("synth-negative-seed", "synthetic seed must be >= 0", "data", "synth", "{tmp}/out.csv", "--seed", "-1"),
     option_case(
         "synth-unknown-suffix",
-        "{tmp}/out.xyz: cannot tell the format",
+        "{tmp}/out.xyz: cannot tell the format from the suffix '.xyz'; set the output format (--to",
         "data",
         "synth",
         "{tmp}/out.xyz",

@@ -18,12 +18,13 @@ _SUFFIXES = {".txt": "s3rec", ".inter": "atomic", ".csv": "csv", ".tsv": "tsv", 
 _MAX_ID = np.iinfo(np.int64).max
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, option: str = "the data option format") -> str:
+    """The format ``path``'s suffix names; ``option`` is what the error asks to set instead."""
     suffix = Path(path).suffix.lower()
     if suffix not in _SUFFIXES:
         raise DataFormatError(
             f"{path}: cannot tell the format from the suffix {suffix or '(none)'!r}; "
-            f"set the data option format (one of {', '.join(FORMATS)})"
+            f"set {option} (one of {', '.join(FORMATS)})"
         )
     return _SUFFIXES[suffix]
 

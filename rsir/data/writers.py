@@ -33,7 +33,7 @@ def write_sequences(
 ) -> None:
     """Write sequences, one label per sequence (``user_labels``) and item index -> label."""
     path = Path(path)
-    fmt = detect_format(path) if fmt == "auto" else fmt
+    fmt = detect_format(path, "the output format (--to; fmt= from Python)") if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise ConfigError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
     users = np.repeat(np.asarray(user_labels), seqs.lengths)

@@ -223,8 +223,13 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
                     )
     labels = {cell.variant for cell in cells}
     compare = raw.get("compare", [])
+    _refuse_unknown("compare", [name for pair in compare if isinstance(pair, list) for name in pair], labels, path)
     if not isinstance(compare, list) or any(
-        not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= labels
+        not isinstance(pair, list)
+        or len(pair) != 2
+        or not all(isinstance(name, str) for name in pair)
+        or pair[0] == pair[1]
+        or not set(pair) <= labels
         for pair in compare
     ):
         raise ConfigError(f'{path}: compare must list pairs of two different variants, like [["rsir", "reordering"]]')
@@ -245,14 +250,28 @@ def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> di
     if select == [] or select == {}:
         return {}
     groups = {"pick": select} if isinstance(select, list) else select
+    if isinstance(groups, dict):
+        _refuse_unknown(
+            "select", [n for names in groups.values() if isinstance(names, list) for n in names], variants, path
+        )
     if not isinstance(groups, dict) or not all(
-        isinstance(names, list) and names and all(name in variants for name in names) for names in groups.values()
+        isinstance(names, list) and names and all(isinstance(name, str) and name in variants for name in names)
+        for names in groups.values()
     ):
         raise ConfigError(
             f'{path}: select must list variants to choose among on validation, like select = ["a", "b"], '
             'or name groups of them, like select = { plain = ["a", "b"], round = ["c"] }'
         )
     return {str(name): list(names) for name, names in groups.items()}
+
+
+def _refuse_unknown(where: str, names: list[Any], known: Any, path: str | Path) -> None:
+    unknown = [name for name in names if isinstance(name, str) and name not in known]
+    if unknown:
+        raise ConfigError(
+            f"{path}: {where} names {', '.join(map(repr, dict.fromkeys(unknown)))}, not a variant "
+            f"(variants: {', '.join(sorted(map(str, known)))})"
+        )
 
 
 def _check_rivals(rivals: Any, select: dict[str, list[str]], path: str | Path) -> dict[str, list[str]]:
