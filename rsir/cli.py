@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from .evaluation import KS, evaluate, metrics_from_ranks
 from .experiments.report import compare_runs, markdown_table, write_report
 from .experiments.runner import load_spec, run_experiment
 from .experiments.segments import segment_gains, segment_markdown, user_segments
-from .files import atomic_open, write_json
+from .files import atomic_open, os_error_text, write_json
 from .generation.loop import round_training_set, training_labels
 from .jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
 from .models import BACKBONES, Backbone
@@ -51,14 +50,6 @@ _FLAG_NAMES = {("data", "path"): "data"}  # --data reads better than --path
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-# The system's words for the path mix-ups users make, in theirs.
-_PATH_ERRORS = {
-    errno.EEXIST: "a file is there, where a folder was to be made",
-    errno.ENOTDIR: "part of this path is a file, not a folder",
-    errno.EISDIR: "a folder, where a file was expected",
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:  # a file error no writer or reader turned into an RsirError
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"rsir: error: {where}{_PATH_ERRORS.get(exc.errno, exc.strerror or exc)}", file=sys.stderr)
+        print(f"rsir: error: {where}{os_error_text(exc)}", file=sys.stderr)
         return 2
     except MemoryError:
         print("rsir: error: out of memory; ask for less (fewer users, items or attempts)", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -12,6 +13,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import RsirError
+
+# The system's words for the path mix-ups users make, in theirs.
+_PATH_ERRORS = {
+    errno.EEXIST: "a file is there, where a folder was to be made",
+    errno.ENOTDIR: "part of this path is a file, not a folder",
+    errno.EISDIR: "a folder, where a file was expected",
+}
+
+
+def os_error_text(exc: OSError) -> str:
+    """What went wrong in a file operation, in one phrase."""
+    return _PATH_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 @contextlib.contextmanager
@@ -33,7 +46,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             except FileExistsError:  # another writer's temporary file by that name: draw again
                 continue
     except OSError as exc:
-        raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise RsirError(f"cannot write {path}: {os_error_text(exc)}") from None
     try:
         yield Path(tmp)
         with open(tmp, "rb") as handle:
@@ -41,7 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         _remove_quietly(tmp)
-        raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise RsirError(f"cannot write {path}: {os_error_text(exc)}") from None
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -55,7 +68,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             with open(tmp, mode) as handle:
                 yield handle
         except OSError as exc:
-            raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise RsirError(f"cannot write {path}: {os_error_text(exc)}") from None
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:
@@ -118,7 +131,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         with open(path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
     except OSError as exc:
-        raise RsirError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise RsirError(f"cannot write {path}: {os_error_text(exc)}") from None
 
 
 def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:

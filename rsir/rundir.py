@@ -115,6 +115,26 @@ class RunDir:
             )
             yaml.safe_dump(sections, handle, sort_keys=False)
 
+    def written_config(self) -> dict[str, Any]:
+        """``config.yaml`` as written, without defaults filled in ({} where it is missing or
+        does not parse as a mapping)."""
+        import yaml
+
+        try:
+            written = yaml.safe_load(self.config_file.read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        return written if isinstance(written, dict) else {}
+
+    def refuse_other_kind(self, loop: bool, remedy: str) -> None:
+        """Refuse a directory that holds a run of the other kind: a loop (rsir improve) where a
+        training (rsir train) is wanted, or the reverse, whose files the other would misread."""
+        written = self.written_config()
+        if written and ("improve" in written) != loop:
+            kinds = ["a loop (rsir improve)", "a training (rsir train)"]
+            held, wanted = kinds if "improve" in written else kinds[::-1]
+            raise ConfigError(f"{self.path} holds {held}, not {wanted}; {remedy}")
+
     def holds_same_run(self, wanted: dict[str, dict], overwrite: bool = False) -> bool:
         """Whether the directory holds a run of the config ``wanted`` (its sections), to resume;
         a run of another config there is an error.
@@ -127,15 +147,8 @@ class RunDir:
         self._refuse_foreign_files()
         if overwrite or not self.config_file.exists():
             return False
-        import yaml
-
-        written = yaml.safe_load(self.config_file.read_text()) or {}
-        if isinstance(written, dict) and ("improve" in written) != ("improve" in wanted):
-            kinds = ("an rsir improve run", "a training") if "improve" in written else ("a training", "a loop")
-            raise ConfigError(
-                f"{self.path} holds {kinds[0]}, not {kinds[1]}; choose another directory "
-                "(or start over with --overwrite; from Python: overwrite=True)"
-            )
+        written = self.written_config()
+        self.refuse_other_kind("improve" in wanted, "choose another directory or start over (--overwrite)")
         saved = self.saved_config(tuple(wanted))
         changed = ("config", "unreadable") if saved is None else changed_option(saved, wanted)
         if saved is not None and "improve" in wanted and saved["improve"]["rounds"] > wanted["improve"]["rounds"]:
@@ -149,7 +162,7 @@ class RunDir:
             )
             raise ConfigError(
                 f"{self.path} holds a run with a different config{detail}; "
-                "start over with --overwrite (from Python: overwrite=True) or choose another directory"
+                "choose another directory or start over (--overwrite)"
             )
         if any(written.get(name) != values for name, values in wanted.items()) and distributed.is_main():
             self.write_config({**written, **wanted})  # record what the resumed run now does

@@ -191,6 +191,12 @@ def test_a_finished_cell_whose_config_changed_is_refused(experiment, tmp_path, c
     err = capsys.readouterr().err
     assert "synthetic/plain/s0 finished with train.lr = 0.003 and the spec now gives 0.01" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # A variant switched to the other command would read a training's folder as a loop's.
+    switched = ["--set", "variants.plain.command=improve", "--only", "synthetic/plain/s0"]
+    assert main(["experiment", str(experiment / "spec.toml"), "--out", str(out), *switched]) == 2
+    err = capsys.readouterr().err
+    assert "holds a training (rsir train), not a loop (rsir improve); delete" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert {p: p.read_text() for p in out.rglob("result.json")} == results  # nothing ran or was rewritten
 
 
@@ -447,6 +453,7 @@ def _t_cdf(t: float, dof: int) -> float:
         ('compare = [["plain", "nope"]]', "compare names 'nope', not a variant"),
         ('compare = [["plain", "plain"]]', "compare must list pairs of two different variants"),
         ('compare = [["plain", ["x"]]]', "compare must list pairs of two different variants"),
+        ("compare = 3", "compare must list pairs of two different variants"),
         ('seeds = "0"', "'seeds' must be a list of integers, got '0'"),
         ("seeds = [0, 1, 0]", "'seeds' lists 0 twice"),
         ('datasets = "Beauty"', "'datasets' must be a list of names, got 'Beauty'"),

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from rsir.cli import main
 from rsir.data import leave_one_out, make_synthetic, read_dataset, write_dataset
+from rsir.data.synthetic import available_memory
 from rsir.errors import CheckpointError, DataFormatError, RsirError, RunInUseError
 from rsir.files import write_json
 from rsir.generation.loop import LoopSpec, improve, load_synthetic
@@ -362,9 +363,6 @@ CORPUS = [
         {"m.pt": damaged_checkpoint()},
     ),
     option_case("synth-no-users", "at least 1 user", "data", "synth", "{tmp}/out.csv", "--users", "0"),
-    option_case(
-        "synth-beyond-memory", "more than the", "data", "synth", "{tmp}/out.csv", "--users", "2000000000"
-    ),  # refused before allocating, not a MemoryError after minutes of swapping
     option_case("synth-negative-seed", "synthetic seed must be >= 0", "data", "synth", "{tmp}/out.csv", "--seed", "-1"),
     option_case(
         "synth-unknown-suffix",
@@ -777,11 +775,24 @@ def test_a_folder_of_other_files_or_a_file_is_refused_as_a_run_directory_and_kep
     assert_one_clear_line(code, err, f"{folder / 'notes.txt'} is a file; a run needs a directory")
 
 
+@pytest.mark.skipif(available_memory() is None, reason="the system does not say how much memory it has")
+def test_synthetic_data_beyond_the_available_memory_is_refused_before_allocating(tmp_path, capsys):
+    code, _, err = run_cli(["data", "synth", str(tmp_path / "out.csv"), "--users", "2000000000"], capsys)
+    assert_one_clear_line(code, err, "users and 500 items needs about")
+    assert "GB available; ask for fewer users or items" in err and not any(tmp_path.iterdir())
+
+
 def test_a_run_of_the_other_kind_or_a_file_in_the_way_is_refused_in_one_line(tiny_run, tmp_path, capsys):
     before = snapshot(tiny_run)
     code, _, err = run_cli(["improve", "--out", str(tiny_run), *TINY], capsys)
-    assert_one_clear_line(code, err, f"{tiny_run} holds a training, not a loop")
+    assert_one_clear_line(code, err, f"{tiny_run} holds a training (rsir train), not a loop (rsir improve)")
     assert snapshot(tiny_run) == before
+    loop = tmp_path / "loop"
+    assert main(["improve", "--out", str(loop), "--rounds", "1", "--attempts", "0", *TINY]) == 0
+    before = snapshot(loop)
+    code, _, err = run_cli(["train", "--out", str(loop), *TINY], capsys)  # once returned the loop's result
+    assert_one_clear_line(code, err, f"{loop} holds a loop (rsir improve), not a training (rsir train)")
+    assert snapshot(loop) == before
     (tmp_path / "notes.txt").write_text("mine\n")
     for out, expect in (
         ("notes.txt", "a file is there, where a folder"),
@@ -789,7 +800,9 @@ def test_a_run_of_the_other_kind_or_a_file_in_the_way_is_refused_in_one_line(tin
     ):
         code, _, err = run_cli(["export", str(tiny_run), "--out", str(tmp_path / out)], capsys)
         assert_one_clear_line(code, err, f"{tmp_path / out}: {expect}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    code, _, err = run_cli(["data", "synth", str(tmp_path / "notes.txt" / "out.csv")], capsys)
+    assert_one_clear_line(code, err, "out.csv: a file is there, where a folder was to be made")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop", "notes.txt"]
 
 
 def test_a_bad_teacher_is_refused_before_the_run_directory_is_made(tiny_run, tmp_path, capsys):

@@ -9,8 +9,6 @@ transitions.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..errors import ConfigError
@@ -93,15 +91,24 @@ def make_synthetic(
 
 
 def _check_memory(n_users: int, n_items: int, n_clusters: int, max_length: int) -> None:
-    """Refuse sizes whose arrays cannot fit in the memory free now, before allocating any (the
-    tastes and about four int64 arrays of users x steps live at once)."""
-    needed = 8 * (n_users * (n_clusters + 4 * (max_length + 10)) + 8 * n_items)
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):  # a system that does not say (macOS): allocate and see
-        return
-    if needed > free:
+    """Refuse sizes whose arrays cannot fit in the memory available now, before allocating any
+    (the tastes and about seven int64 arrays of users x steps live at once at the peak)."""
+    needed = 8 * (n_users * (n_clusters + 7 * (max_length + 10)) + 8 * n_items)
+    available = available_memory()
+    if available is not None and needed > available:
         raise ConfigError(
             f"synthetic data of {n_users} users and {n_items} items needs about {needed / 2**30:.1f} GB, "
-            f"more than the {free / 2**30:.1f} GB free; ask for fewer users or items"
+            f"more than the {available / 2**30:.1f} GB available; ask for fewer users or items"
         )
+
+
+def available_memory() -> int | None:
+    """Bytes the system can give without swapping (Linux's MemAvailable), None where it does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

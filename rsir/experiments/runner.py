@@ -223,7 +223,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
                     )
     labels = {cell.variant for cell in cells}
     compare = raw.get("compare", [])
-    _refuse_unknown("compare", [name for pair in compare if isinstance(pair, list) for name in pair], labels, path)
+    if isinstance(compare, list):
+        _refuse_unknown("compare", [name for pair in compare if isinstance(pair, list) for name in pair], labels, path)
     if not isinstance(compare, list) or any(
         not isinstance(pair, list)
         or len(pair) != 2
@@ -268,9 +269,10 @@ def _check_select(select: Any, variants: dict[str, Any], path: str | Path) -> di
 def _refuse_unknown(where: str, names: list[Any], known: Any, path: str | Path) -> None:
     unknown = [name for name in names if isinstance(name, str) and name not in known]
     if unknown:
+        names = list(dict.fromkeys(unknown))
         raise ConfigError(
-            f"{path}: {where} names {', '.join(map(repr, dict.fromkeys(unknown)))}, not a variant "
-            f"(variants: {', '.join(sorted(map(str, known)))})"
+            f"{path}: {where} names {', '.join(map(repr, names))}, "
+            f"{'not a variant' if len(names) == 1 else 'not variants'} (variants: {', '.join(sorted(map(str, known)))})"
         )
 
 
@@ -451,6 +453,7 @@ def _finished(cell: Cell, out: Path) -> bool:
     cell_dir = out / cell.key
     if not (cell_dir / "result.json").exists():
         return False
+    RunDir(cell_dir).refuse_other_kind(cell.command == "improve", f"delete {cell_dir} to run the cell again")
     # Read with today's defaults: options added to rsir since the cell ran keep the old behaviour.
     saved = RunDir(cell_dir).saved_config(tuple(cell.config))
     if saved is None:

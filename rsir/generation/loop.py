@@ -278,8 +278,8 @@ def _train_round(
         return model, read_fit_result(done)
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
-    # Round 0 is the plain model: augmentation and distillation (from the previous round's model
-    # unless a teacher is named) treat the successors, as the rivals of a round's synthetic data.
+    # Round 0 trains without augmentation and, unless a teacher is named, without distillation
+    # (from the previous round's model): both treat the successors, as rivals of synthetic data.
     params = spec.train
     if previous is None:
         params = dataclasses.replace(

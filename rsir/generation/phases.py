@@ -124,7 +124,7 @@ def plan(config: dict[str, Any]) -> list[Phase]:
     for k in range(improve["rounds"] + 1):
         # Round 0 never distils (without a named teacher); later rounds distil from the previous model.
         distils_previous = previous is not None and train["distill_weight"] > 0 and not named_teacher
-        # Round 0 is the plain model: augmentation starts at round 1, as distillation does.
+        # Round 0 trains without augmentation: it treats the successors, as distillation does.
         trains_with = train if previous is not None else {**train, "augment": "none"}
         reads: list[Any] = [
             train_set,

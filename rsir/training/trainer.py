@@ -62,7 +62,7 @@ class TrainParams:
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU if there is one)
-    # none | reorder | insert: train also on augmented copies of each sequence (a baseline; in a loop, from round 1)
+    # none | reorder | insert: train also on augmented copies of each sequence (a baseline; in a loop, the successors)
     augment: str = "none"
     augment_rate: float = 0.2  # share of each sequence the augmentation reorders or inserts
     augment_copies: int = 1  # augmented copies of each sequence, each drawn independently
