@@ -36,7 +36,7 @@ from .evaluation import KS, evaluate, metrics_from_ranks
 from .experiments.report import compare_runs, markdown_table, write_report
 from .experiments.runner import load_spec, run_experiment
 from .experiments.segments import segment_gains, segment_markdown, user_segments
-from .files import atomic_open, os_error_text, write_json
+from .files import atomic_open, missing_file_text, os_error_text, write_json
 from .generation.loop import round_training_set, training_labels
 from .jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
 from .models import BACKBONES, Backbone
@@ -365,7 +365,7 @@ def _requested_users(args: argparse.Namespace) -> list[str]:
     if args.users_file:
         path = Path(args.users_file)
         if not path.is_file():
-            raise ConfigError(f"{path}: no such users file")
+            raise ConfigError(missing_file_text(path, "users file"))
         users += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not users:
         raise ConfigError("name the users with --users 1,2,3, --users-file FILE or --all-users")

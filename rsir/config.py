@@ -19,6 +19,7 @@ import yaml
 
 from .data.source import DataParams
 from .errors import ConfigError, did_you_mean
+from .files import missing_file_text
 from .generation.generate import GenerationParams
 from .generation.loop import ImproveParams
 from .models import BACKBONES, DEFAULT_BACKBONE, PAPER_MODEL, backbone_class
@@ -138,7 +139,7 @@ def option_docs(cls: type) -> dict[str, str]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        raise ConfigError(missing_file_text(path, "config file"))
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         if path.suffix.lower() == ".toml":

@@ -22,6 +22,11 @@ _PATH_ERRORS = {
 }
 
 
+def missing_file_text(path: str | os.PathLike, what: str) -> str:
+    """Why ``path`` is not the ``what`` (a data file, a checkpoint, ...) it should be: a folder, or nothing."""
+    return f"{path}: a folder; give the {what} in it" if Path(path).is_dir() else f"{path}: no such {what}"
+
+
 def os_error_text(exc: OSError) -> str:
     """What went wrong in a file operation, in one phrase."""
     return _PATH_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))

@@ -127,7 +127,7 @@ def test_malformed_inputs_give_one_clear_line(tmp_path, name, content, message):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataFormatError, match="no such file"):
+    with pytest.raises(DataFormatError, match="no such data file"):
         read_dataset(tmp_path / "nope.txt")
 
 

@@ -165,7 +165,9 @@ CORPUS = [
         {"adir/x": "1 2 3 4\n"},
     ),
     Bad(
-        "missing-data-file", ["train", "--data", "{tmp}/none.txt", "--out", "{tmp}/out"], "{tmp}/none.txt: no such file"
+        "missing-data-file",
+        ["train", "--data", "{tmp}/none.txt", "--out", "{tmp}/out"],
+        "{tmp}/none.txt: no such data file",
     ),
     # Config files.
     config_case(
@@ -361,6 +363,18 @@ CORPUS = [
         ["recommend", "--checkpoint", "{tmp}/m.pt", "--users", "1", "--output", "{tmp}/out"],
         "{tmp}/m.pt: not a readable checkpoint (IndexError)",
         {"m.pt": damaged_checkpoint()},
+    ),
+    Bad(
+        "config-is-a-folder",
+        ["improve", "--config", "{tmp}/configs", "--out", "{tmp}/out"],
+        "{tmp}/configs: a folder; give the config file in it",
+        {"configs/run.toml": "[train]\nlr = 0.001\n"},
+    ),
+    Bad(
+        "checkpoint-is-a-folder",
+        ["evaluate", "--checkpoint", "{tmp}/run", "--output", "{tmp}/out"],
+        "{tmp}/run: a folder; give the checkpoint in it",
+        {"run/model.pt": "not read"},
     ),
     option_case("synth-no-users", "at least 1 user", "data", "synth", "{tmp}/out.csv", "--users", "0"),
     option_case("synth-negative-seed", "synthetic seed must be >= 0", "data", "synth", "{tmp}/out.csv", "--seed", "-1"),

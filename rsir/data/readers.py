@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataFormatError
+from ..files import missing_file_text
 from .dataset import Dataset, from_interactions
 
 FORMATS = ("s3rec", "atomic", "csv", "tsv", "parquet")
@@ -43,7 +44,7 @@ def read_dataset(
     if kcore < 0:
         raise ConfigError(f"kcore must be >= 0, got {kcore}")
     if not path.is_file():
-        raise DataFormatError(f"{path}: " + ("a folder; give the data file in it" if path.is_dir() else "no such file"))
+        raise DataFormatError(missing_file_text(path, "data file"))
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "s3rec":
         users, items, times = _read_s3rec(path)

@@ -76,7 +76,7 @@ from typing import Any
 
 from ..config import build_config, changed_option, read_config_file
 from ..errors import ConfigError
-from ..files import copy_file, write_json
+from ..files import copy_file, missing_file_text, write_json
 from ..generation import phases
 from ..generation.phases import AFTER_ACQUISITION, GENERATION_FILES, POOL_FILES, Phase, finished_phases, plan
 from ..jobs import run_in_process
@@ -383,7 +383,7 @@ def _run_cells(spec: Spec, out: Path, jobs: int, only: list[str] | None, reuse: 
     missing = sorted({path for cell in todo if (path := cell.config["data"]["path"]) and not Path(path).is_file()})
     if missing:  # refused before any cell starts, rather than as one failed cell per seed and variant
         raise ConfigError(
-            f"{missing[0]}: no such data file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            missing_file_text(missing[0], "data file") + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
     todo.sort(key=lambda cell: cell.command != "train")  # trainings first: improve runs reuse them as round 0
     log.info("%d of %d cells done; %d to run, %d at a time", len(chosen) - len(todo), len(chosen), len(todo), jobs)

@@ -21,7 +21,7 @@ import torch
 
 from ..data import Dataset, Sequences
 from ..errors import CheckpointError, ConfigError
-from ..files import atomic_open
+from ..files import atomic_open, missing_file_text
 from . import Backbone, as_written, build_backbone
 
 FORMAT = "rsir-checkpoint/1"
@@ -76,7 +76,7 @@ def embedded_dataset(payload: dict[str, Any], path: str | Path) -> Dataset | Non
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(missing_file_text(path, "checkpoint"))
     # torch.save writes a zip archive; anything else (a data file given by mistake, random
     # bytes) would reach torch's legacy unpickler, which fails with arbitrary exceptions.
     if not zipfile.is_zipfile(path):
