@@ -88,6 +88,16 @@ def config_case(id: str, name: str, content: str, expect: str) -> Bad:
     return Bad(id, ["improve", "--config", f"{{tmp}}/{name}", "--out", "{tmp}/out"], expect, {name: content})
 
 
+def folder_case(what: str, *argv: str) -> Bad:
+    """``argv`` gives the folder {tmp}/given, which holds a file, where a ``what`` is expected."""
+    return Bad(
+        f"{what.replace(' ', '-')}-is-a-folder",
+        list(argv),
+        f"{{tmp}}/given: a folder; give the {what} in it",
+        {"given/x": "1 2 3 4\n"},
+    )
+
+
 def option_case(id: str, expect: str, *argv: str) -> Bad:
     return Bad(id, list(argv), expect)
 
@@ -158,12 +168,6 @@ CORPUS = [
     data_case("too-short-for-split", "short.txt", "1 4 5\n2 6 7\n", "short: no user has the 3 interactions"),
     data_case("kcore-removes-all", "k.txt", "1 4 5 6\n2 5 6 7\n", "no interactions survive 50-core", "--kcore", "50"),
     data_case("negative-kcore", "nk.txt", "1 4 5 6\n", "kcore must be >= 0", "--kcore", "-1"),
-    Bad(
-        "data-is-a-directory",
-        ["train", "--data", "{tmp}/adir", "--out", "{tmp}/out"],
-        "{tmp}/adir: a folder; give the data file in it",
-        {"adir/x": "1 2 3 4\n"},
-    ),
     Bad(
         "missing-data-file",
         ["train", "--data", "{tmp}/none.txt", "--out", "{tmp}/out"],
@@ -364,18 +368,9 @@ CORPUS = [
         "{tmp}/m.pt: not a readable checkpoint (IndexError)",
         {"m.pt": damaged_checkpoint()},
     ),
-    Bad(
-        "config-is-a-folder",
-        ["improve", "--config", "{tmp}/configs", "--out", "{tmp}/out"],
-        "{tmp}/configs: a folder; give the config file in it",
-        {"configs/run.toml": "[train]\nlr = 0.001\n"},
-    ),
-    Bad(
-        "checkpoint-is-a-folder",
-        ["evaluate", "--checkpoint", "{tmp}/run", "--output", "{tmp}/out"],
-        "{tmp}/run: a folder; give the checkpoint in it",
-        {"run/model.pt": "not read"},
-    ),
+    folder_case("data file", "train", "--data", "{tmp}/given", "--out", "{tmp}/out"),
+    folder_case("config file", "improve", "--config", "{tmp}/given", "--out", "{tmp}/out"),
+    folder_case("checkpoint", "evaluate", "--checkpoint", "{tmp}/given", "--output", "{tmp}/out"),
     option_case("synth-no-users", "at least 1 user", "data", "synth", "{tmp}/out.csv", "--users", "0"),
     option_case("synth-negative-seed", "synthetic seed must be >= 0", "data", "synth", "{tmp}/out.csv", "--seed", "-1"),
     option_case(
