@@ -192,7 +192,7 @@ def build_config(
     return RunConfig(
         data=_make(DataParams, merged.get("data", {}), "data", source),
         backbone=cls.name,
-        model=dataclasses.asdict(_make(cls.Params, model, "model", source)),
+        model=dataclasses.asdict(_make(cls.Params, model, "model", source, cls.name)),
         train=_make(TrainParams, merged.get("train", {}), "train", source),
         generate=_make(GenerationParams, merged.get("generate", {}), "generate", source),
         improve=_make(ImproveParams, merged.get("improve", {}), "improve", source),
@@ -226,11 +226,11 @@ def changed_option(saved: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, 
     )
 
 
-def _make(cls: type, values: dict[str, Any], section: str, source: str):
+def _make(cls: type, values: dict[str, Any], section: str, source: str, backbone: str = ""):
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         if key not in hints:
-            raise ConfigError(f"{source}: {_unknown(section, key, list(hints))}")
+            raise ConfigError(f"{source}: {_unknown(section, key, list(hints), backbone)}")
         values[key] = _check_type(value, hints[key], f"{section}.{key}", source)
     params = cls(**values)
     if hasattr(params, "validate"):
@@ -267,12 +267,12 @@ _SYNONYMS = {
 }
 
 
-def _unknown(section: str, key: str, known: list[str]) -> str:
-    """Why ``section.key`` is refused: another backbone's option, or no option at all."""
+def _unknown(section: str, key: str, known: list[str], backbone: str) -> str:
+    """Why ``section.key`` is refused: an option of backbones other than ``backbone``, or of none."""
     owners = [name for name, cls in BACKBONES.items() if key in typing.get_type_hints(cls.Params)]
     if section == "model" and owners:
         names = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]
-        return f"model.{key} is an option of {names} only (model.backbone / --backbone)"
+        return f"model.{key} is an option of {names} only, not of {backbone} (model.backbone / --backbone)"
     return f"unknown option {section}.{key}{_suggest(key, known)}"
 
 

@@ -311,7 +311,7 @@ CORPUS = [
     option_case("heads-0", "heads must be >= 1", "train", "--heads", "0", "--out", "{tmp}/out"),
     option_case(
         "option-of-other-backbone",
-        "model.dim is an option of sasrec, cl4srec, hstu and gru4rec only",
+        "model.dim is an option of sasrec, cl4srec, hstu and gru4rec only, not of popularity",
         "train",
         "--backbone",
         "popularity",
