@@ -36,7 +36,7 @@ from .evaluation import KS, evaluate, metrics_from_ranks
 from .experiments.report import compare_runs, markdown_table, write_report
 from .experiments.runner import load_spec, run_experiment
 from .experiments.segments import segment_gains, segment_markdown, user_segments
-from .files import atomic_open, missing_file_text, os_error_text, write_json
+from .files import atomic_open, describe_os_error, missing_file_text, write_json
 from .generation.loop import round_training_set, training_labels
 from .jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
 from .models import BACKBONES, Backbone
@@ -78,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 1
     except OSError as exc:  # a file error no writer or reader turned into an RsirError
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"rsir: error: {where}{os_error_text(exc)}", file=sys.stderr)
+        print(f"rsir: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except MemoryError:
         print("rsir: error: out of memory; ask for less (fewer users, items or attempts)", file=sys.stderr)

@@ -32,6 +32,11 @@ def os_error_text(exc: OSError) -> str:
     return _PATH_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
 
 
+def describe_os_error(exc: OSError) -> str:
+    """An error no reader or writer turned into an RsirError: its file and what went wrong."""
+    return (f"{exc.filename}: " if exc.filename else "") + os_error_text(exc)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.

@@ -26,7 +26,7 @@ from .config import RunConfig, build_config
 from .data import Dataset, LeaveOneOut, leave_one_out
 from .data.source import load_dataset
 from .errors import ConfigError, RsirError
-from .files import os_error_text, write_json
+from .files import describe_os_error, write_json
 from .generation import phases
 from .generation.loop import LoopSpec, RoundResult, RunResult, improve, prepare, read_fit_result
 from .models import build_backbone
@@ -151,7 +151,7 @@ def run_in_process(command: str, config: dict[str, Any], out: str, log_path: str
         log.error("error: %s", exc)
         code = 2
     except OSError as exc:  # a file error no writer or reader turned into an RsirError
-        log.error("error: %s%s", f"{exc.filename}: " if exc.filename else "", os_error_text(exc))
+        log.error("error: %s", describe_os_error(exc))
         code = 2
     except KeyboardInterrupt:
         log.error("interrupted; finished work is saved and a rerun resumes it")

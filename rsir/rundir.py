@@ -126,10 +126,11 @@ class RunDir:
             return {}
         return written if isinstance(written, dict) else {}
 
-    def refuse_other_kind(self, loop: bool, remedy: str) -> None:
+    def refuse_other_kind(self, loop: bool, remedy: str, written: dict[str, Any] | None = None) -> None:
         """Refuse a directory that holds a run of the other kind: a loop (rsir improve) where a
-        training (rsir train) is wanted, or the reverse, whose files the other would misread."""
-        written = self.written_config()
+        training (rsir train) is wanted, or the reverse, whose files the other would misread
+        (``written``: its config as already read)."""
+        written = self.written_config() if written is None else written
         if written and ("improve" in written) != loop:
             kinds = ["a loop (rsir improve)", "a training (rsir train)"]
             held, wanted = kinds if "improve" in written else kinds[::-1]
@@ -148,7 +149,7 @@ class RunDir:
         if overwrite or not self.config_file.exists():
             return False
         written = self.written_config()
-        self.refuse_other_kind("improve" in wanted, "choose another directory or start over (--overwrite)")
+        self.refuse_other_kind("improve" in wanted, "choose another directory or start over (--overwrite)", written)
         saved = self.saved_config(tuple(wanted))
         changed = ("config", "unreadable") if saved is None else changed_option(saved, wanted)
         if saved is not None and "improve" in wanted and saved["improve"]["rounds"] > wanted["improve"]["rounds"]:

@@ -453,9 +453,10 @@ def _finished(cell: Cell, out: Path) -> bool:
     cell_dir = out / cell.key
     if not (cell_dir / "result.json").exists():
         return False
-    RunDir(cell_dir).refuse_other_kind(cell.command == "improve", f"delete {cell_dir} to run the cell again")
+    run = RunDir(cell_dir)
+    run.refuse_other_kind(cell.command == "improve", f"delete {cell_dir} to run the cell again")
     # Read with today's defaults: options added to rsir since the cell ran keep the old behaviour.
-    saved = RunDir(cell_dir).saved_config(tuple(cell.config))
+    saved = run.saved_config(tuple(cell.config))
     if saved is None:
         raise ConfigError(
             f"{cell_dir}: finished, but its {RunDir.CONFIG} cannot be read; delete the folder to run the cell again"

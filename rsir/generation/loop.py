@@ -278,13 +278,7 @@ def _train_round(
         return model, read_fit_result(done)
     if spec.improve.successor == "finetune" and previous is not None:
         model.load_state_dict(previous.state_dict())
-    # Round 0 trains without augmentation and, unless a teacher is named, without distillation
-    # (from the previous round's model): both treat the successors, as rivals of synthetic data.
-    params = spec.train
-    if previous is None:
-        params = dataclasses.replace(
-            params, augment="none", distill_weight=params.distill_weight if params.teacher else 0.0
-        )
+    params = spec.train if previous is not None else spec.train.for_first_round()
     teacher = (named_teacher if params.teacher else previous) if params.distill_weight > 0 else None
     result = fit(
         model,

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..models import BACKBONES, backbone_class
 from ..rundir import RunDir
+from ..training.trainer import TrainParams
 
 # Bumped when a recipe changes, so that identities recorded by another rsir never match.
 RECIPE_VERSION = 2
@@ -124,8 +125,7 @@ def plan(config: dict[str, Any]) -> list[Phase]:
     for k in range(improve["rounds"] + 1):
         # Round 0 never distils (without a named teacher); later rounds distil from the previous model.
         distils_previous = previous is not None and train["distill_weight"] > 0 and not named_teacher
-        # Round 0 trains without augmentation: it treats the successors, as distillation does.
-        trains_with = train if previous is not None else {**train, "augment": "none"}
+        trains_with = train if previous is not None else dataclasses.asdict(TrainParams(**train).for_first_round())
         reads: list[Any] = [
             train_set,
             model,

@@ -8,7 +8,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,11 @@ class TrainParams:
     precision: str = (
         "fp32"  # fp32 | bf16: matrix products of the training step in bfloat16 (weights, evaluation stay fp32)
     )
+
+    def for_first_round(self) -> TrainParams:
+        """A loop's round 0, the plain training: augmentation and distillation (from the previous
+        round's model, unless a teacher is named) treat the successors, as rivals of synthetic data."""
+        return replace(self, augment="none", distill_weight=self.distill_weight if self.teacher else 0.0)
 
     def training_split(self, split: LeaveOneOut, n_items: int) -> LeaveOneOut:
         """``split`` with the training sequences as this training learns from them: each
