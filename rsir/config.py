@@ -65,7 +65,13 @@ SECTIONS: dict[str, type] = {
 # between the parity study's first pick and RecTools' recipe (2026-12-05 to 2026-12-06): the
 # published model's size with rsir's pre-LN block, absolute positions and masked padding (cached
 # generation), length-grouped batches with equally weighted targets, and negatives per sequence.
-# Both keep patience 20, the default until 2026-12-06 (their models learn slowly).
+# Both keep patience 20, the default until 2026-12-06 (their models learn slowly), and the round
+# of their time: a successor trained from scratch on every synthetic row in every epoch (the
+# default until 2026-12-07, when the warm, budgeted round became it on validation, issue 45).
+_ROUND_BEFORE_WARM: dict[str, dict[str, Any]] = {
+    "improve": {"successor": "scratch"},
+    "train": {"synthetic_per_epoch": 0.0},
+}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "length_batched": {
         "model": {
@@ -86,7 +92,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "target_weighting": "equal",
             "batching": "length",
             "negatives_per": "sequence",
+            **_ROUND_BEFORE_WARM["train"],
         },
+        "improve": _ROUND_BEFORE_WARM["improve"],
     },
     "paper": {
         "model": PAPER_MODEL,
@@ -97,7 +105,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "target_weighting": "batch",
             "batching": "length",
             "negatives_per": "sequence",
+            **_ROUND_BEFORE_WARM["train"],
         },
+        "improve": _ROUND_BEFORE_WARM["improve"],
     },
 }
 
@@ -213,17 +223,34 @@ def read_saved_config(path: str | Path, sections: tuple[str, ...] | None = None)
 
 
 def changed_option(saved: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, str] | None:
-    """The first option (section, key) of ``wanted`` that ``saved`` sets otherwise, leaving out
-    ``improve.rounds``: a loop's first rounds do not depend on how many follow them."""
-    return next(
-        (
-            (section, key)
-            for section, options in wanted.items()
-            for key, value in options.items()
-            if saved.get(section, {}).get(key) != value and (section, key) != ("improve", "rounds")
-        ),
-        None,
-    )
+    """The first option (section, key) of ``wanted`` that ``saved`` sets otherwise and that the
+    run reads: one that changes a phase's identity (:func:`rsir.generation.phases.plan`), so a
+    default changed since the run was written blocks nothing where the run never reads it.
+    ``improve.rounds`` is left out: a loop's first rounds do not depend on how many follow them."""
+    from .generation.phases import plan
+
+    def identities(config: dict[str, Any]) -> list[str]:
+        config = {"data": {}, **config}  # a run from Python records no data options
+        if "improve" in config:  # as many rounds as the saved run, whose phases are compared
+            config["improve"] = {**config["improve"], "rounds": saved["improve"]["rounds"]}
+        return [phase.identity for phase in plan(config)]
+
+    differing = [
+        (section, key)
+        for section, options in wanted.items()
+        for key, value in options.items()
+        if saved.get(section, {}).get(key) != value and (section, key) != ("improve", "rounds")
+    ]
+    if not differing:
+        return None
+    if set(saved) != set(wanted):
+        return differing[0]
+    read = identities(saved)
+    for section, key in differing:
+        if identities({**saved, section: {**saved[section], key: wanted[section][key]}}) != read:
+            return section, key
+    # No option changes what the run reads on its own; together they still may.
+    return differing[0] if identities(wanted) != read else None
 
 
 def _make(cls: type, values: dict[str, Any], section: str, source: str, backbone: str = ""):

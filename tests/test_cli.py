@@ -69,6 +69,20 @@ def test_changed_config_in_same_dir_is_refused(trained, capsys):
     assert "different config" in capsys.readouterr().err
 
 
+def test_a_changed_option_the_run_never_reads_does_not_block_it(trained, capsys):
+    """A run written before a default changed resumes where it never reads that option (a plain
+    training has no synthetic rows to draw per epoch), and is refused where it reads one."""
+    root, data, out = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    saved["train"]["synthetic_per_epoch"] = 0.0  # the default until the warm round
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST]) == 0
+    assert json.loads(capsys.readouterr().out) == metrics
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST, "--augment", "insert"]) == 2
+    assert "different config: train.augment 'none', now 'insert'" in capsys.readouterr().err
+
+
 def test_a_run_saved_before_an_option_existed_is_recognised(trained, tmp_path, capsys):
     """An option a saved config lacks was added later and read at the value it had then (its
     paper-preset value), so a run made with that value is the same run."""
@@ -331,7 +345,12 @@ def test_the_default_and_length_batched_are_the_parity_study_s_two_picks():
         config = build_config({"train": {"threads": 1}, **({"preset": preset} if preset else {})})
         wanted = cells[f"Beauty/{variant}/s0"]
         assert config.to_dict(("model",)) == {"model": wanted["model"]}
-        assert config.to_dict(("train",))["train"] == wanted["train"]
+        # synthetic_per_epoch is the round's (a plain training has no synthetic rows to draw)
+        round_option = {"synthetic_per_epoch"}
+        trains = config.to_dict(("train",))["train"]
+        assert {k: v for k, v in trains.items() if k not in round_option} == {
+            k: v for k, v in wanted["train"].items() if k not in round_option
+        }
 
 
 def test_every_published_study_keeps_the_patience_it_ran_with():
@@ -362,13 +381,16 @@ def test_paper_preset_names_the_earlier_defaults_and_yields_to_explicit_options(
     # A saved config that lacks an option was written when it had the paper value, even where
     # today's default differs.
     assert build_config({}).model["item_dropout"] == 0.2 and build_config({}).train.beta2 == 0.98
-    saved = build_config({"model": {"dim": 16}}).to_dict(("model", "train"))
+    saved = build_config({"model": {"dim": 16}}).to_dict(("model", "train", "improve"))
     for section, options in PRESETS["paper"].items():
         for key in set(options) - {"dim"}:
             del saved[section][key]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     read = read_saved_config(tmp_path / "config.yaml")
     assert read["model"]["dim"] == 16 and read["model"]["item_dropout"] == 0.0 and read["train"]["beta2"] == 0.999
+    # ... and with the round of its time: a successor from scratch on every synthetic row each epoch
+    assert read["improve"]["successor"] == "scratch" and read["train"]["synthetic_per_epoch"] == 0.0
+    assert build_config({}).improve.successor == "finetune" and build_config({}).train.synthetic_per_epoch == 1.0
     bad = tmp_path / "bad.toml"
     bad.write_text('preset = "papr"\n')
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2

@@ -234,14 +234,14 @@ def _run(root: Path, name: str, variants: str, *flags: str) -> Path:
 
 
 def test_finished_phases_of_another_experiment_are_reused_not_rerun(tmp_path):
-    loop = '[variants.rsir]\ncommand = "improve"\nimprove = { rounds = ROUNDS }\ngenerate = { tau = 5 }\n'
+    loop = '[variants.rsir]\ncommand = "improve"\nimprove = { rounds = ROUNDS, successor = "scratch" }\ngenerate = { tau = 5 }\n'
     recursion = _run(tmp_path, "recursion", loop.replace("ROUNDS", "2"))
     main_table = _run(
         tmp_path,
         "main_table",
         '[variants.plain]\ncommand = "train"\n'
         + loop.replace("ROUNDS", "1")
-        + loop.replace("rsir]", "rsir_finetune]").replace("ROUNDS", '1, successor = "finetune"')
+        + loop.replace("rsir]", "rsir_finetune]").replace("ROUNDS", "1").replace("scratch", "finetune")
         + '[variants.weak_to_strong]\ncommand = "improve"\nmodel = { backbone = "hstu" }\n'
         'improve = { rounds = 1, generator = "sasrec" }\n'
         + f"[variants.sasrec]\nmodel = {{ dim = {SASRecParams.dim}, blocks = 1, heads = 1, max_len = 50 }}\n",

@@ -204,6 +204,8 @@ def test_a_round_without_generation_distils_from_the_previous_round(tmp_path):
         "64",
         "--rounds",
         "1",
+        "--successor",
+        "scratch",
         "--quiet",
     ]
     distilled, plain = tmp_path / "distilled", tmp_path / "plain"

@@ -32,7 +32,7 @@ CHANGES = {
     "budget": ("train", "synthetic_per_epoch", 0.5),  # non-real rows only: from round 1
     "distillation": ("train", "distill_weight", 0.5),  # the previous round as teacher: round 1
     "augmentation": ("train", "augment", "insert"),  # a successor's treatment: round 1
-    "successor": ("improve", "successor", "finetune"),  # round 1 only
+    "successor": ("improve", "successor", "scratch"),  # round 1 only
     "acquisition": ("improve", "acquire_by", "random"),  # after the pool
     "generation": ("generate", "exploit_prob", 0.9),  # the pool and after
     "learning rate": ("train", "lr", 0.002),  # everything

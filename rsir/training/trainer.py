@@ -71,9 +71,10 @@ class TrainParams:
     # for the default unchecked round on Beauty, Sports and Toys (docs/RESULTS.md)
     synthetic_weight: float = 0.25
     # non-real sequences (a round's synthetic ones, or augmented copies) per epoch, as a multiple
-    # of the real ones, drawn afresh each epoch (0: all of them in every epoch); bounds a round's
-    # epoch whatever its volume, and holds an augmentation baseline to the same volume
-    synthetic_per_epoch: float = 0.0
+    # of the real ones, drawn afresh each epoch (0: all of them in every epoch, the presets); bounds
+    # a round's epoch whatever its volume, and holds an augmentation baseline to the same volume.
+    # 1.0 with a fine-tuned successor is the default round, chosen on validation (issue 45)
+    synthetic_per_epoch: float = 1.0
     # all: every position of a sequence predicts its next item (the SASRec paper);
     # prefixes: every prefix is a row trained on its last target only (RecBole, S3-Rec)
     targets: str = "all"
