@@ -65,6 +65,7 @@ class Recommender:
         if preset is not None:
             sections["preset"] = preset
         config = build_config(sections, source="Recommender")
+        self.preset = preset  # its round too (improve), as rsir improve --preset gives it
         self.backbone_name = config.backbone
         self.model_options = config.model
         self.train_params = config.train
@@ -129,6 +130,7 @@ class Recommender:
                 "train": dataclasses.asdict(self.train_params),
                 "generate": dict(generate or {}),
                 "improve": {**(loop or {}), "rounds": rounds},
+                **({"preset": self.preset} if self.preset else {}),
             },
             source="Recommender.improve",
         )
