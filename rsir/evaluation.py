@@ -21,6 +21,7 @@ from .files import atomic_path
 from .models.base import Backbone
 
 KS = (5, 10, 20)
+METRICS = tuple(f"{name}@{k}" for k in KS for name in ("recall", "ndcg", "mrr"))  # what an evaluation reports
 
 
 @dataclass(frozen=True)

@@ -185,3 +185,14 @@ def test_other_runs_are_read_with_the_config_they_ran_with_and_recorded_identiti
     more["improve"]["rounds"] = 2
     record(run, more)
     assert json.loads((run / "phases.json").read_text()) == {**{p.name: p.identity for p in plan(more)}, **recorded}
+
+
+def test_an_option_added_later_keeps_recorded_identities_at_its_former_behaviour():
+    """A run recorded before train.select_metric existed kept its best epoch by ndcg@20: that
+    value leaves every identity as recorded, another value is another computation."""
+    today = _config()
+    before = copy.deepcopy(today)
+    del before["train"]["select_metric"]
+    recall = _config(("train", "select_metric", "recall@10"))
+    assert [p.identity for p in plan(today)] == [p.identity for p in plan(before)]
+    assert all(a.identity != b.identity for a, b in zip(plan(recall), plan(today)))

@@ -183,6 +183,28 @@ def test_early_stopping_and_best_checkpoint(tmp_path, small_dataset, small_split
     assert evaluate(saved, small_split.test).metrics == result.test
 
 
+def test_the_kept_epoch_is_the_best_on_the_chosen_validation_metric(small_dataset, small_split):
+    """select_metric decides the kept epoch and the wait: the epoch kept is the argmax of that
+    metric over the validated epochs, with ties to the first."""
+    import pytest
+
+    from rsir.errors import ConfigError
+
+    kept = set()
+    for metric in ("ndcg@20", "recall@10", "recall@20"):
+        model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+        result = fit(
+            model, small_split, quick(max_epochs=12, patience=12, lr=0.02, select_metric=metric), progress=False
+        )
+        values = [record[f"valid_{metric}"] for record in result.history]
+        assert result.best_epoch == values.index(max(values)) + 1
+        assert result.best_valid[metric] == max(values)
+        kept.add(result.best_epoch)
+    assert len(kept) > 1  # here the metrics peak at different epochs, so the choice shows
+    with pytest.raises(ConfigError, match="select_metric must be one of recall@5"):
+        quick(select_metric="ndcg@50").validate()
+
+
 def test_eval_every_validates_only_every_nth_and_the_last_epoch(tmp_path, small_dataset, small_split):
     def run(eval_every: int, run_dir=None):
         model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)

@@ -86,11 +86,16 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()[:16]
 
 
+# Train options added after runs were recorded, with the value that computes what those runs
+# computed: at that value an option stays out of the identity, so the recorded phases still match.
+ADDED_LATER = {"select_metric": "ndcg@20"}
+
+
 def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) -> dict[str, Any]:
     """The train options a training reads: those for synthetic rows only where it has some,
     those of augmented copies only with an augmentation, the budget where either exists, and
     distillation's only with a teacher (a named teacher by the checkpoint's content)."""
-    unread = set()
+    unread = {key for key, value in ADDED_LATER.items() if train.get(key, value) == value}
     if not synthetic:
         unread.add("synthetic_weight")
     if train["augment"] == "none":

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SELECT_METRIC = "ndcg@20"  # the validation metric that picks the best epoch
+# The validation metric that picks the best epoch by default (train.select_metric) and that a
+# study's select chooses between runs by.
+SELECT_METRIC = "ndcg@20"
 
 
 @dataclass
@@ -103,19 +105,19 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Keeps the weights of the epoch with the best validation NDCG@20, stops ``patience``
+    """Keeps the weights of the epoch with the best validation ``metric``, stops ``patience``
     epochs after it, and puts its weights back at the end."""
 
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
+    def __init__(self, patience: int, metric: str = SELECT_METRIC) -> None:
+        self.patience, self.metric = patience, metric
 
     def stops_after(self, run: TrainingRun) -> bool:
         return run.state.epoch - run.state.best_epoch >= self.patience
 
     def on_validation(self, run: TrainingRun, valid: dict[str, float]) -> None:
         state = run.state
-        if valid[SELECT_METRIC] > state.best_value:
-            state.best_epoch, state.best_value, state.best_valid = state.epoch, valid[SELECT_METRIC], valid
+        if valid[self.metric] > state.best_value:
+            state.best_epoch, state.best_value, state.best_valid = state.epoch, valid[self.metric], valid
             state.best_state = copy.deepcopy(run.model.state_dict())
 
     def on_train_end(self, run: TrainingRun) -> None:
@@ -169,7 +171,7 @@ class RunFiles(Callback):
         if distributed.is_main():  # each user's test rank, for confidence intervals over users
             save_ranks(self.run_dir / RANKS_FILE, tested.ranks)
             if run.state.history:
-                plot_learning_curve(self.run_dir / "curve.png", run.state.history, SELECT_METRIC)
+                plot_learning_curve(self.run_dir / "curve.png", run.state.history, run.params.select_metric)
 
 
 class Progress(Callback):
