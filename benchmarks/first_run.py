@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from rsir.rundir import provenance
 
 
@@ -47,13 +49,25 @@ def main() -> None:
             argv = ["rsir", command, "--out", str(out), *args.extra]
             seconds, peak = timed(argv)
             metrics = json.loads((out / "metrics.json").read_text())
+            config = yaml.safe_load((out / "config.yaml").read_text())
             runs.append(
                 {
                     "command": shlex.join(argv).replace(str(out), f"/tmp/first_{command}"),
                     "wall_seconds": round(seconds, 2),
                     "max_rss_kb": peak,
                     "rounds": metrics["rounds"],
-                    **({"report": (out / "metrics.md").read_text()} if command == "improve" else {}),
+                    **(
+                        {
+                            # the round it timed (the default round changes over time)
+                            "round": {
+                                "successor": config["improve"]["successor"],
+                                "synthetic_per_epoch": config["train"]["synthetic_per_epoch"],
+                            },
+                            "report": (out / "metrics.md").read_text(),
+                        }
+                        if command == "improve"
+                        else {}
+                    ),
                 }
             )
             print(f"rsir {command}: {seconds:.0f} s", file=sys.stderr)

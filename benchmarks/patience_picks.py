@@ -39,14 +39,16 @@ def kept_epoch(validated: list[tuple[int, float]], patience: int) -> int:
 def training(log: Path, root: Path) -> dict[str, Any] | None:
     """A finished training's row, or None for an unfinished one."""
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    key = f"valid_{SELECT_METRIC}"
-    validated = [(r["epoch"], r[key]) for r in records if key in r]
     config_file = next(
         (p / "config.yaml" for p in (log.parent, log.parent.parent) if (p / "config.yaml").exists()), None
     )
-    if not validated or config_file is None or not (log.parent / "test_ranks.npy").exists():
+    if config_file is None or not (log.parent / "test_ranks.npy").exists():
         return None
     config = yaml.safe_load(config_file.read_text())
+    key = f"valid_{config['train'].get('select_metric', SELECT_METRIC)}"  # the metric the run stopped on
+    validated = [(r["epoch"], r[key]) for r in records if key in r]
+    if not validated:
+        return None
     ran_with = config["train"]["patience"]
     return {
         "run": str(log.parent.relative_to(root)),

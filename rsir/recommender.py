@@ -205,6 +205,7 @@ class Recommender:
             "data_fingerprint": dataset.fingerprint(),
             "n_items": dataset.n_items,
             "train": dataclasses.asdict(self.train_params),
+            **({"preset": self.preset} if self.preset else {}),  # its round, for improve after load
         }
         save_checkpoint(path, module, meta, **data_entries(dataset))
 
@@ -221,13 +222,16 @@ class Recommender:
                     "pass the data it was trained on"
                 )
         check_same_data(meta, data.fingerprint(), data.n_items, path)
-        return cls.wrap(module, data, meta.get("train"))
+        return cls.wrap(module, data, meta.get("train"), meta.get("preset"))
 
     @classmethod
-    def wrap(cls, module: Backbone, data: Dataset, train: dict[str, Any] | None = None) -> Recommender:
-        """A recommender around a trained backbone and the data it was trained on."""
+    def wrap(
+        cls, module: Backbone, data: Dataset, train: dict[str, Any] | None = None, preset: str | None = None
+    ) -> Recommender:
+        """A recommender around a trained backbone and the data it was trained on (``train`` and
+        ``preset``: the options it was trained with, which its :meth:`improve` keeps)."""
         description = module.describe()
-        recommender = cls(description.pop("backbone"), model=description, train=train)
+        recommender = cls(description.pop("backbone"), model=description, train=train, preset=preset)
         recommender.module, recommender.dataset = module, data
         return recommender
 

@@ -162,14 +162,19 @@ def test_the_readme_python_section_runs_as_written(tmp_path):
 
 def test_improve_runs_the_round_of_the_recommenders_preset(tmp_path):
     """Today's round fine-tunes its successor on a per-epoch draw of the synthetic data; a
-    Recommender made from a preset runs that preset's round (from scratch, every row)."""
+    Recommender made from a preset runs that preset's round (from scratch, every row), saved
+    and loaded too."""
     import yaml
 
     data = rsir.from_dataframe(interactions(users=60, items=30), user="user", item="item", time="when")
     small = {"dim": 16, "blocks": 1, "heads": 1}
     for preset, successor, per_epoch in ((None, "finetune", 1.0), ("paper", "scratch", 0.0)):
-        run = tmp_path / str(preset)
         model = rsir.Recommender(model=small, train={"max_epochs": 1, "seed": 0}, preset=preset)
-        model.improve(data, run, generate={"attempts": 1})
-        saved = yaml.safe_load((run / "config.yaml").read_text())
-        assert saved["improve"]["successor"] == successor and saved["train"]["synthetic_per_epoch"] == per_epoch
+        model.fit(data).save(tmp_path / f"{preset}.pt")
+        for recommender, run in (
+            (model, tmp_path / str(preset)),
+            (rsir.Recommender.load(tmp_path / f"{preset}.pt"), tmp_path / f"{preset}_loaded"),
+        ):
+            recommender.improve(data, run, generate={"attempts": 1})
+            saved = yaml.safe_load((run / "config.yaml").read_text())
+            assert saved["improve"]["successor"] == successor and saved["train"]["synthetic_per_epoch"] == per_epoch
