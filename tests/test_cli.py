@@ -356,16 +356,17 @@ def test_the_default_and_length_batched_are_the_parity_study_s_two_picks():
 def test_every_published_study_keeps_the_patience_it_ran_with():
     """The default patience changed (20, then 10, then 50) after the studies in experiments/ had
     run at 20 (the parity study's last variants at 50): each cell still resolves to the patience
-    it ran with (strongest_alternatives starts again at today's 50)."""
+    it ran with (strongest_alternatives and out_of_sample run at today's 50)."""
     from rsir.experiments.runner import load_spec
 
     for path in sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml")):
         for cell in load_spec(path).cells:
             published = {
-                ("sasrec_parity", v) for v in ("rectools_all", "rectools_d64", "rectools_d64_lr3")
+                ("sasrec_parity", v)
+                for v in ("rectools_all", "rectools_d64", "rectools_d64_lr3", "rectools_d64_recall10")
             }  # patience 50
             expected = 50 if (path.stem, cell.variant) in published else 20
-            if path.stem == "strongest_alternatives":  # starts again at today's default
+            if path.stem in ("strongest_alternatives", "out_of_sample"):  # written on today's default
                 expected = 50
             assert cell.config["train"]["patience"] == expected, (path.name, cell.key)
 
