@@ -27,6 +27,7 @@ from typing import Any
 
 from ..models import BACKBONES, backbone_class
 from ..rundir import RunDir
+from ..training.callbacks import SELECT_METRIC
 from ..training.trainer import TrainParams
 
 # Bumped when a recipe changes, so that identities recorded by another rsir never match.
@@ -88,7 +89,7 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 
 # Train options added after runs were recorded, with the value that computes what those runs
 # computed: at that value an option stays out of the identity, so the recorded phases still match.
-ADDED_LATER = {"select_metric": "ndcg@20"}
+ADDED_LATER = {"select_metric": SELECT_METRIC}
 
 
 def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) -> dict[str, Any]:

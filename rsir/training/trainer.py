@@ -28,7 +28,7 @@ from ..models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .callbacks import Callback, EarlyStopping, Progress, RunFiles, TimeBudget, TrainingRun
+from .callbacks import SELECT_METRIC, Callback, EarlyStopping, Progress, RunFiles, TimeBudget, TrainingRun
 from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class TrainParams:
     patience: int = 50  # epochs without a better validation select_metric before stopping (the presets: 20)
     # the validation metric whose best epoch is kept and that patience waits on (recall@10: the
     # published SASRec+SS recipe's; rsir's studies choose between runs on ndcg@20 whatever this is)
-    select_metric: str = "ndcg@20"
+    select_metric: str = SELECT_METRIC
     # Validate every N epochs (and at the last one): the best model and early stopping see
     # only validated epochs, so a run costs less where validation takes as long as an epoch.
     eval_every: int = 1
