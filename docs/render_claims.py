@@ -176,15 +176,14 @@ def headline_table(report: dict[str, Any]) -> str:
 
 
 def render_readme(readme: str, docs: Path = DOCS) -> str:
-    """The README with its claims block (between the markers) written from the same claims,
-    less those marked ``readme = false`` (the claims page has every claim)."""
+    """The README with its claims block (between the markers): the titles of the same claims,
+    less those marked ``readme = false``, so a newcomer reads what holds in a few lines (the
+    claims page has every claim's numbers, seeds and command)."""
     start, end = README_MARKERS
     before, rest = readme.split(start, 1)
     after = rest.split(end, 1)[1]
     spec = tomllib.loads((docs / "claims.toml").read_text())
-    lines = "\n".join(
-        f"- {claim_text(claim, docs / 'results')}" for claim in spec["claims"] if claim.get("readme", True)
-    )
+    lines = "\n".join(f"- {claim['title']}" for claim in spec["claims"] if claim.get("readme", True))
     readme = f"{before}{start}{lines}\n{end}{after}"
     if "headline" in spec and HEADLINE_MARKERS[0] in readme:
         start, end = HEADLINE_MARKERS
