@@ -55,7 +55,9 @@ def test_a_claim_takes_its_numbers_from_the_json_through_paths(tmp_path):
 def test_the_readme_lists_claim_titles_and_leaves_out_those_marked_readme_false(tmp_path):
     docs = toy_docs(tmp_path, "A reaches {r:.4f}.", 'r = ["rows", {dataset = "A"}, "recall@10", "mean"]')
     readme = "intro\n<!-- claims:start -->\n- old\n<!-- claims:end -->\nrest\n"
-    assert render_claims.render_readme(readme, docs) == "intro\n<!-- claims:start -->\n- T.\n<!-- claims:end -->\nrest\n"
+    assert (
+        render_claims.render_readme(readme, docs) == "intro\n<!-- claims:start -->\n- T.\n<!-- claims:end -->\nrest\n"
+    )
     spec = (docs / "claims.toml").read_text()
     (docs / "claims.toml").write_text(spec.replace('study = "study"', 'study = "study"\nreadme = false'))
     assert "**T.** A reaches 0.0842." in render_claims.render(docs)
