@@ -122,8 +122,11 @@ class Recommender:
         progress: bool = False,
     ) -> list[RoundResult]:
         """Run ``rounds`` self-improvement rounds on ``data`` in ``run_dir`` (resumable) and
-        keep the last round's model. ``generate`` and ``loop`` take the options of ``rsir
-        improve`` (its generate and improve sections)."""
+        keep the model of the round that scores best on validation (the training's
+        ``select_metric``; round 0, the plain model, when no round improved on it): a round
+        that does not help leaves the model as it was. ``generate`` and ``loop`` take the
+        options of ``rsir improve`` (its generate and improve sections); every round's
+        record is returned."""
         config = build_config(
             {
                 "model": {"backbone": self.backbone_name, **self.model_options},
@@ -135,11 +138,10 @@ class Recommender:
             source="Recommender.improve",
         )
         spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
-        results = improve(data, spec, run_dir, progress=progress).rounds
-        last = RunDir(run_dir).round(results[-1].round) / "model.pt"
-        self.module, _ = load_checkpoint(last)
+        run = improve(data, spec, run_dir, progress=progress)
+        self.module, _ = load_checkpoint(RunDir(run_dir).round(run.best_round(config.train.select_metric)) / "model.pt")
         self.dataset, self.result = data, None
-        return results
+        return run.rounds
 
     # ---- use ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from rsir.cli import main
 from rsir.data import leave_one_out, read_dataset
 from rsir.evaluation import per_user
 from rsir.generation.generate import GenerationParams
-from rsir.generation.loop import LoopSpec, RunResult, improve, load_synthetic
+from rsir.generation.loop import LoopSpec, RoundResult, RunResult, improve, load_synthetic
 
 from .conftest import LOOP, quick, without_timings
 
@@ -48,7 +48,7 @@ def test_two_rounds_write_a_complete_run_dir(finished):
         }
         assert gen["analysis"]["density_after"] != gen["analysis"]["density_before"]
         assert all(0 <= a <= 1 for a in gen["acceptance_by_step"])
-    assert (finished / "metrics.md").read_text().count("\n") == 7  # 3 rounds, and a line in words
+    assert (finished / "metrics.md").read_text().count("\n") == 9  # 3 rounds, and two lines in words
     assert (finished / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert not (finished / "round-2" / "synthetic.npz").exists()  # the last round only trains
 
@@ -227,9 +227,37 @@ def test_the_report_gives_each_rounds_gain_with_its_interval_over_users(finished
     report = (finished / "metrics.md").read_text().splitlines()
     ranks = [np.load(finished / f"round-{k}" / "test_ranks.npy") for k in (0, 2)]
     base, last = (per_user(r, "recall@10") for r in ranks)
-    cell = report[4].split("|")[8].strip()  # round 2's "vs round 0" cell
+    cell = report[4].split("|")[9].strip()  # round 2's "vs round 0" cell
     gain, low, high = (float(x) for x in re.findall(r"[-+]\d+\.\d", cell.split("/")[0]))
     assert gain == pytest.approx(round(100 * (last.mean() / base.mean() - 1), 1), abs=0.051)
     assert low <= gain <= high and low < high
     changed = "rose" if low > 0 else "fell" if high < 0 else "did not change beyond noise"
-    assert report[-1].startswith("Round 2 against round 0") and f"recall@10 {changed}" in report[-1]
+    assert report[-3].startswith("Round 2 against round 0") and f"recall@10 {changed}" in report[-3]
+
+
+def test_the_report_names_the_round_validation_prefers(finished):
+    """metrics.md's last line names the model to use: the round with the best validation
+    score on the metric that picks epochs, as metrics.json records it (round 0 when no round
+    beats it)."""
+    rounds = json.loads((finished / "metrics.json").read_text())["rounds"]
+    scores = [r["valid"]["ndcg@20"] for r in rounds]
+    best = scores.index(max(scores))
+    last = (finished / "metrics.md").read_text().splitlines()[-1]
+    assert last.startswith("On validation ndcg@20")
+    assert (f"round {best} is the best: use round-{best}/model.pt" in last) == (best > 0)
+    assert ("no round improved on round 0" in last) == (best == 0)
+    table = [line.split("|") for line in (finished / "metrics.md").read_text().splitlines()[2:5]]
+    assert [float(row[4]) for row in table] == pytest.approx(scores, abs=5e-5)
+
+
+def test_the_best_round_is_the_best_on_validation_and_the_earliest_of_equals():
+    def result(*scores: float) -> RunResult:
+        rounds = [
+            RoundResult(k, 10, 10, 0, 1, 1, {"ndcg@20": v, "recall@10": 1 - v}, {}, {}) for k, v in enumerate(scores)
+        ]
+        return RunResult({}, "d", "sasrec", rounds)
+
+    assert result(0.2, 0.3, 0.25).best_round() == 1
+    assert result(0.3, 0.2).best_round() == 0  # a round that did not help leaves the plain model
+    assert result(0.2, 0.3, 0.3).best_round() == 1
+    assert result(0.2, 0.3).best_round("recall@10") == 0

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import rsir
 from rsir.cli import main
 from rsir.data import make_synthetic, write_dataset
 from rsir.errors import CheckpointError, ConfigError, DataFormatError
+from rsir.models.checkpoint import load_checkpoint
 
 SMALL = {"dim": 16, "blocks": 1, "heads": 1, "max_len": 20}
 QUICK = {"max_epochs": 3, "batch_size": 64, "negatives": 16, "lr": 3e-3}
@@ -175,6 +177,10 @@ def test_improve_runs_the_round_of_the_recommenders_preset(tmp_path):
             (model, tmp_path / str(preset)),
             (rsir.Recommender.load(tmp_path / f"{preset}.pt"), tmp_path / f"{preset}_loaded"),
         ):
-            recommender.improve(data, run, generate={"attempts": 1})
+            rounds = recommender.improve(data, run, generate={"attempts": 1})
             saved = yaml.safe_load((run / "config.yaml").read_text())
+            # It keeps the model of the round validation prefers (round 0 where the round did not help).
+            best = max(rounds, key=lambda r: (r.valid["ndcg@20"], -r.round)).round
+            kept = load_checkpoint(run / f"round-{best}" / "model.pt")[0].state_dict()
+            assert all(torch.equal(v, kept[k]) for k, v in recommender.module.state_dict().items())
             assert saved["improve"]["successor"] == successor and saved["train"]["synthetic_per_epoch"] == per_epoch

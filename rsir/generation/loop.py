@@ -49,6 +49,7 @@ from ..models.checkpoint import (
     read_checkpoint,
 )
 from ..rundir import RunDir, provenance
+from ..training.callbacks import SELECT_METRIC
 from ..training.trainer import FitResult, TrainParams, fit, load_teacher, use_threads
 from .acquisition import ACQUIRE_BY, acquire
 from .analysis import analyse_round
@@ -169,6 +170,11 @@ class RunResult:
         data = json.loads(path.read_text())
         return cls(data["rsir"], data["dataset"], data["backbone"], [RoundResult(**r) for r in data["rounds"]])
 
+    def best_round(self, metric: str = SELECT_METRIC) -> int:
+        """The round whose model scores best on validation ``metric`` (the earliest of equals):
+        the model to use, round 0 where no round improved on the plain model."""
+        return max(self.rounds, key=lambda r: (r.valid[metric], -r.round)).round
+
     def to_dict(self) -> dict[str, Any]:
         """The metrics.json form (a round without generation has no such key)."""
         rounds = [
@@ -248,7 +254,7 @@ def _rounds(
         result.rounds.append(dataclasses.replace(record, seconds=seconds))
         previous = model
         if distributed.is_main():
-            _write_report(run, result)
+            _write_report(run, result, spec.train.select_metric)
     return result
 
 
@@ -466,19 +472,21 @@ def export_synthetic(seqs: Sequences, dataset: Dataset, stem: Path, round_number
         write_sequences(seqs, stem.with_suffix(suffix), fmt, item_labels=dataset.item_ids, user_labels=users)
 
 
-def _write_report(run: RunDir, result: RunResult) -> None:
+def _write_report(run: RunDir, result: RunResult, select_metric: str) -> None:
     write_json(run.metrics_file, result.to_dict())
     rounds = result.rounds
     intervals = {r.round: _gain_intervals(run, r.round) for r in rounds}
     lines = [
-        "| round | train sequences | synthetic | test recall@10 | test ndcg@10 | test recall@20 | test ndcg@20 "
-        "| vs round 0: recall@10 / ndcg@10 (95% CI over users) | best epoch | train s | eval s | generate s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| round | train sequences | synthetic | valid {select_metric} | test recall@10 | test ndcg@10 "
+        "| test recall@20 | test ndcg@20 | vs round 0: recall@10 / ndcg@10 (95% CI over users) | best epoch "
+        "| train s | eval s | generate s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
         t = r.test
         lines.append(
-            f"| {r.round} | {r.train_sequences} | {r.synthetic_sequences} | {t['recall@10']:.4f} "
+            f"| {r.round} | {r.train_sequences} | {r.synthetic_sequences} | {r.valid[select_metric]:.4f} "
+            f"| {t['recall@10']:.4f} "
             f"| {t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {intervals[r.round]['text']} "
             f"| {r.best_epoch} | {r.seconds['train']:.0f} | {r.seconds['evaluate']:.0f} "
             f"| {r.seconds.get('generate', 0):.0f} |"
@@ -493,10 +501,26 @@ def _write_report(run: RunDir, result: RunResult) -> None:
             "",
             f"Round {last} against round 0 on the test users: {', '.join(verdicts)} (a change counts when its "
             "95% interval, from resampling users, leaves out zero).",
+            "",
+            _best_round_text(result, select_metric),
         ]
     with atomic_open(run.path / "metrics.md") as handle:
         handle.write("\n".join(lines) + "\n")
     _plot(run.path / "metrics.png", rounds)
+
+
+def _best_round_text(result: RunResult, select_metric: str) -> str:
+    """Which round's model to use, in words: the one validation prefers, as epochs are chosen."""
+    best = result.best_round(select_metric)
+    if best == 0:
+        return (
+            f"On validation {select_metric}, the metric that picks each training's epoch, no round improved on "
+            "round 0: the plain model (round-0/model.pt) is the one to use."
+        )
+    return (
+        f"On validation {select_metric}, the metric that picks each training's epoch, round {best} is the best: "
+        f"use round-{best}/model.pt."
+    )
 
 
 def _gain_intervals(run: RunDir, k: int) -> dict[str, Any]:

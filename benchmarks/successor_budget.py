@@ -1,0 +1,152 @@
+"""What a shorter successor would have kept (issue 49): for every finished default round (its
+successor fine-tuned from round 0's model, with generated data), the cost and the validation
+gain over round 0 had round 1's training stopped earlier. Stopping does not change a
+training's path, so every cap on its epochs and every shorter patience can be read off its
+validation log; no test number is read.
+
+The cost at a cap is the report's (``cost_vs_round_0``): the generation plus round 1's epochs up
+to the cap (training and validation seconds from its log) against round 0's training and
+evaluation. The retained share is the validation gain (best ``SELECT_METRIC`` up to the cap,
+minus round 0's best) over the gain of the run as it ran.
+
+    python benchmarks/successor_budget.py --runs runs/experiments --out docs/results/successor_budget.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rsir.files import write_json
+from rsir.rundir import provenance
+from rsir.training.callbacks import SELECT_METRIC
+
+COSTS = (1.0, 1.25, 1.5, 2.0)  # caps on the round's cost, in round 0's trainings
+PATIENCES = (10, 20)
+SHARE = 0.9  # the share of the gain issue 49 asks a cheaper round to keep
+
+
+def kept_epoch(scores: list[float], patience: int) -> int:
+    """The index early stopping keeps: the best so far, once ``patience`` epochs pass without a better one."""
+    kept = 0
+    for epoch, score in enumerate(scores):
+        if score > scores[kept]:
+            kept = epoch
+        elif epoch - kept >= patience:
+            break
+    return kept
+
+
+def replay(run: Path, root: Path) -> dict[str, Any] | None:
+    """A finished default round's row (``run`` shown from ``root``), or None for another kind
+    of run or an unfinished one."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    if (
+        config.get("improve", {}).get("successor") != "finetune"
+        or not config.get("generate", {}).get("attempts")
+        or not (run / "round-1" / "test_ranks.npy").exists()
+    ):
+        return None
+    first, second = json.loads((run / "metrics.json").read_text())["rounds"][:2]
+    key = config["train"].get("select_metric", SELECT_METRIC)
+    epochs = [json.loads(line) for line in (run / "round-1" / "log.jsonl").read_text().splitlines()]
+    scores = [e[f"valid_{key}"] for e in epochs]
+    plain_seconds = first["seconds"]["train"] + first["seconds"]["evaluate"]
+    generation = first["seconds"].get("generate", 0.0) + first["seconds"].get("analyse", 0.0)
+    # The round's own seconds spread over its epochs in proportion to the logged epoch times.
+    epoch_seconds = np.array([e["train_seconds"] + e["eval_seconds"] for e in epochs])
+    spent = (
+        np.cumsum(epoch_seconds) * (second["seconds"]["train"] + second["seconds"]["evaluate"]) / epoch_seconds.sum()
+    )
+    cost = (generation + spent) / plain_seconds
+    base = first["valid"][key]
+    best = np.maximum.accumulate(scores)
+    full_gain = best[-1] - base
+
+    def point(index: int) -> dict[str, float]:
+        gain = best[index] - base
+        return {
+            "epochs": index + 1,
+            "cost": round(float(cost[index]), 3),
+            "valid_gain": float(gain / base),
+            "retained": float(gain / full_gain) if full_gain > 0 else None,
+        }
+
+    within = {f"{c}": point(int(np.searchsorted(cost, c, side="right")) - 1) for c in COSTS if cost[0] <= c}
+    enough = np.flatnonzero(best - base >= SHARE * full_gain) if full_gain > 0 else np.array([], dtype=int)
+    return {
+        "run": str(run.relative_to(root)),
+        "dataset": json.loads((run / "metrics.json").read_text())["dataset"],
+        "seed": config["train"]["seed"],
+        "plain_seconds": round(plain_seconds, 1),
+        "generation_seconds": round(generation, 1),
+        "plain_valid": base,
+        "as_run": point(len(scores) - 1),
+        "within_cost": within,
+        "patience": {
+            str(p): point(min(kept_epoch(scores, p) + p, len(scores) - 1))
+            for p in PATIENCES
+            if p < config["train"]["patience"]
+        },
+        f"first_at_{int(SHARE * 100)}_percent": point(int(enough[0])) if len(enough) else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", nargs="+", required=True, help="folders holding run directories")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    rows = [
+        row
+        for root in map(Path, args.runs)
+        for metrics in sorted(root.rglob("metrics.json"))
+        if (metrics.parent / "round-1").is_dir() and (row := replay(metrics.parent, root.parent)) is not None
+    ]
+    write_json(
+        args.out,
+        {
+            "name": Path(args.out).stem,
+            "command": " ".join(["python", *sys.argv]),
+            "rsir": provenance(),
+            "metric": f"valid {SELECT_METRIC}",
+            "summary": summary(rows),
+            "runs": rows,
+        },
+    )
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over the runs whose round gained on validation: what a cost of 1.5 plain trainings and
+    a patience of 20 would have kept, and the cost of keeping 90% of the gain."""
+    gained = [r for r in rows if r["as_run"]["valid_gain"] > 0]
+    capped = [r["within_cost"]["1.5"] for r in gained if "1.5" in r["within_cost"]]
+    patient = [r["patience"]["20"] for r in gained if "20" in r["patience"]]
+    enough = [r[f"first_at_{int(SHARE * 100)}_percent"]["cost"] for r in gained]
+    return {
+        "runs": len(rows),
+        "runs_with_gain": len(gained),
+        "without_gain": [f"{r['dataset']} seed {r['seed']}" for r in rows if r["as_run"]["valid_gain"] <= 0],
+        "as_run_cost": [min(r["as_run"]["cost"] for r in gained), max(r["as_run"]["cost"] for r in gained)],
+        "at_cost_1.5": {
+            "runs": len(capped),
+            "keep_90_percent": sum(c["retained"] >= SHARE for c in capped),
+            "retained": [min(c["retained"] for c in capped), max(c["retained"] for c in capped)],
+        },
+        "at_patience_20": {
+            "runs": len(patient),
+            "retained": [min(c["retained"] for c in patient), max(c["retained"] for c in patient)],
+            "cost": [min(c["cost"] for c in patient), max(c["cost"] for c in patient)],
+        },
+        "cost_for_90_percent": [min(enough), max(enough)],
+    }
+
+
+if __name__ == "__main__":
+    main()
