@@ -173,7 +173,7 @@ class RunResult:
     def best_round(self, metric: str = SELECT_METRIC) -> int:
         """The round whose model scores best on validation ``metric`` (the earliest of equals):
         the model to use, round 0 where no round improved on the plain model."""
-        return max(self.rounds, key=lambda r: (r.valid[metric], -r.round)).round
+        return max(self.rounds, key=lambda r: (r.valid.get(metric, float("-inf")), -r.round)).round
 
     def to_dict(self) -> dict[str, Any]:
         """The metrics.json form (a round without generation has no such key)."""
@@ -484,9 +484,9 @@ def _write_report(run: RunDir, result: RunResult, select_metric: str) -> None:
     ]
     for r in rounds:
         t = r.test
+        valid = f"{r.valid[select_metric]:.4f}" if select_metric in r.valid else "n/a"  # runs from before it was kept
         lines.append(
-            f"| {r.round} | {r.train_sequences} | {r.synthetic_sequences} | {r.valid[select_metric]:.4f} "
-            f"| {t['recall@10']:.4f} "
+            f"| {r.round} | {r.train_sequences} | {r.synthetic_sequences} | {valid} | {t['recall@10']:.4f} "
             f"| {t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | {intervals[r.round]['text']} "
             f"| {r.best_epoch} | {r.seconds['train']:.0f} | {r.seconds['evaluate']:.0f} "
             f"| {r.seconds.get('generate', 0):.0f} |"
