@@ -6,7 +6,7 @@ validation log; no test number is read.
 
 The cost at a cap is the report's (``cost_vs_round_0``): the generation plus round 1's epochs up
 to the cap (training and validation seconds from its log) against round 0's training and
-evaluation. The retained share is the validation gain (best ``SELECT_METRIC`` up to the cap,
+evaluation. A cap keeps the last epoch within it (a time budget would run one epoch more). The retained share is the validation gain (best ``SELECT_METRIC`` up to the cap,
 minus round 0's best) over the gain of the run as it ran.
 
     python benchmarks/successor_budget.py --runs runs/experiments --out docs/results/successor_budget.json
@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from patience_picks import kept_epoch  # a sibling script: benchmarks/ is on the path when run
+
 from rsir.files import write_json
 from rsir.rundir import provenance
 from rsir.training.callbacks import SELECT_METRIC
@@ -32,40 +34,32 @@ PATIENCES = (10, 20)
 SHARE = 0.9  # the share of the gain issue 49 asks a cheaper round to keep
 
 
-def kept_epoch(scores: list[float], patience: int) -> int:
-    """The index early stopping keeps: the best so far, once ``patience`` epochs pass without a better one."""
-    kept = 0
-    for epoch, score in enumerate(scores):
-        if score > scores[kept]:
-            kept = epoch
-        elif epoch - kept >= patience:
-            break
-    return kept
-
-
 def replay(run: Path, root: Path) -> dict[str, Any] | None:
     """A finished default round's row (``run`` shown from ``root``), or None for another kind
     of run or an unfinished one."""
     config = yaml.safe_load((run / "config.yaml").read_text())
     if (
         config.get("improve", {}).get("successor") != "finetune"
+        or config["train"].get("synthetic_per_epoch") != 1.0
+        or config["train"].get("eval_every", 1) != 1
         or not config.get("generate", {}).get("attempts")
         or not (run / "round-1" / "test_ranks.npy").exists()
     ):
         return None
-    first, second = json.loads((run / "metrics.json").read_text())["rounds"][:2]
+    recorded = json.loads((run / "metrics.json").read_text())
+    round0, round1 = recorded["rounds"][:2]
     key = config["train"].get("select_metric", SELECT_METRIC)
     epochs = [json.loads(line) for line in (run / "round-1" / "log.jsonl").read_text().splitlines()]
     scores = [e[f"valid_{key}"] for e in epochs]
-    plain_seconds = first["seconds"]["train"] + first["seconds"]["evaluate"]
-    generation = first["seconds"].get("generate", 0.0) + first["seconds"].get("analyse", 0.0)
+    plain_seconds = round0["seconds"]["train"] + round0["seconds"]["evaluate"]
+    generation = round0["seconds"].get("generate", 0.0)
     # The round's own seconds spread over its epochs in proportion to the logged epoch times.
     epoch_seconds = np.array([e["train_seconds"] + e["eval_seconds"] for e in epochs])
     spent = (
-        np.cumsum(epoch_seconds) * (second["seconds"]["train"] + second["seconds"]["evaluate"]) / epoch_seconds.sum()
+        np.cumsum(epoch_seconds) * (round1["seconds"]["train"] + round1["seconds"]["evaluate"]) / epoch_seconds.sum()
     )
     cost = (generation + spent) / plain_seconds
-    base = first["valid"][key]
+    base = round0["valid"][key]
     best = np.maximum.accumulate(scores)
     full_gain = best[-1] - base
 
@@ -82,7 +76,7 @@ def replay(run: Path, root: Path) -> dict[str, Any] | None:
     enough = np.flatnonzero(best - base >= SHARE * full_gain) if full_gain > 0 else np.array([], dtype=int)
     return {
         "run": str(run.relative_to(root)),
-        "dataset": json.loads((run / "metrics.json").read_text())["dataset"],
+        "dataset": recorded["dataset"],
         "seed": config["train"]["seed"],
         "plain_seconds": round(plain_seconds, 1),
         "generation_seconds": round(generation, 1),
@@ -90,7 +84,8 @@ def replay(run: Path, root: Path) -> dict[str, Any] | None:
         "as_run": point(len(scores) - 1),
         "within_cost": within,
         "patience": {
-            str(p): point(min(kept_epoch(scores, p) + p, len(scores) - 1))
+            # kept_epoch counts epochs from 1; a patience stops p epochs after the kept one.
+            str(p): point(min(kept_epoch(list(enumerate(scores, 1)), p) - 1 + p, len(scores) - 1))
             for p in PATIENCES
             if p < config["train"]["patience"]
         },
@@ -129,6 +124,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     capped = [r["within_cost"]["1.5"] for r in gained if "1.5" in r["within_cost"]]
     patient = [r["patience"]["20"] for r in gained if "20" in r["patience"]]
     enough = [r[f"first_at_{int(SHARE * 100)}_percent"]["cost"] for r in gained]
+    if not (capped and patient):
+        return {"runs": len(rows), "runs_with_gain": len(gained)}
     return {
         "runs": len(rows),
         "runs_with_gain": len(gained),

@@ -124,7 +124,8 @@ class Recommender:
         """Run ``rounds`` self-improvement rounds on ``data`` in ``run_dir`` (resumable) and
         keep the model of the round that scores best on validation (the training's
         ``select_metric``; round 0, the plain model, when no round improved on it): a round
-        that does not help leaves the model as it was. ``generate`` and ``loop`` take the
+        that does not help leaves the model as it was (the last round's, with a warning, for a
+        resumed run that did not record validation scores). ``generate`` and ``loop`` take the
         options of ``rsir improve`` (its generate and improve sections); every round's
         record is returned."""
         config = build_config(
@@ -139,7 +140,16 @@ class Recommender:
         )
         spec = LoopSpec(config.backbone, config.model, config.train, config.generate, config.improve)
         run = improve(data, spec, run_dir, progress=progress)
-        self.module, _ = load_checkpoint(RunDir(run_dir).round(run.best_round(config.train.select_metric)) / "model.pt")
+        best = run.best_round(config.train.select_metric)
+        if best is None:
+            best = run.rounds[-1].round
+            log.warning(
+                "%s: validation %s not recorded for every round; keeping round %d",
+                run_dir,
+                config.train.select_metric,
+                best,
+            )
+        self.module, _ = load_checkpoint(RunDir(run_dir).round(best) / "model.pt")
         self.dataset, self.result = data, None
         return run.rounds
 

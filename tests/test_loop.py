@@ -261,3 +261,4 @@ def test_the_best_round_is_the_best_on_validation_and_the_earliest_of_equals():
     assert result(0.3, 0.2).best_round() == 0  # a round that did not help leaves the plain model
     assert result(0.2, 0.3, 0.3).best_round() == 1
     assert result(0.2, 0.3).best_round("recall@10") == 0
+    assert result(0.2, 0.3).best_round("mrr@10") is None  # not recorded: nothing to compare

@@ -170,10 +170,13 @@ class RunResult:
         data = json.loads(path.read_text())
         return cls(data["rsir"], data["dataset"], data["backbone"], [RoundResult(**r) for r in data["rounds"]])
 
-    def best_round(self, metric: str = SELECT_METRIC) -> int:
+    def best_round(self, metric: str = SELECT_METRIC) -> int | None:
         """The round whose model scores best on validation ``metric`` (the earliest of equals):
-        the model to use, round 0 where no round improved on the plain model."""
-        return max(self.rounds, key=lambda r: (r.valid.get(metric, float("-inf")), -r.round)).round
+        the model to use, round 0 where no round improved on the plain model. None where a
+        round has no such score (runs from before it was kept): nothing can be compared."""
+        if any(metric not in r.valid for r in self.rounds):
+            return None
+        return max(self.rounds, key=lambda r: (r.valid[metric], -r.round)).round
 
     def to_dict(self) -> dict[str, Any]:
         """The metrics.json form (a round without generation has no such key)."""
@@ -512,6 +515,8 @@ def _write_report(run: RunDir, result: RunResult, select_metric: str) -> None:
 def _best_round_text(result: RunResult, select_metric: str) -> str:
     """Which round's model to use, in words: the one validation prefers, as epochs are chosen."""
     best = result.best_round(select_metric)
+    if best is None:
+        return f"Validation {select_metric} is not recorded for every round, so no round can be named the best."
     if best == 0:
         return (
             f"On validation {select_metric}, the metric that picks each training's epoch, no round improved on "
