@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-
 from patience_picks import kept_epoch  # a sibling script: benchmarks/ is on the path when run
 
 from rsir.files import write_json
