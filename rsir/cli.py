@@ -413,10 +413,11 @@ def _add_option_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
     parser.add_argument(
         "--preset",
         choices=list(PRESETS),
-        help="a named set of model and train options under the config file's and the flags' own "
+        help="a named set of model, train and loop options under the config file's and the flags' own "
         "(length_batched: the default before RecTools' recipe, d 256 with rsir's pre-LN block and "
         "length-grouped batches; paper: the RSIR paper's SASRec and rsir's training before the "
-        "parity study)",
+        "parity study); both keep the round before today's (successor from scratch, every "
+        "synthetic row each epoch)",
     )
     group = parser.add_argument_group("model options (see `backbone`)")
     group.add_argument(
@@ -498,7 +499,10 @@ def _parser() -> _Parser:
     _add_option_flags(train, TRAIN_SECTIONS)
     train.set_defaults(handler=cmd_train)
 
-    loop = commands.add_parser("improve", help="self-improvement loop: train, generate, filter, retrain, K rounds")
+    loop = commands.add_parser(
+        "improve",
+        help="self-improvement loop: train, generate (filtered with --tau), fine-tune the successor; --rounds K (default 1)",
+    )
     loop.add_argument("--config", help="TOML or YAML file with [data], [model], [train], [generate], [improve]")
     loop.add_argument("--out", default="runs/improve", help="run directory (default runs/improve)")
     loop.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")

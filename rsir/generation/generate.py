@@ -53,7 +53,7 @@ class GenerationParams:
     attempts: int = 5  # m: attempts per source sequence
     exploit_prob: float = 0.5  # p: chance that a step picks from the user's own items
     # Fidelity rank threshold. inf (no check) gained most over --preset paper's model, chosen on
-    # test numbers (docs/RESULTS.md, Claims); 10 is the paper's check.
+    # test numbers (docs/results/fidelity_volume.md); 10 is the paper's check.
     tau: float = math.inf
     tau_mode: str = "fixed"  # fixed: tau for everyone | adaptive: per source sequence, capped at tau
     tau_quantile: float = 0.5  # adaptive: quantile of the ranks of the sequence's own next items

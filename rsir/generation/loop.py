@@ -61,18 +61,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImproveParams:
-    rounds: int = (
-        1  # rounds after the plain model (round 0); 1: later rounds added nothing on average (docs/RESULTS.md)
-    )
+    # rounds after the plain model (round 0); 1: later rounds added nothing on average
+    # (docs/results/lab_notes.md)
+    rounds: int = 1
     # finetune: continue from f_{k-1} with a fresh optimiser (the default round, chosen on
     # validation in issue 45) | scratch: train f_k anew (the presets, the RSIR paper)
     successor: str = "finetune"
     sources: str = "real"  # real: grow from real training sequences | all: from all of D_k
     generator: str = ""  # empty: the round's own model | a backbone name (trained each round) | a checkpoint
     acquire_share: float = 1.0  # keep this share of verified sequences (1 = all)
-    acquire_by: str = (
-        "disagreement"  # disagreement: the most MC-dropout-uncertain | random: a uniform draw (the control)
-    )
+    # disagreement: the most MC-dropout-uncertain | random: a uniform draw (the control)
+    acquire_by: str = "disagreement"
     mc_samples: int = 8  # dropout samples that estimate the uncertainty
     retain: float = 0.0  # weight of the previous round's model in generation scores (state retention; 0 = off)
 
