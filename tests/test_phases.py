@@ -30,6 +30,7 @@ BASE = {
 CHANGES = {
     "synthetic weight": ("train", "synthetic_weight", 0.5),  # synthetic rows only: from round 1
     "budget": ("train", "synthetic_per_epoch", 0.5),  # non-real rows only: from round 1
+    "budget unit": ("train", "budget_unit", "targets"),  # likewise
     "distillation": ("train", "distill_weight", 0.5),  # the previous round as teacher: round 1
     "augmentation": ("train", "augment", "insert"),  # a successor's treatment: round 1
     "successor": ("improve", "successor", "scratch"),  # round 1 only
@@ -88,6 +89,7 @@ def test_a_phase_keeps_its_identity_exactly_when_it_computes_the_same(runs):
     assert changed == {
         "synthetic weight": [successor],
         "budget": [successor],
+        "budget unit": [successor],
         "distillation": [successor],
         "augmentation": [successor],
         "successor": [successor],
@@ -192,7 +194,9 @@ def test_an_option_added_later_keeps_recorded_identities_at_its_former_behaviour
     value leaves every identity as recorded, another value is another computation."""
     today = _config()
     before = copy.deepcopy(today)
-    del before["train"]["select_metric"]
+    del before["train"]["select_metric"], before["train"]["budget_unit"]
     recall = _config(("train", "select_metric", "recall@10"))
     assert [p.identity for p in plan(today)] == [p.identity for p in plan(before)]
     assert all(a.identity != b.identity for a, b in zip(plan(recall), plan(today)))
+    targets = _config(("train", "budget_unit", "targets"))  # read only where non-real rows are drawn
+    assert [p.identity == q.identity for p, q in zip(plan(targets), plan(today))] == [True, True, True, False]

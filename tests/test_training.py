@@ -9,7 +9,7 @@ import torch
 
 from rsir.data import Sequences
 from rsir.data.augmentation import augmented as augmented_copies
-from rsir.data.batching import bucket_batches, count_targets, next_item_batches, prefix_rows
+from rsir.data.batching import bucket_batches, count_targets, epoch_rows, next_item_batches, prefix_rows, row_targets
 from rsir.errors import ConfigError
 from rsir.evaluation import evaluate
 from rsir.models import build_backbone
@@ -119,6 +119,35 @@ def test_the_budget_holds_augmented_copies_to_the_same_volume_as_synthetic_rows(
     weights = torch.cat([b[2].max(1).values for b in epoch])
     assert int((weights == 1).sum()) == len(real) and int((weights == 0.5).sum()) == len(real)
     assert count_targets(augmented, 20, synthetic_per_epoch=1.0)[1] == 2 * len(real)
+
+
+def test_a_budget_in_targets_holds_longer_rows_to_the_same_number_of_targets(small_split):
+    """Synthetic rows twice as long as the real ones: a budget of one per real row draws as
+    many rows, and so about twice the targets; a budget of one target per real target draws
+    rows until one more would pass the real rows' targets, about half as many."""
+    real = small_split.train
+    doubled = [s + s for s in real.to_lists()]
+    long = Sequences.from_flat(
+        np.concatenate([np.asarray(s, dtype=np.int32) for s in doubled]),
+        np.array([len(s) for s in doubled]),
+        real.users,
+        origin=1,
+    )
+    seqs = real.concat(long).concat(long)
+    targets = row_targets(seqs, 20)
+    real_rows = np.flatnonzero((seqs.origin == 0) & (seqs.lengths >= 2))
+    by_rows = epoch_rows(seqs, 1.0, np.random.default_rng(0))
+    by_targets = epoch_rows(seqs, 1.0, np.random.default_rng(0), targets)
+    for rows in (by_rows, by_targets):
+        assert np.isin(real_rows, rows).all() and len(np.unique(rows)) == len(rows)
+    drawn = by_targets[seqs.origin[by_targets] != 0]
+    allowed = targets[real_rows].sum()
+    assert allowed - targets.max() < targets[drawn].sum() <= allowed
+    assert len(drawn) < 0.75 * (len(by_rows) - len(real_rows))
+    expected = count_targets(seqs, 20, synthetic_per_epoch=1.0, budget_unit="targets")[0]
+    assert expected == pytest.approx(2 * allowed)
+    epoch = next_item_batches(seqs, 20, 64, np.random.default_rng(0), synthetic_per_epoch=1.0, budget_unit="targets")
+    assert sum(int((b[1] != 0).sum()) for b in epoch) == allowed + targets[drawn].sum()
 
 
 def test_bucket_batches_cover_every_row_once():

@@ -43,6 +43,10 @@ def bucket_batches(
 
 
 TARGETS = ("all", "prefixes")
+# What a per-epoch budget of non-real rows counts: rows (sequences) or next-item targets, so that
+# rivals whose sequences differ in length (a round's continuations, Insertion's copies) can be
+# held to the same number of targets per epoch.
+BUDGET_UNITS = ("sequences", "targets")
 BATCHING = ("length", "random")
 TARGET_WEIGHTING = ("batch", "equal")
 
@@ -71,6 +75,7 @@ def next_item_batches(
     equal_weight: bool = False,
     augment_weight: float = 1.0,
     synthetic_per_epoch: float = 0.0,
+    budget_unit: str = "sequences",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
     """One epoch of sequence-to-sequence batches: every position predicts the next item.
 
@@ -87,9 +92,15 @@ def next_item_batches(
     ``equal_weight``, the epoch's mean total per batch, the same for every batch, so every
     target of the epoch weighs the same whichever batch it falls in. With
     ``synthetic_per_epoch`` > 0 the epoch holds every real row and a fresh draw of that many
-    non-real rows (synthetic or augmented) per real one (all of them, if there are fewer).
+    non-real rows (synthetic or augmented) per real one, or of their targets per real target
+    with ``budget_unit = "targets"`` (all of them, if there are fewer).
     """
-    trainable = epoch_rows(seqs, synthetic_per_epoch, rng)
+    trainable = epoch_rows(
+        seqs,
+        synthetic_per_epoch,
+        rng,
+        row_targets(seqs, max_len, last_target_only) if budget_unit == "targets" else None,
+    )
     lengths = np.minimum(seqs.lengths[trainable], max_len + 1)
     origin = seqs.origin[trainable]
     row_weights = np.select([origin > 0, origin < 0], [synthetic_weight, augment_weight], 1.0).astype(np.float32)
@@ -125,16 +136,32 @@ def next_item_windows(
         yield rows, window[:, :-1], window[:, 1:]
 
 
-def epoch_rows(seqs: Sequences, synthetic_per_epoch: float, rng: np.random.Generator) -> np.ndarray:
+def row_targets(seqs: Sequences, max_len: int, last_target_only: bool = False) -> np.ndarray:
+    """The next-item targets each row gives an epoch (0 for a row of one item)."""
+    if last_target_only:
+        return (seqs.lengths >= 2).astype(np.int64)
+    return np.clip(seqs.lengths - 1, 0, max_len).astype(np.int64)
+
+
+def epoch_rows(
+    seqs: Sequences, synthetic_per_epoch: float, rng: np.random.Generator, targets: np.ndarray | None = None
+) -> np.ndarray:
     """The rows of one training epoch: every row with a target, or, with a budget, every real
     row and a draw without replacement of ``synthetic_per_epoch`` non-real rows (a round's
     synthetic ones or a baseline's augmented copies) per real one, so that a round and an
     augmentation can be held to the same volume (the rng is only used then, so other epochs
-    keep their batch order)."""
+    keep their batch order). With ``targets`` (each row's, :func:`row_targets`) the budget
+    counts targets instead: non-real rows in a random order until their targets would pass
+    ``synthetic_per_epoch`` times the real rows' targets."""
     trainable = np.flatnonzero(seqs.lengths >= 2)
     if synthetic_per_epoch <= 0:
         return trainable
     synthetic = seqs.origin[trainable] != 0
+    if targets is not None:
+        candidates = rng.permutation(trainable[synthetic])
+        allowed = synthetic_per_epoch * targets[trainable[~synthetic]].sum()
+        chosen = candidates[: np.searchsorted(np.cumsum(targets[candidates]), allowed, side="right")]
+        return np.sort(np.concatenate([trainable[~synthetic], chosen]))
     drawn = _budget(int((~synthetic).sum()), int(synthetic.sum()), synthetic_per_epoch)
     if drawn == synthetic.sum():
         return trainable
@@ -147,16 +174,24 @@ def _budget(real: int, synthetic: int, per_real: float) -> int:
 
 
 def count_targets(
-    seqs: Sequences, max_len: int, last_target_only: bool = False, synthetic_per_epoch: float = 0.0
+    seqs: Sequences,
+    max_len: int,
+    last_target_only: bool = False,
+    synthetic_per_epoch: float = 0.0,
+    budget_unit: str = "sequences",
 ) -> tuple[float, int]:
     """Supervised next-item targets and rows in one epoch (for throughput numbers and progress);
     under a budget of non-real rows, their expected numbers."""
     trainable = seqs.lengths >= 2
-    targets = np.ones(len(seqs)) if last_target_only else np.clip(seqs.lengths - 1, 0, max_len).astype(np.float64)
+    targets = row_targets(seqs, max_len, last_target_only).astype(np.float64)
     synthetic = seqs.origin != 0
     share = 1.0
     if synthetic_per_epoch > 0 and (trainable & synthetic).any():
         n_synthetic = int((trainable & synthetic).sum())
-        share = _budget(int((trainable & ~synthetic).sum()), n_synthetic, synthetic_per_epoch) / n_synthetic
+        if budget_unit == "targets":
+            real, other = targets[~synthetic].sum(), targets[synthetic].sum()
+            share = min(1.0, synthetic_per_epoch * real / other)
+        else:
+            share = _budget(int((trainable & ~synthetic).sum()), n_synthetic, synthetic_per_epoch) / n_synthetic
     weights = np.where(synthetic, share, 1.0) * trainable
     return float(weights @ targets), int(round(weights.sum()))

@@ -89,7 +89,7 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 
 # Train options added after runs were recorded, with the value that computes what those runs
 # computed: at that value an option stays out of the identity, so the recorded phases still match.
-ADDED_LATER = {"select_metric": SELECT_METRIC}
+ADDED_LATER = {"select_metric": SELECT_METRIC, "budget_unit": "sequences"}
 
 
 def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) ->
     if train["augment"] == "none":
         unread |= {"augment_rate", "augment_copies", "augment_weight"}
         if not synthetic:
-            unread.add("synthetic_per_epoch")
+            unread |= {"synthetic_per_epoch", "budget_unit"}
     if not teacher or train["distill_weight"] == 0:
         unread |= {"distill_weight", "distill_temperature", "teacher"}
     options = {key: value for key, value in train.items() if key not in unread}

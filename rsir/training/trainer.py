@@ -19,7 +19,15 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import distributed
 from ..data import Sequences
 from ..data.augmentation import AUGMENTED, augmented, check_augmentation
-from ..data.batching import BATCHING, TARGET_WEIGHTING, TARGETS, count_targets, next_item_batches, prefix_rows
+from ..data.batching import (
+    BATCHING,
+    BUDGET_UNITS,
+    TARGET_WEIGHTING,
+    TARGETS,
+    count_targets,
+    next_item_batches,
+    prefix_rows,
+)
 from ..data.split import LeaveOneOut
 from ..errors import CheckpointError, ConfigError
 from ..evaluation import METRICS, RANKS_FILE, evaluate, save_ranks
@@ -79,6 +87,9 @@ class TrainParams:
     # a round's epoch whatever its volume, and holds an augmentation baseline to the same volume.
     # 1.0 with a fine-tuned successor is the default round, chosen on validation (issue 45)
     synthetic_per_epoch: float = 1.0
+    # sequences: the budget counts non-real rows per real one | targets: their next-item
+    # targets per real target, so rivals whose sequences differ in length get the same volume
+    budget_unit: str = "sequences"
     # all: every position of a sequence predicts its next item (the SASRec paper);
     # prefixes: every prefix is a row trained on its last target only (RecBole, S3-Rec)
     targets: str = "all"
@@ -125,6 +136,7 @@ class TrainParams:
             ("negatives_per", NEGATIVES_PER),
             ("batching", BATCHING),
             ("target_weighting", TARGET_WEIGHTING),
+            ("budget_unit", BUDGET_UNITS),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(
@@ -347,7 +359,9 @@ def fit(
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     last_target_only = params.targets == "prefixes"
     rows = prefix_rows(split.train, model.max_len) if last_target_only else split.train
-    targets_per_epoch, rows_per_epoch = count_targets(rows, model.max_len, last_target_only, params.synthetic_per_epoch)
+    targets_per_epoch, rows_per_epoch = count_targets(
+        rows, model.max_len, last_target_only, params.synthetic_per_epoch, params.budget_unit
+    )
     run = TrainingRun(
         model,
         optimizer,
@@ -455,6 +469,7 @@ def _train_epoch(
         by_length=params.batching == "length",
         equal_weight=params.target_weighting == "equal",
         synthetic_per_epoch=params.synthetic_per_epoch,
+        budget_unit=params.budget_unit,
     )
     total, count = 0.0, 0
     for inputs, targets, weights, batch_weight in batches:
