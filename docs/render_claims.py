@@ -103,7 +103,7 @@ def claim_text(claim: dict[str, Any], results: Path) -> str:
 
 def render_claim(claim: dict[str, Any], results: Path) -> str:
     """A claim's line on the claims page: its text, the link to its study's page and its command."""
-    study = claim["study"]
+    study = claim.get("page", claim["study"])  # a page shared by several result files names itself
     page = f"results/{study}.md" if (results / f"{study}.md").exists() else f"results/{study}.json"
     return f"- {claim_text(claim, results)} Details: [{page}]({page}); `{claim['command']}`."
 

@@ -7,9 +7,11 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
+import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +44,7 @@ from .jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
 from .models import BACKBONES, Backbone
 from .models.checkpoint import check_same_data, load_checkpoint, load_checkpoint_with_data
 from .recommender import Recommender
-from .rundir import RunDir
+from .rundir import RunDir, provenance
 from .training.callbacks import TensorBoard
 
 _FLAG_NAMES = {("data", "path"): "data"}  # --data reads better than --path
@@ -192,6 +194,7 @@ def cmd_segments(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--baseline and --candidate pair up: got {len(args.baseline)} and {len(args.candidate)} checkpoints"
         )
+    started = time.perf_counter()
     metrics = tuple(args.metrics)
     unknown = [m for m in metrics if m not in metrics_from_ranks(np.zeros(1))]
     if unknown:
@@ -207,9 +210,20 @@ def cmd_segments(args: argparse.Namespace) -> int:
             ranks[side].append(evaluate(model, split.test, exclude_seen=args.exclude_seen).ranks)
     rows = segment_gains(user_segments(split, dataset.n_items), ranks["baseline"], ranks["candidate"], metrics)
     if args.output:
+        command = ["rsir", "segments", "--baseline", *args.baseline, "--candidate", *args.candidate]
+        command += [*(["--data", args.data] if args.data else []), "--metrics", *metrics]
+        command += [] if args.exclude_seen else ["--no-exclude-seen"]
         write_json(
             args.output,
-            {"baseline": args.baseline, "candidate": args.candidate, "exclude_seen": args.exclude_seen, "rows": rows},
+            {
+                "command": shlex.join(command),
+                "rsir": provenance(),
+                "seconds": round(time.perf_counter() - started, 1),
+                "baseline": args.baseline,
+                "candidate": args.candidate,
+                "exclude_seen": args.exclude_seen,
+                "rows": rows,
+            },
         )
     print(segment_markdown(rows, metrics, len(args.baseline)), end="")
     return 0

@@ -50,6 +50,12 @@ def test_a_claim_takes_its_numbers_from_the_json_through_paths(tmp_path):
     )
     page = render_claims.render(docs)
     assert "- **T.** B gains -2.0% (CI -5.0% to +1.0%) at `k = 2.5`. Details: [results/study.json]" in page
+    # A page shared by several result files is named by the claim.
+    (docs / "results" / "shared.md").write_text("notes")
+    (docs / "claims.toml").write_text(
+        (docs / "claims.toml").read_text().replace('study = "study"', 'study = "study"\npage = "shared"')
+    )
+    assert "Details: [results/shared.md](results/shared.md)" in render_claims.render(docs)
 
 
 def test_the_readme_lists_claim_titles_and_leaves_out_those_marked_readme_false(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,11 @@ def test_segments_compares_paired_checkpoints(trained, tmp_path, capsys):
     theirs = json.loads((other / "metrics.json").read_text())["rounds"][0]["test"]["recall@10"]
     assert rows[0]["recall@10"]["candidate"] == pytest.approx((mine + theirs) / 2)
     assert sum(r["users"] for r in rows if r["segmentation"] == "history length") == 300
+    # The file records the command that wrote it: run again, it writes the same rows.
+    recorded = json.loads((tmp_path / "seg.json").read_text())
+    assert recorded["rsir"]["version"] and recorded["command"].startswith("rsir segments ")
+    again = shlex.split(recorded["command"])[1:] + ["--output", str(tmp_path / "again.json")]
+    assert main(again) == 0 and json.loads((tmp_path / "again.json").read_text())["rows"] == rows
     assert main(["segments", "--baseline", a, "--candidate", a, b]) == 2
     assert "pair up: got 1 and 2" in capsys.readouterr().err
     assert main(["segments", "--baseline", a, "--candidate", b, "--metrics", "hit@10"]) == 2
