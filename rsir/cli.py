@@ -211,8 +211,8 @@ def cmd_segments(args: argparse.Namespace) -> int:
     rows = segment_gains(user_segments(split, dataset.n_items), ranks["baseline"], ranks["candidate"], metrics)
     if args.output:
         command = ["rsir", "segments", "--baseline", *args.baseline, "--candidate", *args.candidate]
-        command += [*(["--data", args.data] if args.data else []), "--metrics", *metrics]
-        command += [] if args.exclude_seen else ["--no-exclude-seen"]
+        command += [*(["--data", args.data] if args.data is not None else []), "--metrics", *metrics]
+        command += ["--exclude-seen" if args.exclude_seen else "--no-exclude-seen"]
         write_json(
             args.output,
             {

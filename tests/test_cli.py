@@ -124,6 +124,10 @@ def test_segments_compares_paired_checkpoints(trained, tmp_path, capsys):
     assert recorded["rsir"]["version"] and recorded["command"].startswith("rsir segments ")
     again = shlex.split(recorded["command"])[1:] + ["--output", str(tmp_path / "again.json")]
     assert main(again) == 0 and json.loads((tmp_path / "again.json").read_text())["rows"] == rows
+    options = ["--data", str(data), "--metrics", "ndcg@20", "--no-exclude-seen"]
+    argv = ["segments", "--baseline", a, "--candidate", b, *options]
+    assert main([*argv, "--output", str(tmp_path / "other.json")]) == 0
+    assert shlex.split(json.loads((tmp_path / "other.json").read_text())["command"])[1:] == argv
     assert main(["segments", "--baseline", a, "--candidate", a, b]) == 2
     assert "pair up: got 1 and 2" in capsys.readouterr().err
     assert main(["segments", "--baseline", a, "--candidate", b, "--metrics", "hit@10"]) == 2

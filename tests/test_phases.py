@@ -200,3 +200,7 @@ def test_an_option_added_later_keeps_recorded_identities_at_its_former_behaviour
     assert all(a.identity != b.identity for a, b in zip(plan(recall), plan(today)))
     targets = _config(("train", "budget_unit", "targets"))  # read only where non-real rows are drawn
     assert [p.identity == q.identity for p, q in zip(plan(targets), plan(today))] == [True, True, True, False]
+    unbudgeted = _config(("train", "synthetic_per_epoch", 0.0))  # every row each epoch: no unit to count
+    counted = copy.deepcopy(unbudgeted)
+    counted["train"]["budget_unit"] = "targets"
+    assert [p.identity for p in plan(counted)] == [p.identity for p in plan(unbudgeted)]

@@ -148,6 +148,17 @@ def test_a_budget_in_targets_holds_longer_rows_to_the_same_number_of_targets(sma
     assert expected == pytest.approx(2 * allowed)
     epoch = next_item_batches(seqs, 20, 64, np.random.default_rng(0), synthetic_per_epoch=1.0, budget_unit="targets")
     assert sum(int((b[1] != 0).sum()) for b in epoch) == allowed + targets[drawn].sum()
+    # A budget above what there is draws every row, and says so.
+    everything = epoch_rows(seqs, 100.0, np.random.default_rng(0), targets)
+    assert np.array_equal(everything, np.flatnonzero(seqs.lengths >= 2))
+    assert count_targets(seqs, 20, synthetic_per_epoch=100.0, budget_unit="targets")[0] == targets.sum()
+    # Trained on last targets only (every prefix a row), a row is one target: the units agree.
+    prefixes = prefix_rows(seqs, 20)
+    chosen = epoch_rows(prefixes, 1.0, np.random.default_rng(0), row_targets(prefixes, 20, last_target_only=True))
+    real_rows = int(((prefixes.origin == 0) & (prefixes.lengths >= 2)).sum())
+    assert int((prefixes.origin[chosen] != 0).sum()) == min(int((prefixes.origin != 0).sum()), real_rows)
+    with pytest.raises(ConfigError, match="budget_unit must be one of sequences, targets"):
+        quick(budget_unit="rows").validate()
 
 
 def test_bucket_batches_cover_every_row_once():

@@ -157,6 +157,8 @@ def epoch_rows(
     if synthetic_per_epoch <= 0:
         return trainable
     synthetic = seqs.origin[trainable] != 0
+    if not synthetic.any():  # nothing to draw: the rng stays untouched, as without a budget
+        return trainable
     if targets is not None:
         candidates = rng.permutation(trainable[synthetic])
         allowed = synthetic_per_epoch * targets[trainable[~synthetic]].sum()
