@@ -158,3 +158,34 @@ def test_ml100k_atomic_file_sorted_by_time():
     row = data.sequences.row_ids()
     same_user = row[1:] == row[:-1]
     assert (np.diff(times)[same_user] >= 0).all()
+
+
+def test_writers_stream_in_blocks_and_write_the_same_bytes(tmp_path, monkeypatch):
+    """Every writer holds a block of rows at a time (large exports stay within memory); the
+    files do not depend on the block size, down to one row per block."""
+    from rsir.data import leave_one_out, make_synthetic, writers
+
+    data = make_synthetic(120, 40, seed=3)
+    split = leave_one_out(data)
+
+    def write(folder):
+        for fmt, ext in (("atomic", "inter"), ("csv", "csv"), ("s3rec", "txt")):
+            write_dataset(data, folder / f"data.{ext}", fmt)
+        writers.write_recbole_benchmark(
+            folder / "recbole",
+            "x",
+            split.train,
+            (split.valid.history, split.valid.targets),
+            (split.test.history, split.test.targets),
+            item_labels=data.item_ids,
+            user_labels=data.user_ids[split.train.users],
+            max_len=5,
+        )
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    whole = write(tmp_path / "whole")
+    assert len(whole) == 6
+    for block in (1, 7):
+        monkeypatch.setattr(writers, "BLOCK", block)
+        assert write(tmp_path / f"block_{block}") == whole
+    assert read_dataset(tmp_path / "block_1" / "data.inter").fingerprint() == data.fingerprint()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,43 +32,84 @@ def write_sequences(
     user_labels: np.ndarray,
     timestamps: np.ndarray | None = None,
 ) -> None:
-    """Write sequences, one label per sequence (``user_labels``) and item index -> label."""
+    """Write sequences, one label per sequence (``user_labels``) and item index -> label, in
+    blocks of about ``BLOCK`` items, so memory stays bounded whatever the data's size."""
     path = Path(path)
     fmt = detect_format(path, "the output format (--to; fmt= from Python)") if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise ConfigError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    users = np.repeat(np.asarray(user_labels), seqs.lengths)
-    items = np.asarray(item_labels)[seqs.items - 1]
-    # Without real timestamps the position in the sequence keeps the order.
-    times = seqs.positions() if timestamps is None else timestamps
+    user_labels, item_labels = np.asarray(user_labels), np.asarray(item_labels)
     if fmt == "s3rec":
-        _write_s3rec(path, seqs, np.asarray(user_labels), items)
+        _write_s3rec(path, seqs, user_labels, item_labels)
         return
-    if fmt == "atomic":
-        frame = pd.DataFrame({"user_id:token": users, "item_id:token": items, "timestamp:float": times})
-        with atomic_open(path) as handle:
-            frame.to_csv(handle, sep="\t", index=False)
-        return
-    frame = pd.DataFrame({"user_id": users, "item_id": items, "timestamp": times})
+    columns = (
+        ("user_id:token", "item_id:token", "timestamp:float")
+        if fmt == "atomic"
+        else ("user_id", "item_id", "timestamp")
+    )
+
+    def block(first: int, last: int) -> pd.DataFrame:
+        begin, end = seqs.offsets[first], seqs.offsets[last]
+        lengths = seqs.lengths[first:last]
+        # Without real timestamps the position in the sequence keeps the order.
+        times = (
+            np.arange(end - begin) - np.repeat(seqs.offsets[first:last] - begin, lengths)
+            if timestamps is None
+            else timestamps[begin:end]
+        )
+        values = (np.repeat(user_labels[first:last], lengths), item_labels[seqs.items[begin:end] - 1], times)
+        return pd.DataFrame(dict(zip(columns, values)))
+
+    blocks = (block(first, last) for first, last in _row_blocks(seqs.offsets))
     if fmt == "parquet":
         with atomic_path(path) as tmp:
-            frame.to_parquet(tmp, index=False)
+            pd.concat(blocks, ignore_index=True).to_parquet(tmp, index=False)
         return
+    _write_csv_blocks(path, blocks, "," if fmt == "csv" else "\t")
+
+
+# Items (or rows) per block a writer holds at once: an export of 10^8 items stays within a
+# few hundred MB instead of tens of GB of strings.
+BLOCK = 1 << 20
+
+
+def _row_blocks(offsets: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive row ranges of about ``BLOCK`` items each (at least one range, maybe empty)."""
+    rows = len(offsets) - 1
+    cuts = np.searchsorted(offsets, np.arange(BLOCK, offsets[-1], BLOCK), side="right") - 1
+    bounds = np.unique(np.concatenate([[0], cuts, [rows]]))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist())) or [(0, rows)]
+
+
+def _write_csv_blocks(path: Path, blocks: Iterable[pd.DataFrame], sep: str) -> None:
+    """One delimited file from frames of the same columns, the header once."""
     with atomic_open(path) as handle:
-        frame.to_csv(handle, sep="," if fmt == "csv" else "\t", index=False)
+        for i, frame in enumerate(blocks):
+            frame.to_csv(handle, sep=sep, index=False, header=i == 0)
 
 
-def _write_s3rec(path: Path, seqs: Sequences, user_labels: np.ndarray, items: np.ndarray) -> None:
-    for labels, what in ((user_labels, "user"), (items, "item")):
+def _tokens(item_labels: np.ndarray) -> np.ndarray:
+    """Each item label's text once, as Python strings that indexing shares rather than copies."""
+    return np.asarray(item_labels).astype(str).astype(object)
+
+
+def _write_s3rec(path: Path, seqs: Sequences, user_labels: np.ndarray, item_labels: np.ndarray) -> None:
+    for labels, what in ((user_labels, "user"), (item_labels, "item")):
         if not np.issubdtype(np.asarray(labels).dtype, np.integer):
             raise ConfigError(
                 f"the S3-Rec text format needs integer {what} ids and this data has string ids; "
                 "convert with --renumber to write 1-based indices instead"
             )
-    parts = np.split(items.astype(str), seqs.offsets[1:-1])
+    tokens = _tokens(item_labels)
     with atomic_open(path) as handle:
-        for user, row in zip(user_labels.tolist(), parts):
-            handle.write(f"{user} {' '.join(row)}\n")
+        for first, last in _row_blocks(seqs.offsets):
+            begin = seqs.offsets[first]
+            flat = tokens[seqs.items[begin : seqs.offsets[last]] - 1].tolist()
+            bounds = (seqs.offsets[first : last + 1] - begin).tolist()
+            handle.writelines(
+                f"{user} {' '.join(flat[b:e])}\n"
+                for user, b, e in zip(user_labels[first:last].tolist(), bounds[:-1], bounds[1:])
+            )
 
 
 def pseudo_user_labels(dataset: Dataset, count: int, start: int, round_number: int) -> np.ndarray:
@@ -105,38 +147,39 @@ def write_recbole_benchmark(
     row. RecBole then trains on real plus synthetic data and evaluates on this split only."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokens = np.asarray(item_labels).astype(str)
-    train_rows = train.row_ids()
+    tokens = _tokens(item_labels)
+    user_labels = np.asarray(user_labels)
     positions = train.positions()
     target = np.flatnonzero(positions >= 1)  # every stored item after a sequence's first
     starts = target - np.minimum(positions[target], max_len)
-    user_labels = np.asarray(user_labels)
-    parts = {
-        "train": (
-            user_labels[train_rows[target]],
-            _histories(tokens, train.items, starts, target),
-            tokens[train.items[target] - 1],
-        )
-    }
+    parts = {"train": (user_labels[train.row_ids()[target]], train.items, starts, target, train.items[target])}
     for part, (history, targets) in (("valid", valid), ("test", test)):
         ends = history.offsets[1:]
         begins = np.maximum(history.offsets[:-1], ends - max_len)
-        parts[part] = (
-            user_labels[: len(history)],
-            _histories(tokens, history.items, begins, ends),
-            tokens[targets - 1],
-        )
+        parts[part] = (user_labels[: len(history)], history.items, begins, ends, targets)
     written = []
-    for part, (users, lists, targets) in parts.items():
+    for part, (users, items, begins, ends, targets) in parts.items():
         path = directory / f"{name}.{part}.inter"
-        frame = pd.DataFrame({"user_id:token": users, "item_id_list:token_seq": lists, "item_id:token": targets})
-        with atomic_open(path) as handle:
-            frame.to_csv(handle, sep="\t", index=False)
+        blocks = (
+            pd.DataFrame(
+                {
+                    "user_id:token": users[first:last],
+                    "item_id_list:token_seq": _histories(tokens, items, begins[first:last], ends[first:last]),
+                    "item_id:token": tokens[targets[first:last] - 1],
+                }
+            )
+            for first in range(0, max(len(users), 1), BLOCK)
+            for last in [first + BLOCK]
+        )
+        _write_csv_blocks(path, blocks, "\t")
         written.append(path)
     return written
 
 
 def _histories(tokens: np.ndarray, items: np.ndarray, begins: np.ndarray, ends: np.ndarray) -> list[str]:
     """The space-joined item tokens of ``items[begin:end]`` for each row (an export, written once)."""
-    flat = tokens[items - 1].tolist()
-    return [" ".join(flat[b:e]) for b, e in zip(begins.tolist(), ends.tolist())]
+    if len(begins) == 0:
+        return []
+    low = int(begins.min())
+    flat = tokens[items[low : int(ends.max())] - 1].tolist()
+    return [" ".join(flat[b:e]) for b, e in zip((begins - low).tolist(), (ends - low).tolist())]
