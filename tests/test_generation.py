@@ -215,3 +215,36 @@ def test_adaptive_tau_holds_each_sequence_to_how_its_own_items_rank():
     assert run(model, [[1, 2, 3]], tau=10, tau_mode="adaptive", tau_quantile=1.0) == [[1, 2, 3]]
     # tau stays the cap: a per-user threshold of 2 capped at 1 fails again.
     assert run(model, [[1, 2, 3]], tau=1, tau_mode="adaptive", tau_quantile=1.0) == [[1]]
+
+
+def test_approximate_entropy_and_the_rounds_shares_follow_their_definitions():
+    """ApEn(1, r=0) per sequence against its textbook form (windows counted one by one), and
+    the novel-transition and own-item shares against set membership, on sequences with
+    repeats, a constant one, one without repeats and one too short."""
+    from collections import Counter
+
+    import numpy as np
+
+    from rsir.generation.analysis import analyse_round, approximate_entropy
+
+    lists = [[1, 2, 1, 2, 1, 2], [3, 3, 3, 3], [1, 2, 3, 4, 5], [7, 8], [5, 1, 5, 2, 5, 1, 4]]
+
+    def phi(seq, k):
+        windows = [tuple(seq[i : i + k]) for i in range(len(seq) - k + 1)]
+        counts = Counter(windows)
+        return sum(math.log(counts[w] / len(windows)) for w in windows) / len(windows)
+
+    got = approximate_entropy(Sequences.from_lists(lists))
+    for seq, value in zip(lists, got):
+        if len(seq) < 3:
+            assert math.isnan(value)
+        else:
+            assert value == pytest.approx(phi(seq, 1) - phi(seq, 2), abs=1e-12)
+    real = Sequences.from_lists(lists)
+    synthetic = Sequences.from_lists([[1, 2, 9], [3, 4, 3]], users=np.array([0, 1]), origin=1)
+    stats = analyse_round(real, real, synthetic, 9)
+    real_pairs = {(a, b) for s in lists for a, b in zip(s, s[1:])}
+    pairs = [(1, 2), (2, 9), (3, 4), (4, 3)]
+    assert stats["novel_transition_share"] == pytest.approx(sum(p not in real_pairs for p in pairs) / len(pairs))
+    own = [i in lists[0] for i in (1, 2, 9)] + [i in lists[1] for i in (3, 4, 3)]
+    assert stats["own_item_share"] == pytest.approx(sum(own) / len(own))

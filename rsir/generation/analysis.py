@@ -29,9 +29,19 @@ def _phi(seqs: Sequences, k: int) -> np.ndarray:
     # Window w of sequence i starts at starts[i] + w; encode (sequence, window items) as a row.
     row = np.repeat(np.arange(len(seqs)), windows)
     first = np.repeat(starts, windows) + (np.arange(windows.sum()) - np.repeat(np.cumsum(windows) - windows, windows))
-    keys = np.stack([row] + [seqs.items[first + j] for j in range(k)], axis=1)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    share = counts[inverse.ravel()] / windows[row]
+    # Windows grouped by (sequence, items) with a sort on two integer keys: rows of a 2-D array
+    # (np.unique(axis=0)) sort field by field and cost an order of magnitude more.
+    base = int(seqs.items.max()) + 1 if len(seqs.items) else 1
+    content = np.zeros(len(row), dtype=np.int64)
+    for j in range(k):  # k <= 2 here: at most base**2, far inside int64
+        content = content * base + seqs.items[first + j]
+    order = np.lexsort((content, row))
+    starts_group = np.ones(len(order), dtype=bool)
+    starts_group[1:] = (row[order][1:] != row[order][:-1]) | (content[order][1:] != content[order][:-1])
+    group = np.cumsum(starts_group) - 1
+    count = np.empty(len(order), dtype=np.int64)
+    count[order] = np.bincount(group)[group]
+    share = count / windows[row]
     sums = np.bincount(row, weights=np.log(share), minlength=len(seqs))
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / windows
@@ -49,7 +59,7 @@ def analyse_round(real: Sequences, before: Sequences, synthetic: Sequences, n_it
     lengths = synthetic.lengths
     real_pairs = np.unique(_transitions(real, n_items))
     synthetic_pairs = _transitions(synthetic, n_items)
-    novel = ~np.isin(synthetic_pairs, real_pairs) if len(synthetic_pairs) else np.zeros(0, bool)
+    novel = ~_members(synthetic_pairs, real_pairs)
     after_interactions = before.n_interactions + synthetic.n_interactions
     # Share of synthetic items that belong to the real sequence the attempt was grown from.
     own = _share_from_source(real, synthetic)
@@ -78,7 +88,15 @@ def _share_from_source(real: Sequences, synthetic: Sequences) -> float:
     per_item_source = np.repeat(source_rows, synthetic.lengths)
     real_keys = np.repeat(np.arange(len(real)), real.lengths).astype(np.int64) * (real.items.max() + 1) + real.items
     keys = per_item_source * (real.items.max() + 1) + synthetic.items
-    return float(np.isin(keys, real_keys).mean())
+    return float(_members(keys, np.unique(real_keys)).mean())
+
+
+def _members(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Whether each value is in ``known`` (sorted, unique): a binary search per value, without
+    the sorted copy of both arrays that np.isin makes."""
+    if len(known) == 0:
+        return np.zeros(len(values), dtype=bool)
+    return known[np.minimum(np.searchsorted(known, values), len(known) - 1)] == values
 
 
 def _nanmean(values: np.ndarray) -> float | None:
