@@ -248,3 +248,16 @@ def test_approximate_entropy_and_the_rounds_shares_follow_their_definitions():
     assert stats["novel_transition_share"] == pytest.approx(sum(p not in real_pairs for p in pairs) / len(pairs))
     own = [i in lists[0] for i in (1, 2, 9)] + [i in lists[1] for i in (3, 4, 3)]
     assert stats["own_item_share"] == pytest.approx(sum(own) / len(own))
+
+
+def test_duplicates_are_found_by_content_and_the_first_of_each_is_kept():
+    import numpy as np
+
+    from rsir.generation.generate import first_of_each_content
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        lists = [rng.integers(1, 4, rng.integers(1, 5)).tolist() for _ in range(int(rng.integers(1, 40)))]
+        seen: set[tuple[int, ...]] = set()
+        expected = [i for i, s in enumerate(lists) if not (tuple(s) in seen or seen.add(tuple(s)))]
+        assert first_of_each_content(Sequences.from_lists(lists)).tolist() == expected

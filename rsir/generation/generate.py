@@ -181,8 +181,7 @@ def generate(
     checked, passed, counts = (distributed.sum_over_ranks(a) for a in (checked, passed, counts))
     generated_items, kept_min_len = int(counts[0]), int(counts[1])
     if params.dedupe and len(merged):
-        key = np.concatenate([merged.lengths[:, None], merged.padded(np.arange(len(merged)), width)], axis=1)
-        merged = merged.select(np.sort(np.unique(key, axis=0, return_index=True)[1]))
+        merged = merged.select(first_of_each_content(merged))
     lengths = merged.lengths
     result = Sequences.from_flat(merged.items, lengths, attempt_rows[merged.users], origin=origin)
     seconds = time.perf_counter() - started
@@ -203,6 +202,22 @@ def generate(
             "threads": torch.get_num_threads(),  # the rate above depends on it
         },
     )
+
+
+def first_of_each_content(seqs: Sequences) -> np.ndarray:
+    """The rows that no earlier row repeats (same length and items), in order. Rows of one
+    length are compared as raw bytes, one sort per length, so nothing is padded or sorted
+    field by field."""
+    firsts = []
+    for length in np.unique(seqs.lengths).tolist():  # one step per distinct length, not per row
+        rows = np.flatnonzero(seqs.lengths == length)
+        if length == 0:
+            firsts.append(rows[:1])
+            continue
+        block = np.ascontiguousarray(seqs.items[seqs.offsets[rows][:, None] + np.arange(length)], dtype=np.int32)
+        as_bytes = block.view(np.dtype((np.void, block.itemsize * length))).ravel()
+        firsts.append(rows[np.unique(as_bytes, return_index=True)[1]])  # stable: each first occurrence
+    return np.sort(np.concatenate(firsts))
 
 
 def _grow(
