@@ -90,9 +90,12 @@ class Sequences:
         """New sequences of the stored items ``[starts[i], stops[i])``, each keeping the user
         and origin of sequence ``rows[i]`` (spans may overlap)."""
         lengths = stops - starts
-        take = np.repeat(starts, lengths) + _ranges(lengths)
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
+        # Output position p of span i reads stored item starts[i] + (p - offsets[i]): two arrays
+        # the size of the output, whatever the number of spans.
+        take = np.arange(offsets[-1], dtype=np.int64)
+        take += np.repeat(starts - offsets[:-1], lengths)
         return Sequences(self.items[take], offsets, self.users[rows], self.origin[rows])
 
     def last(self, k: int = 1) -> np.ndarray:
@@ -121,12 +124,3 @@ class Sequences:
         index = (ends - lengths)[:, None] + cols[None, :]
         valid = cols[None, :] < lengths[:, None]
         return np.where(valid, self.items[np.where(valid, index, 0)], 0)
-
-
-def _ranges(lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(n) for each n in lengths, without a Python loop."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.arange(total, dtype=np.int64) - starts
