@@ -159,7 +159,8 @@ def generate(
         )
         grown_rows.append(chunk)
         grown_lengths.append(lengths)
-        grown_items.append(grown[np.arange(grown.shape[1])[None, :] < lengths[:, None]])  # rejected items dropped
+        # Rejected items dropped; int32 at once, as the store keeps them (not int64 until the end).
+        grown_items.append(grown[np.arange(grown.shape[1])[None, :] < lengths[:, None]].astype(np.int32))
         bar.update(len(chunk))
     bar.close()
     rows = np.concatenate(grown_rows) if grown_rows else np.zeros(0, dtype=np.int64)
