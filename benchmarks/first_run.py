@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shlex
 import subprocess
 import sys
@@ -22,18 +21,25 @@ import yaml
 
 from rsir.rundir import provenance
 
+# Runs a command and writes the peak resident memory (kB) of the largest process it started to
+# the file named first: a fresh process per command, so each peak is that command's own.
+_PEAK = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(code)"
+)
 
-def timed(command: list[str], *, quiet: bool = True) -> tuple[float, int | None]:
+
+def timed(command: list[str], *, quiet: bool = True) -> tuple[float, int]:
     """Wall seconds and the peak resident memory (kB) of the largest process ``command``
-    starts, run to its end (``quiet``: its output dropped). The peak is None where it stayed
-    under an earlier command's: the children's ru_maxrss is a running maximum."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    tick = time.perf_counter()
-    output = subprocess.DEVNULL if quiet else None
-    subprocess.run(command, check=True, stdout=output, stderr=output)
-    seconds = time.perf_counter() - tick
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, peak if peak > before else None
+    starts, run to its end (``quiet``: its output dropped); raises CalledProcessError if it fails."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak"
+        tick = time.perf_counter()
+        output = subprocess.DEVNULL if quiet else None
+        subprocess.run(
+            [sys.executable, "-c", _PEAK, str(peak_file), *command], check=True, stdout=output, stderr=output
+        )
+        return time.perf_counter() - tick, int(peak_file.read_text())
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,13 +31,14 @@ from rsir.rundir import RunDir, provenance
 
 
 def timed_run(command: list[str]) -> dict[str, Any]:
-    """``command`` run to its end, its output shown: its wall time and the peak RSS of its largest process."""
-    seconds, peak = timed(command, quiet=False)
-    return {
-        "command": " ".join(command),
-        "wall_seconds": round(seconds, 1),
-        "peak_rss_mb": round(peak / 1e3, 1) if peak is not None else None,
-    }
+    """``command`` run to its end, its output shown: its wall time and the peak RSS of its
+    largest process, or its exit status where it failed (killed for memory, say), so the
+    result file still says what ran."""
+    try:
+        seconds, peak = timed(command, quiet=False)
+    except subprocess.CalledProcessError as failed:
+        return {"command": " ".join(command), "failed_with_status": failed.returncode}
+    return {"command": " ".join(command), "wall_seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1e3, 1)}
 
 
 def rounds(run: RunDir) -> list[dict[str, Any]]:
@@ -118,7 +120,7 @@ def main() -> None:
             "data_mb": round(os.path.getsize(args.data) / 1e6, 1),
             "nproc": args.nproc,
             "improve": trained,
-            "rounds": rounds(run),
+            "rounds": rounds(run) if run.metrics_file.exists() else [],
             "export": exported,
             "wall_seconds": round(time.perf_counter() - started, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f"; {args.note}" if args.note else ""),
