@@ -131,6 +131,11 @@ def _gain(row: dict[str, Any] | None, metric: str) -> str:
     return f"{100 * gain['gain']:+.1f}%{ci}" if gain.get("gain") is not None else "n/a"
 
 
+def _other_seeds(row: dict[str, Any] | None, seeds: int) -> str:
+    """A comparison on another number of seeds than its table row's says how many."""
+    return f" (seeds: {len(row['seeds'])})" if row is not None and len(row["seeds"]) != seeds else ""
+
+
 def headline_table(report: dict[str, Any]) -> str:
     """The README's headline, from a study that picks on validation (``select``) and names
     rivals: per data set and round, the plain pick's test metrics, the round's gain over it, the
@@ -161,13 +166,15 @@ def headline_table(report: dict[str, Any]) -> str:
             rival_over_plain = versus.get((dataset, best[0], first)) if best else None
             against_rival = versus.get((dataset, group, best[0])) if best else None
             both = " / ".join
+            seeds = len((over_plain or mine)["seeds"])
             lines.append(
-                f"| {dataset} | {len((over_plain or mine)['seeds'])} "
+                f"| {dataset} | {seeds} "
                 f"| `{plain['pick']}`: {plain['test']['recall@10']['mean']:.4f} / {plain['test']['ndcg@10']['mean']:.4f} "
                 f"| `{mine['pick']}`: {both(_gain(over_plain, m) for m in ('recall@10', 'ndcg@10'))} "
                 + (
-                    f"| `{best[1]['pick']}`: {both(_gain(rival_over_plain, m) for m in ('recall@10', 'ndcg@10'))} "
-                    f"| {both(_gain(against_rival, m) for m in ('recall@10', 'ndcg@10'))} |"
+                    f"| `{best[1]['pick']}`: {both(_gain(rival_over_plain, m) for m in ('recall@10', 'ndcg@10'))}"
+                    f"{_other_seeds(rival_over_plain, seeds)} "
+                    f"| {both(_gain(against_rival, m) for m in ('recall@10', 'ndcg@10'))}{_other_seeds(against_rival, seeds)} |"
                     if best
                     else "| not yet | not yet |"
                 )

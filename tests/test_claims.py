@@ -169,3 +169,14 @@ def test_the_headline_table_sets_the_round_against_plain_and_the_rival_best_on_v
         table[3]
         == f"| d | 3 | `plain`: 0.1000 / 0.1000 | `other_round`: {other:+.1%} / {other:+.1%} | not yet | not yet |"
     )
+    # A rival compared on fewer seeds than its row says how many.
+    shown = [r for r in report["picks_head_to_head"] if r["variant"] == "insert"]
+    for row in shown:
+        row["seeds"] = row["seeds"][:1]
+    assert (
+        render_claims.headline_table(report)
+        .splitlines()[2]
+        .endswith(
+            f"`insert`: {insert_gain:+.1%} / {insert_gain:+.1%} (seeds: 1) | {head_to_head:+.1%} / {head_to_head:+.1%} |"
+        )
+    )
