@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -149,28 +149,43 @@ def write_recbole_benchmark(
     directory.mkdir(parents=True, exist_ok=True)
     tokens = _tokens(item_labels)
     user_labels = np.asarray(user_labels)
-    positions = train.positions()
-    target = np.flatnonzero(positions >= 1)  # every stored item after a sequence's first
-    starts = target - np.minimum(positions[target], max_len)
-    parts = {"train": (user_labels[train.row_ids()[target]], train.items, starts, target, train.items[target])}
-    for part, (history, targets) in (("valid", valid), ("test", test)):
-        ends = history.offsets[1:]
-        begins = np.maximum(history.offsets[:-1], ends - max_len)
-        parts[part] = (user_labels[: len(history)], history.items, begins, ends, targets)
-    written = []
-    for part, (users, items, begins, ends, targets) in parts.items():
-        path = directory / f"{name}.{part}.inter"
-        blocks = (
-            pd.DataFrame(
-                {
-                    "user_id:token": users[first:last],
-                    "item_id_list:token_seq": _histories(tokens, items, begins[first:last], ends[first:last]),
-                    "item_id:token": tokens[targets[first:last] - 1],
-                }
-            )
-            for first in range(0, max(len(users), 1), BLOCK)
-            for last in [first + BLOCK]
+
+    def frame(users: np.ndarray, items: np.ndarray, begins: np.ndarray, ends: np.ndarray) -> pd.DataFrame:
+        """Rows of a user, the items ``items[begin:end]`` before the target ``items[end]``."""
+        return pd.DataFrame(
+            {
+                "user_id:token": users,
+                "item_id_list:token_seq": _histories(tokens, items, begins, ends),
+                "item_id:token": tokens[items[ends] - 1],
+            }
         )
+
+    def train_blocks() -> Iterator[pd.DataFrame]:  # by blocks of sequences: no per-item array of the whole log
+        for first, last in _row_blocks(train.offsets):
+            part = train.select(np.arange(first, last))
+            positions = part.positions()
+            target = np.flatnonzero(positions >= 1)  # every stored item after a sequence's first
+            starts = target - np.minimum(positions[target], max_len)
+            yield frame(user_labels[first + part.row_ids()[target]], part.items, starts, target)
+
+    def evaluated_blocks(history: Sequences, targets: np.ndarray) -> Iterator[pd.DataFrame]:
+        # Each user's history up to the cut-off, then its target, as one sequence of items.
+        with_target = Sequences.from_flat(
+            np.insert(history.items, history.offsets[1:], targets), history.lengths + 1, history.users
+        )
+        for first in range(0, max(len(history), 1), BLOCK):
+            rows = np.arange(first, min(first + BLOCK, len(history)))
+            ends = with_target.offsets[rows + 1] - 1
+            begins = np.maximum(with_target.offsets[rows], ends - max_len)
+            yield frame(user_labels[rows], with_target.items, begins, ends)
+
+    written = []
+    for part, blocks in (
+        ("train", train_blocks()),
+        ("valid", evaluated_blocks(*valid)),
+        ("test", evaluated_blocks(*test)),
+    ):
+        path = directory / f"{name}.{part}.inter"
         _write_csv_blocks(path, blocks, "\t")
         written.append(path)
     return written
