@@ -159,16 +159,17 @@ def epoch_rows(
     synthetic = seqs.origin[trainable] != 0
     if not synthetic.any():  # nothing to draw: the rng stays untouched, as without a budget
         return trainable
+    real, candidates = trainable[~synthetic], trainable[synthetic]
     if targets is not None:
-        candidates = rng.permutation(trainable[synthetic])
-        allowed = synthetic_per_epoch * targets[trainable[~synthetic]].sum()
+        candidates = rng.permutation(candidates)
+        allowed = synthetic_per_epoch * targets[real].sum()
         chosen = candidates[: np.searchsorted(np.cumsum(targets[candidates]), allowed, side="right")]
-        return np.sort(np.concatenate([trainable[~synthetic], chosen]))
-    drawn = _budget(int((~synthetic).sum()), int(synthetic.sum()), synthetic_per_epoch)
-    if drawn == synthetic.sum():
+        return np.sort(np.concatenate([real, chosen]))
+    drawn = _budget(len(real), len(candidates), synthetic_per_epoch)
+    if drawn == len(candidates):
         return trainable
-    chosen = rng.choice(trainable[synthetic], size=drawn, replace=False)
-    return np.sort(np.concatenate([trainable[~synthetic], chosen]))
+    chosen = rng.choice(candidates, size=drawn, replace=False)
+    return np.sort(np.concatenate([real, chosen]))
 
 
 def _budget(real: int, synthetic: int, per_real: float) -> int:

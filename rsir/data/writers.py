@@ -49,15 +49,10 @@ def write_sequences(
     )
 
     def block(first: int, last: int) -> pd.DataFrame:
-        begin, end = seqs.offsets[first], seqs.offsets[last]
-        lengths = seqs.lengths[first:last]
+        part = seqs.select(np.arange(first, last))
         # Without real timestamps the position in the sequence keeps the order.
-        times = (
-            np.arange(end - begin) - np.repeat(seqs.offsets[first:last] - begin, lengths)
-            if timestamps is None
-            else timestamps[begin:end]
-        )
-        values = (np.repeat(user_labels[first:last], lengths), item_labels[seqs.items[begin:end] - 1], times)
+        times = part.positions() if timestamps is None else timestamps[seqs.offsets[first] : seqs.offsets[last]]
+        values = (np.repeat(user_labels[first:last], part.lengths), item_labels[part.items - 1], times)
         return pd.DataFrame(dict(zip(columns, values)))
 
     blocks = (block(first, last) for first, last in _row_blocks(seqs.offsets))

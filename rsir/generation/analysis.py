@@ -36,8 +36,9 @@ def _phi(seqs: Sequences, k: int) -> np.ndarray:
     for j in range(k):  # k <= 2 here: at most base**2, far inside int64
         content = content * base + seqs.items[first + j]
     order = np.lexsort((content, row))
+    row_sorted, content_sorted = row[order], content[order]
     starts_group = np.ones(len(order), dtype=bool)
-    starts_group[1:] = (row[order][1:] != row[order][:-1]) | (content[order][1:] != content[order][:-1])
+    starts_group[1:] = (row_sorted[1:] != row_sorted[:-1]) | (content_sorted[1:] != content_sorted[:-1])
     group = np.cumsum(starts_group) - 1
     count = np.empty(len(order), dtype=np.int64)
     count[order] = np.bincount(group)[group]

@@ -103,7 +103,8 @@ def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) ->
         unread |= {"augment_rate", "augment_copies", "augment_weight"}
         if not synthetic:
             unread |= {"synthetic_per_epoch", "budget_unit"}
-    if train.get("synthetic_per_epoch", 1.0) == 0:  # no budget: nothing for its unit to count
+    # No budget (or a run from before it, which drew every row): nothing for its unit to count.
+    if train.get("synthetic_per_epoch", 0.0) == 0:
         unread.add("budget_unit")
     if not teacher or train["distill_weight"] == 0:
         unread |= {"distill_weight", "distill_temperature", "teacher"}
