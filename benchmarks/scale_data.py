@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--file", default="/tmp/rsir_scale.parquet")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--note", default="", help="the machine's state while it ran")
     args = parser.parse_args()
     started = time.perf_counter()
     written = step("write", args.file, str(args.users), str(args.items))
@@ -66,7 +69,7 @@ def main() -> None:
             "raw_columns_mb": round(raw_mb, 1),
             "same_data": written["fingerprint"] == read["fingerprint"],
             "wall_seconds": round(time.perf_counter() - started, 1),
-            "note": "2-core CPU box; two training processes ran beside it (a loaded machine)",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f"; {args.note}" if args.note else ""),
             "max_rss_this_process_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1),
         },
     )

@@ -17,7 +17,7 @@ from rsir.models.checkpoint import load_checkpoint
 from rsir.training import losses
 from rsir.training.callbacks import Callback, TensorBoard
 from rsir.training.losses import CatalogueCrossEntropy, build_loss
-from rsir.training.trainer import fit
+from rsir.training.trainer import fit, use_threads
 
 from .conftest import quick
 
@@ -657,3 +657,21 @@ def test_tensorboard_callback_logs_each_epoch(small_dataset, small_split, tmp_pa
     assert logged == [(r["epoch"], pytest.approx(r["valid_ndcg@20"], rel=1e-6)) for r in result.history]
     assert [e.value for e in events.Scalars("test/recall@10")] == [pytest.approx(result.test["recall@10"], rel=1e-6)]
     assert len(events.Scalars("loss")) == 3
+
+
+def test_default_threads_share_the_cores_among_torchrun_local_processes(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    try:
+        use_threads(0)
+        assert torch.get_num_threads() == 8
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+        use_threads(0)
+        assert torch.get_num_threads() == 2
+        use_threads(3)  # an explicit count is kept
+        assert torch.get_num_threads() == 3
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+        use_threads(0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -71,7 +71,7 @@ class TrainParams:
     eval_batch_size: int = 1024
     exclude_seen: bool = True  # drop the user's own history from the ranking
     seed: int = 0
-    threads: int = 0  # torch CPU threads; 0 = all cores
+    threads: int = 0  # torch CPU threads; 0 = all cores (split among torchrun's local processes)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU if there is one)
     # none | reorder | insert: train also on augmented copies of each sequence (a baseline; in a loop, the successors)
     augment: str = "none"
@@ -189,12 +189,16 @@ class FitResult:
 
 
 def use_threads(threads: int) -> None:
-    """Give torch ``threads`` CPU threads (0: one per core). The loop calls it too, not only
-    training: a resumed loop may generate before it trains anything. MKL is told not to use
-    fewer threads than asked on a busy machine, which would change the order of
-    floating-point sums and so the exact repeatability of seeded runs."""
+    """Give torch ``threads`` CPU threads (0: this process's share of the cores, all of them
+    alone, an equal part under torchrun's ``LOCAL_WORLD_SIZE`` processes per machine, which
+    would otherwise each claim every core). The loop calls it too, not only training: a
+    resumed loop may generate before it trains anything. MKL is told not to use fewer threads
+    than asked on a busy machine, which would change the order of floating-point sums and so
+    the exact repeatability of seeded runs."""
     os.environ.setdefault("MKL_DYNAMIC", "FALSE")
-    torch.set_num_threads(threads or os.cpu_count() or 1)  # also turns MKL's dynamic threads off
+    if not threads:
+        threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(threads)  # also turns MKL's dynamic threads off
 
 
 def seed_everything(seed: int) -> None:
