@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 
@@ -67,7 +68,7 @@ def main() -> None:
         args.out,
         {
             "name": "negatives_scoring",
-            "command": " ".join(["python", *sys.argv]),
+            "command": "python " + shlex.join(sys.argv),
             "rsir": provenance(),
             "machine": f"{platform.machine()}, {args.threads} thread(s)",
             "targets": args.targets,

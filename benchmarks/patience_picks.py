@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def main() -> None:
         args.out,
         {
             "name": "patience_picks",
-            "command": " ".join(["python", *sys.argv]),
+            "command": "python " + shlex.join(sys.argv),
             "rsir": provenance(),
             "summary": summary,
             "trainings": rows,

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ def main() -> None:
         args.out,
         {
             "name": "scale_data",
-            "command": " ".join(["python", *sys.argv]),
+            "command": "python " + shlex.join(sys.argv),
             "rsir": provenance(),
             "seed": 0,
             "file_mb": round(Path(args.file).stat().st_size / 1e6, 1),

@@ -4,8 +4,9 @@ capped, so that rates are measured rather than convergence, then ``rsir export``
     python benchmarks/scale_data.py --out docs/results/scale_data.json      # writes the log
     python benchmarks/scale_run.py --data /tmp/rsir_scale.parquet --out docs/results/scale_run.json
 
-``--nproc 2`` runs the same under ``torchrun --nproc-per-node 2`` (gloo). Each command runs in a
-process of its own; the peak memory reported is that of the largest process it started (for
+``--nproc 1 2`` runs it alone, then the same under ``torchrun --nproc-per-node 2`` (gloo), one
+after the other, and gives the second's rates over the first's. Each command runs in a process
+of its own; the peak memory reported is that of the largest process it started (for
 torchrun, the largest rank). Per epoch the training log gives seconds and targets/s, and every
 validation and test ranks the whole catalogue for every user (no sampling); generation gives
 its items/s.
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,25 +70,14 @@ def rounds(run: RunDir) -> list[dict[str, Any]]:
     return found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="the log (scale_data.py writes one)")
-    parser.add_argument("--out", required=True, help="the result JSON")
-    parser.add_argument("--work", default="/tmp/rsir_scale_run", help="run and export directories (replaced)")
-    parser.add_argument("--max-epochs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: all cores)")
-    parser.add_argument("--nproc", type=int, default=1, help="processes under torchrun (1: no torchrun)")
-    parser.add_argument("--note", default="", help="the machine's state while it ran")
-    parser.add_argument("options", nargs="*", help="more `rsir improve` options, after --")
-    args = parser.parse_args()
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    run = RunDir(work / "run")
+def one_run(args: argparse.Namespace, nproc: int, work: Path) -> dict[str, Any]:
+    """``rsir improve`` then ``rsir export`` of round 1 with ``nproc`` processes: their wall
+    times and peak memory, and the improve run's per-round rates."""
+    run = RunDir(work / f"run-{nproc}")
     launcher = (
         [sys.executable, "-m", "rsir.cli"]
-        if args.nproc == 1
-        else ["torchrun", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "rsir.cli"]
+        if nproc == 1
+        else ["torchrun", "--standalone", f"--nproc-per-node={nproc}", "-m", "rsir.cli"]
     )
     improve = [
         *launcher,
@@ -104,24 +95,85 @@ def main() -> None:
         "--quiet",
         *args.options,
     ]
-    started = time.perf_counter()
     trained = timed_run(improve)
     exported = timed_run(
-        [sys.executable, "-m", "rsir.cli", "export", str(run.path), "--round", "1", "--out", str(work / "export")]
+        [
+            sys.executable,
+            "-m",
+            "rsir.cli",
+            "export",
+            str(run.path),
+            "--round",
+            "1",
+            "--out",
+            str(work / f"export-{nproc}"),
+        ]
     )
+    return {
+        "nproc": nproc,
+        "improve": trained,
+        "rounds": rounds(run) if run.metrics_file.exists() else [],
+        "export": exported,
+    }
+
+
+def against_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each later run's rates over the first run's (more than 1: faster), where both finished:
+    round 0's training targets/s, its generation's items/s (the data round 1 trains on) and improve's whole wall time."""
+    first = runs[0]
+
+    def rates(entry: dict[str, Any]) -> dict[str, float] | None:
+        if "wall_seconds" not in entry["improve"] or len(entry["rounds"]) < 2:
+            return None
+        return {
+            "train_targets_per_second": entry["rounds"][0]["epochs"][0]["targets_per_second"],
+            "generation_items_per_second": entry["rounds"][0]["generation"]["items_per_second"],
+            "improve_per_second": 1 / entry["improve"]["wall_seconds"],
+        }
+
+    base = rates(first)
+    found = []
+    for entry in runs[1:]:
+        mine = rates(entry)
+        if base and mine:
+            ratios = {key: round(mine[key] / base[key], 3) for key in base}
+            found.append({"nproc": entry["nproc"], "against_nproc": first["nproc"], **ratios})
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="the log (scale_data.py writes one)")
+    parser.add_argument("--out", required=True, help="the result JSON")
+    parser.add_argument("--work", default="/tmp/rsir_scale_run", help="run and export directories (replaced)")
+    parser.add_argument("--max-epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: its share of the cores)")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="process counts, run one after the other (1: no torchrun); later ones are compared with the first",
+    )
+    parser.add_argument("--note", default="", help="the machine's state while it ran")
+    parser.add_argument("options", nargs="*", help="more `rsir improve` options, after --")
+    args = parser.parse_args()
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.perf_counter()
+    runs = [one_run(args, nproc, work) for nproc in args.nproc]
     write_json(
         args.out,
         {
             "name": Path(args.out).stem,
-            "command": " ".join(["python", *sys.argv]),
+            "command": "python " + shlex.join(sys.argv),
             "rsir": provenance(),
             "seed": 0,
             "data": args.data,
             "data_mb": round(os.path.getsize(args.data) / 1e6, 1),
-            "nproc": args.nproc,
-            "improve": trained,
-            "rounds": rounds(run) if run.metrics_file.exists() else [],
-            "export": exported,
+            "runs": runs,
+            "against_first": against_first(runs),
             "wall_seconds": round(time.perf_counter() - started, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f"; {args.note}" if args.note else ""),
         },

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def main() -> None:
         args.out,
         {
             "name": Path(args.out).stem,
-            "command": " ".join(["python", *sys.argv]),
+            "command": "python " + shlex.join(sys.argv),
             "rsir": provenance(),
             "metric": f"valid {SELECT_METRIC}",
             "summary": summary(rows),
