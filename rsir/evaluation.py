@@ -30,11 +30,13 @@ class EvalResult:
     ranks: np.ndarray  # 0-based rank of each user's target, in the order of the eval set
 
 
-def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target: items scoring higher, plus other items scoring equal."""
+def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """0-based rank of each target: items scoring higher, plus other items scoring equal
+    (``mask``: a reused boolean buffer of the scores' shape for the comparison)."""
     target_scores = scores.gather(1, targets.unsqueeze(1))
     # One pass: every item scoring >= the target, except the target itself.
-    return (scores >= target_scores).sum(1, dtype=torch.int32).long() - 1  # int32 sums are ~5x faster
+    above = torch.ge(scores, target_scores, out=mask) if mask is not None else scores >= target_scores
+    return above.sum(1, dtype=torch.int32).long() - 1  # int32 sums are ~5x faster
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
@@ -103,11 +105,15 @@ def paired_gain(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float 
 
 
 @torch.no_grad()
-def score_histories(model: Backbone, history: Sequences, rows: np.ndarray, exclude_seen: bool = True) -> torch.Tensor:
-    """Scores of every item for the chosen rows' next step; padding (and seen items) -inf."""
+def score_histories(
+    model: Backbone, history: Sequences, rows: np.ndarray, exclude_seen: bool = True, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scores of every item for the chosen rows' next step; padding (and seen items) -inf;
+    written into ``out`` (at least rows x catalogue) when given."""
     device = model.device
     items = torch.from_numpy(history.padded(rows, model.max_len).astype(np.int64)).to(device)
-    scores = model.score_all(model.last_hidden(items))
+    hidden = model.last_hidden(items)
+    scores = model.score_all(hidden, out=None if out is None else out[: len(rows)])
     scores[:, 0] = float("-inf")
     if exclude_seen:
         seen = history.select(rows)
@@ -131,10 +137,16 @@ def evaluate(
     lengths = np.minimum(eval_set.history.lengths, model.max_len)
     # Under torchrun each rank ranks its share of the batches; the integer ranks are then
     # summed over ranks, so the metrics equal a single process's exactly.
-    for rows in distributed.my_share(bucket_batches(lengths, batch_size, rng=None)):
-        scores = score_histories(model, eval_set.history, rows, exclude_seen)
+    batches = distributed.my_share(bucket_batches(lengths, batch_size, rng=None))
+    # One score matrix and one comparison mask for every batch: fresh ones per batch would be
+    # zeroed page by page by the system each time (most of the time at 10^5 items).
+    widest = max((len(rows) for rows in batches), default=0)
+    scores_buffer = torch.empty((widest, model.n_items + 1), device=model.device)
+    mask_buffer = torch.empty((widest, model.n_items + 1), dtype=torch.bool, device=model.device)
+    for rows in batches:
+        scores = score_histories(model, eval_set.history, rows, exclude_seen, out=scores_buffer)
         targets = torch.from_numpy(eval_set.targets[rows]).to(scores.device)
-        ranks[rows] = pessimistic_ranks(scores, targets).cpu().numpy()
+        ranks[rows] = pessimistic_ranks(scores, targets, mask_buffer[: len(rows)]).cpu().numpy()
     ranks = distributed.sum_over_ranks(ranks)
     model.train(was_training)
     return EvalResult(metrics_from_ranks(ranks, ks), ranks)
@@ -149,9 +161,10 @@ def recommend_top_k(
     model.eval()
     items = np.empty((len(rows), k), dtype=np.int64)
     scores = np.empty((len(rows), k), dtype=np.float32)
+    buffer = torch.empty((min(batch_size, len(rows)), model.n_items + 1), device=model.device)  # as evaluate's
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        top = torch.topk(score_histories(model, history, chunk, exclude_seen), k, dim=1)
+        top = torch.topk(score_histories(model, history, chunk, exclude_seen, out=buffer), k, dim=1)
         items[start : start + len(chunk)] = top.indices.cpu().numpy()
         scores[start : start + len(chunk)] = top.values.cpu().numpy()
     return items, scores

@@ -105,3 +105,22 @@ def test_seed_by_user_bootstrap_interval_of_a_paired_gain():
     assert low < point < high and low > 0  # a 4% gain over 9,000 pairs is resolved
     narrow = bootstrap_gain_ci([n[:300] for n in noisy], [b[:300] for b in base])
     assert narrow[1] - narrow[0] > 2 * (high - low)  # a tenth of the users: a far wider interval
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "markov"])
+def test_reused_score_buffers_rank_exactly_as_fresh_score_matrices(small_dataset, small_split, backbone):
+    from rsir.data.batching import bucket_batches
+    from rsir.evaluation import score_histories
+    from rsir.models import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone(backbone, small_dataset.n_items, {"max_len": 20} if backbone == "sasrec" else {})
+    model.prepare(small_split.train)
+    model.eval()
+    eval_set = small_split.test
+    lengths = np.minimum(eval_set.history.lengths, model.max_len)
+    expected = np.zeros(len(eval_set.targets), dtype=np.int64)
+    for rows in bucket_batches(lengths, 7, rng=None):  # a fresh score matrix per batch, as before
+        scores = score_histories(model, eval_set.history, rows)
+        expected[rows] = pessimistic_ranks(scores, torch.from_numpy(eval_set.targets[rows])).numpy()
+    assert np.array_equal(evaluate(model, eval_set, batch_size=7).ranks, expected)

@@ -119,9 +119,13 @@ class Backbone(nn.Module):
         """(n_items + 1, dim) output embeddings; row 0 is padding."""
         raise NotImplementedError
 
-    def score_all(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., dim) -> (..., n_items + 1) scores against the whole catalogue."""
-        return hidden @ self.item_weights().T
+    def score_all(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., dim) -> (..., n_items + 1) scores against the whole catalogue, written into
+        ``out`` when given: evaluation reuses one buffer, since at 10^5 items a fresh score
+        matrix per batch costs more in page faults than the product itself."""
+        if out is None:
+            return hidden @ self.item_weights().T
+        return torch.matmul(hidden, self.item_weights().T, out=out)
 
     def score_items(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(..., dim) against (..., k) item indices -> (..., k) scores."""

@@ -64,9 +64,10 @@ class Markov(Backbone):
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         return items.unsqueeze(-1).to(self.popularity.dtype)
 
-    def score_all(self, hidden: torch.Tensor) -> torch.Tensor:
+    def score_all(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         latest = hidden[..., 0].long().reshape(-1)
-        scores = self.popularity.expand(len(latest), -1).clone()
+        wide = self.popularity.expand(len(latest), -1)
+        scores = wide.clone() if out is None else out.view(len(latest), -1).copy_(wide)
         starts = self.row_starts[latest]
         lengths = self.row_starts[latest + 1] - starts
         row = torch.repeat_interleave(torch.arange(len(latest), device=latest.device), lengths)
