@@ -8,6 +8,8 @@ in one process, on the built-in data and on a benchmark file: same ranks, time o
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -76,7 +78,7 @@ def main() -> None:
         args.out,
         {
             "name": "eval_batching",
-            "command": f"python benchmarks/eval_batching.py --data {args.data} --out {args.out}",
+            "command": "python " + shlex.join(sys.argv),
             "rsir": provenance(),
             "threads": args.threads,
             "model": "sasrec, today's default size, untrained (timing and ranks only)",

@@ -39,8 +39,8 @@ def timed_run(command: list[str]) -> dict[str, Any]:
     try:
         seconds, peak = timed(command, quiet=False)
     except subprocess.CalledProcessError as failed:
-        return {"command": " ".join(command), "failed_with_status": failed.returncode}
-    return {"command": " ".join(command), "wall_seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1e3, 1)}
+        return {"command": shlex.join(command), "failed_with_status": failed.returncode}
+    return {"command": shlex.join(command), "wall_seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1e3, 1)}
 
 
 def rounds(run: RunDir) -> list[dict[str, Any]]:

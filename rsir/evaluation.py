@@ -104,6 +104,12 @@ def paired_gain(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float 
     }
 
 
+def catalogue_buffer(model: Backbone, rows: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A (rows, catalogue) tensor reused for every batch's scores: fresh ones per batch would
+    be zeroed page by page by the system each time (most of the time at 10^5 items)."""
+    return torch.empty((rows, model.n_items + 1), dtype=dtype, device=model.device)
+
+
 @torch.no_grad()
 def score_histories(
     model: Backbone, history: Sequences, rows: np.ndarray, exclude_seen: bool = True, out: torch.Tensor | None = None
@@ -112,8 +118,7 @@ def score_histories(
     written into ``out`` (at least rows x catalogue) when given."""
     device = model.device
     items = torch.from_numpy(history.padded(rows, model.max_len).astype(np.int64)).to(device)
-    hidden = model.last_hidden(items)
-    scores = model.score_all(hidden, out=None if out is None else out[: len(rows)])
+    scores = model.score_all(model.last_hidden(items), out=None if out is None else out[: len(rows)])
     scores[:, 0] = float("-inf")
     if exclude_seen:
         seen = history.select(rows)
@@ -138,11 +143,9 @@ def evaluate(
     # Under torchrun each rank ranks its share of the batches; the integer ranks are then
     # summed over ranks, so the metrics equal a single process's exactly.
     batches = distributed.my_share(bucket_batches(lengths, batch_size, rng=None))
-    # One score matrix and one comparison mask for every batch: fresh ones per batch would be
-    # zeroed page by page by the system each time (most of the time at 10^5 items).
+    # One score matrix and one comparison mask for every batch.
     widest = max((len(rows) for rows in batches), default=0)
-    scores_buffer = torch.empty((widest, model.n_items + 1), device=model.device)
-    mask_buffer = torch.empty((widest, model.n_items + 1), dtype=torch.bool, device=model.device)
+    scores_buffer, mask_buffer = (catalogue_buffer(model, widest, dtype) for dtype in (torch.float32, torch.bool))
     for rows in batches:
         scores = score_histories(model, eval_set.history, rows, exclude_seen, out=scores_buffer)
         targets = torch.from_numpy(eval_set.targets[rows]).to(scores.device)
@@ -161,7 +164,7 @@ def recommend_top_k(
     model.eval()
     items = np.empty((len(rows), k), dtype=np.int64)
     scores = np.empty((len(rows), k), dtype=np.float32)
-    buffer = torch.empty((min(batch_size, len(rows)), model.n_items + 1), device=model.device)  # as evaluate's
+    buffer = catalogue_buffer(model, min(batch_size, len(rows)))
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         top = torch.topk(score_histories(model, history, chunk, exclude_seen, out=buffer), k, dim=1)

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from rsir.data import Sequences, leave_one_out
+from rsir.data.batching import bucket_batches
 from rsir.data.dataset import from_interactions
 from rsir.data.split import EvalSet
-from rsir.evaluation import evaluate, metrics_from_ranks, paired_gain, pessimistic_ranks
+from rsir.evaluation import evaluate, metrics_from_ranks, paired_gain, pessimistic_ranks, score_histories
+from rsir.models import build_backbone
 from rsir.models.popularity import Popularity, PopularityParams
 
 
@@ -109,10 +111,6 @@ def test_seed_by_user_bootstrap_interval_of_a_paired_gain():
 
 @pytest.mark.parametrize("backbone", ["sasrec", "markov"])
 def test_reused_score_buffers_rank_exactly_as_fresh_score_matrices(small_dataset, small_split, backbone):
-    from rsir.data.batching import bucket_batches
-    from rsir.evaluation import score_histories
-    from rsir.models import build_backbone
-
     torch.manual_seed(0)
     model = build_backbone(backbone, small_dataset.n_items, {"max_len": 20} if backbone == "sasrec" else {})
     model.prepare(small_split.train)

@@ -123,8 +123,6 @@ class Backbone(nn.Module):
         """(..., dim) -> (..., n_items + 1) scores against the whole catalogue, written into
         ``out`` when given: evaluation reuses one buffer, since at 10^5 items a fresh score
         matrix per batch costs more in page faults than the product itself."""
-        if out is None:
-            return hidden @ self.item_weights().T
         return torch.matmul(hidden, self.item_weights().T, out=out)
 
     def score_items(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
