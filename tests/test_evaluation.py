@@ -26,6 +26,22 @@ def test_ranks_count_ties_pessimistically():
     assert pessimistic_ranks(scores, torch.tensor([2, 4, 4])).tolist() == [2, 3, 0]
 
 
+@pytest.mark.parametrize("count_in_float32", [True, False])
+def test_overwriting_float_count_ranks_as_an_integer_count(monkeypatch, count_in_float32):
+    # Ties on purpose: scores on a coarse grid, so many items share the target's score.
+    rng = np.random.default_rng(0)
+    scores = torch.from_numpy(rng.integers(0, 50, (64, 3000)).astype(np.float32))
+    scores[:, 0] = float("-inf")
+    targets = torch.from_numpy(rng.integers(1, 3000, 64))
+    expected = (scores >= scores.gather(1, targets[:, None])).sum(1, dtype=torch.int64) - 1
+    if not count_in_float32:  # the branch for catalogues too wide for exact float32 counts
+        monkeypatch.setattr("rsir.evaluation.FLOAT32_EXACT_COUNT", 3000)
+    kept = scores.clone()
+    assert torch.equal(pessimistic_ranks(scores, targets), expected)
+    assert torch.equal(scores, kept)  # not overwritten unless asked
+    assert torch.equal(pessimistic_ranks(scores, targets, overwrite_scores=True), expected)
+
+
 def test_metrics_by_hand():
     ranks = np.array([0, 2, 9, 10, 30])
     m = metrics_from_ranks(ranks, ks=(1, 10))

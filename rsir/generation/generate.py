@@ -374,7 +374,7 @@ def own_item_rank_quantiles(model: Backbone, seqs: Sequences, quantile: float, b
         valid = targets != 0
         scores = model.score_all(model.encode(inputs)[valid])
         scores[:, 0] = float("-inf")
-        ranks.append(pessimistic_ranks(scores, targets[valid]).cpu().numpy() + 1)
+        ranks.append(pessimistic_ranks(scores, targets[valid], overwrite_scores=True).cpu().numpy() + 1)
         owners.append(np.repeat(rows, valid.sum(1).cpu().numpy()))
     out = np.full(len(seqs), np.inf)
     if ranks:
