@@ -29,14 +29,19 @@ from rsir.experiments.runner import load_spec
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cell_commits(out: Path) -> list[str]:
-    """The rsir commits the finished cells' runs recorded, in order of first appearance."""
+def cell_provenance(out: Path) -> tuple[list[str], list[dict]]:
+    """The rsir commits and the numerical environments the finished cells' runs recorded, each
+    in order of first appearance (runs before 2026-12-07 recorded no environment)."""
     commits: list[str] = []
+    environments: list[dict] = []
     for metrics in sorted(out.glob("*/*/s*/run/**/metrics.json")):
-        commit = (json.loads(metrics.read_text()).get("rsir") or {}).get("commit")
+        origin = json.loads(metrics.read_text()).get("rsir") or {}
+        commit, environment = origin.get("commit"), origin.get("environment")
         if commit and commit not in commits:
             commits.append(commit)
-    return commits
+        if environment and environment not in environments:
+            environments.append(environment)
+    return commits, environments
 
 
 def main() -> None:
@@ -63,10 +68,11 @@ def main() -> None:
         )
     archived = archive_cells(spec, out, RESULTS / "cells" / name)
     print(f"archived {len(archived)} finished cells, restored {len(restored)} archived ones")
-    commits = cell_commits(out)
+    commits, environments = cell_provenance(out)
     published = {
         "command": args.command,
         "commits": commits,
+        "environments": environments,
         "machine": args.machine,
         "seeds": sorted({cell.seed for cell in spec.cells}),
         "note": args.note,

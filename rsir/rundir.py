@@ -35,9 +35,16 @@ from .files import TEMPORARY
 
 
 @functools.cache
-def provenance() -> dict[str, str | None]:
+def provenance() -> dict[str, Any]:
     """The rsir version, and the git commit of its source where it runs from a checkout
-    (with ``+dirty`` when that has uncommitted changes), for every run's records."""
+    (with ``+dirty`` when that has uncommitted changes), for every run's records; and the
+    numerical environment, since the last digits of a result depend on the library builds and
+    the CPU kernels they choose, not only on rsir's code."""
+    import platform
+
+    import numpy
+    import torch
+
     from . import __version__
 
     source = Path(__file__).resolve().parent.parent
@@ -54,7 +61,13 @@ def provenance() -> dict[str, str | None]:
         )
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"version": __version__, "commit": commit}
+    environment = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+    }
+    return {"version": __version__, "commit": commit, "environment": environment}
 
 
 # Directories whose lock this process holds, each with the thread that holds it (re-entrant

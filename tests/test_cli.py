@@ -58,6 +58,7 @@ def test_train_writes_a_complete_run_dir(trained, capsys):
     (record,) = metrics["rounds"]  # the layout of rsir improve's metrics.json, with round 0 alone
     assert record["round"] == 0 and record["epochs"] == 2 and 0 <= record["test"]["ndcg@10"] <= 1
     assert metrics["rsir"]["version"] == rsir.__version__ and metrics["dataset"] == "data"
+    assert metrics["rsir"]["environment"]["torch"] == torch.__version__  # last digits depend on it
     assert (out / "config.yaml").read_text().startswith(f"# written by rsir {rsir.__version__}")
     # Rerunning the same command reports the finished run instead of training again.
     assert main(["train", "--data", str(data), "--out", str(out), *FAST]) == 0

@@ -308,7 +308,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
     reused = sorted(key for key, r in results.items() if r.get("reused"))
     report = {
         "name": spec.name,
-        "rsir": provenance(),  # the version and commit that wrote the report
+        "rsir": provenance(),  # the version, commit and environment that wrote the report
         "baseline": spec.baseline,
         "baselines": spec.baselines,
         "cells": len(spec.cells),

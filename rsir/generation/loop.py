@@ -153,7 +153,7 @@ class RoundResult:
 class RunResult:
     """A run's metrics.json: what ran, with which rsir, and one record per round."""
 
-    rsir: dict[str, str | None]
+    rsir: dict[str, Any]  # rsir.rundir.provenance()
     dataset: str
     backbone: str
     rounds: list[RoundResult]
