@@ -29,8 +29,9 @@ from .config import (
     model_option_types,
     option_docs,
     read_config_file,
+    recorded_data,
 )
-from .data import FORMATS, Dataset, leave_one_out, make_synthetic, read_dataset, write_dataset
+from .data import FORMATS, Dataset, leave_one_out, read_dataset, write_dataset
 from .data.source import DataParams, load_dataset
 from .data.writers import RECBOLE_CONFIG, write_recbole_benchmark
 from .errors import ConfigError, RsirError
@@ -330,7 +331,14 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    dataset = make_synthetic(args.users, args.items, seed=args.seed)
+    dataset = load_dataset(
+        DataParams(
+            synthetic_users=args.users,
+            synthetic_items=args.items,
+            synthetic_mean_length=args.mean_length,
+            synthetic_seed=args.seed,
+        )
+    )
     write_dataset(dataset, args.output, args.to)
     print(json.dumps(dataset.stats(), indent=2))
     return 0
@@ -363,7 +371,7 @@ def _checkpoint_with_data(path: str | Path, data: str | None = None) -> tuple[Ba
     model, meta, carried = load_checkpoint_with_data(path)
     if data is None and carried is not None:
         return model, meta, carried
-    params = DataParams(**meta["data"]) if "data" in meta else DataParams()
+    params = recorded_data(meta["data"]) if "data" in meta else DataParams()
     if data is not None:
         params = dataclasses.replace(params, path=data)
     dataset = load_dataset(params)
@@ -656,9 +664,11 @@ def _parser() -> _Parser:
     convert.set_defaults(handler=cmd_data_convert)
     synth = data_commands.add_parser("synth", help="write the built-in synthetic data to a file")
     synth.add_argument("output")
-    synth.add_argument("--users", type=int, default=1000)
-    synth.add_argument("--items", type=int, default=500)
-    synth.add_argument("--seed", type=int, default=0)
+    builtin = DataParams()  # the defaults write the built-in data
+    synth.add_argument("--users", type=int, default=builtin.synthetic_users)
+    synth.add_argument("--items", type=int, default=builtin.synthetic_items)
+    synth.add_argument("--mean-length", type=float, default=builtin.synthetic_mean_length)
+    synth.add_argument("--seed", type=int, default=builtin.synthetic_seed)
     synth.add_argument("--to", default="auto", choices=("auto", *FORMATS))
     synth.set_defaults(handler=cmd_data_synth)
     return parser

@@ -67,10 +67,12 @@ SECTIONS: dict[str, type] = {
 # generation), length-grouped batches with equally weighted targets, and negatives per sequence.
 # Both keep patience 20, the default until 2026-12-06 (their models learn slowly), and the round
 # of their time: a successor trained from scratch on every synthetic row in every epoch (the
-# default until 2026-12-07, when the warm, budgeted round became it on validation, issue 45).
+# default until 2026-12-07, when the warm, budgeted round became it on validation, issue 45),
+# and the built-in data of their time (denser users over fewer items, until 2026-12-07).
 _ROUND_BEFORE_WARM: dict[str, dict[str, Any]] = {
     "improve": {"successor": "scratch"},
     "train": {"synthetic_per_epoch": 0.0},
+    "data": {"synthetic_items": 500, "synthetic_mean_length": 12.0},
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "length_batched": {
@@ -95,6 +97,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             **_ROUND_BEFORE_WARM["train"],
         },
         "improve": _ROUND_BEFORE_WARM["improve"],
+        "data": _ROUND_BEFORE_WARM["data"],
     },
     "paper": {
         "model": PAPER_MODEL,
@@ -108,6 +111,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             **_ROUND_BEFORE_WARM["train"],
         },
         "improve": _ROUND_BEFORE_WARM["improve"],
+        "data": _ROUND_BEFORE_WARM["data"],
     },
 }
 
@@ -220,6 +224,12 @@ def read_saved_config(path: str | Path, sections: tuple[str, ...] | None = None)
     except (ConfigError, yaml.YAMLError, TypeError, ValueError):
         return None
     return full.to_dict(sections or tuple(name for name in (*SECTIONS, "model") if name in written))
+
+
+def recorded_data(values: dict[str, Any]) -> DataParams:
+    """A run's recorded data options (a checkpoint's, a config's); one added to rsir since
+    takes its value of then, as in :func:`read_saved_config`."""
+    return build_config({"data": values, "preset": "paper"}, source="recorded data options").data
 
 
 def changed_option(saved: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, str] | None:

@@ -537,3 +537,29 @@ def test_a_run_on_a_file_ignores_the_built_in_generators_options(tmp_path):
     assert run.holds_same_run(wanted)
     built_in = build_config({}).to_dict(("data",))["data"]
     assert built_in["synthetic_users"] == 1000  # they do describe the built-in data
+
+
+def test_built_in_data_from_before_the_sparse_default_reads_as_it_was(tmp_path):
+    """A record written before the built-in data became sparser (2026-12-07) lacks the mean
+    length: it reads as the data of then, not today's; `rsir data synth` writes today's."""
+    from rsir.config import build_config, read_saved_config, recorded_data
+    from rsir.data import read_dataset
+    from rsir.data.source import load_dataset
+    from rsir.errors import ConfigError
+    from rsir.rundir import RunDir
+
+    today = build_config({}).to_dict(("data", "model", "train"))
+    then = {**today, "data": {k: v for k, v in today["data"].items() if k != "synthetic_mean_length"}}
+    then["data"]["synthetic_items"] = 500
+    assert recorded_data(then["data"]).synthetic_mean_length == 12.0
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config(then)
+    assert read_saved_config(run.config_file)["data"]["synthetic_mean_length"] == 12.0
+    with pytest.raises(ConfigError, match="different config: data.synthetic_items 500, now 1000"):
+        run.holds_same_run(today)  # other data: refused, not silently resumed
+    assert main(["data", "synth", str(tmp_path / "builtin.csv")]) == 0
+    written = read_dataset(tmp_path / "builtin.csv")
+    built_in = load_dataset(build_config({}).data)
+    assert written.sequences.to_lists() == built_in.sequences.to_lists()
+    assert 6 < built_in.sequences.n_interactions / built_in.n_users < 8  # sparse: about 7 each
