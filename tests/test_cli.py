@@ -377,7 +377,7 @@ def test_every_published_study_keeps_the_patience_it_ran_with():
                 for v in ("rectools_all", "rectools_d64", "rectools_d64_lr3", "rectools_d64_recall10")
             }  # patience 50
             expected = 50 if (path.stem, cell.variant) in published else 20
-            if path.stem in ("strongest_alternatives", "out_of_sample"):  # written on today's default
+            if path.stem in ("strongest_alternatives", "out_of_sample", "builtin_data"):  # on today's default
                 expected = 50
             assert cell.config["train"]["patience"] == expected, (path.name, cell.key)
 
@@ -393,7 +393,7 @@ def test_paper_preset_names_the_earlier_defaults_and_yields_to_explicit_options(
     # A saved config that lacks an option was written when it had the paper value, even where
     # today's default differs.
     assert build_config({}).model["item_dropout"] == 0.2 and build_config({}).train.beta2 == 0.98
-    saved = build_config({"model": {"dim": 16}}).to_dict(("model", "train", "improve"))
+    saved = build_config({"model": {"dim": 16}}).to_dict(("data", "model", "train", "improve"))
     for section, options in PRESETS["paper"].items():
         for key in set(options) - {"dim"}:
             del saved[section][key]
@@ -402,6 +402,8 @@ def test_paper_preset_names_the_earlier_defaults_and_yields_to_explicit_options(
     assert read["model"]["dim"] == 16 and read["model"]["item_dropout"] == 0.0 and read["train"]["beta2"] == 0.999
     # ... and with the round of its time: a successor from scratch on every synthetic row each epoch
     assert read["improve"]["successor"] == "scratch" and read["train"]["synthetic_per_epoch"] == 0.0
+    # ... and the built-in data of its time: denser users over fewer items
+    assert read["data"]["synthetic_items"] == 500 and read["data"]["synthetic_mean_length"] == 12.0
     assert build_config({}).improve.successor == "finetune" and build_config({}).train.synthetic_per_epoch == 1.0
     bad = tmp_path / "bad.toml"
     bad.write_text('preset = "papr"\n')

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rsir.cli import main
-from rsir.data import from_interactions, leave_one_out, make_synthetic
+from rsir.data import from_interactions, leave_one_out
 from rsir.data.noise import inject_noise
 from rsir.data.source import DataParams, load_dataset
 from rsir.errors import ConfigError
@@ -54,7 +54,7 @@ def test_noise_is_seeded_and_zero_is_the_identity(timed):
 
 
 def test_noise_from_the_data_section_and_its_errors(capsys):
-    clean = make_synthetic(200, 50, seed=0)
+    clean = load_dataset(DataParams(synthetic_users=200, synthetic_items=50))
     noisy = load_dataset(DataParams(synthetic_users=200, synthetic_items=50, noise=0.3))
     assert noisy.sequences.n_interactions > clean.sequences.n_interactions
     assert noisy.fingerprint() != clean.fingerprint()

@@ -787,7 +787,7 @@ def test_a_folder_of_other_files_or_a_file_is_refused_as_a_run_directory_and_kep
 @pytest.mark.skipif(available_memory() is None, reason="the system does not say how much memory it has")
 def test_synthetic_data_beyond_the_available_memory_is_refused_before_allocating(tmp_path, capsys):
     code, _, err = run_cli(["data", "synth", str(tmp_path / "out.csv"), "--users", "2000000000"], capsys)
-    assert_one_clear_line(code, err, "users and 500 items needs about")
+    assert_one_clear_line(code, err, "synthetic data of 2000000000 users and 1000 items needs about")
     assert "GB available; ask for fewer users or items" in err and not any(tmp_path.iterdir())
 
 
