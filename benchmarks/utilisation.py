@@ -5,6 +5,9 @@ throughput measured in the same run. With ``--loss softmax`` the epoch is also t
 textbook full-softmax loss (the whole logit matrix materialised, ``F.cross_entropy``), the
 reference for rsir's blocked one. The epoch is timed again with ``train.precision = "bf16"``
 (products in bfloat16 under autocast), against the bfloat16 matrix-multiply throughput.
+``train_epoch_fit`` is one epoch of the library's own training (``fit``) at today's defaults
+(``--preset NAME``: a preset's), its batches, negatives and loss as ``rsir train`` runs them;
+``train_epoch_fit_bf16`` the same with ``train.precision = "bf16"``.
 ``--device cuda`` measures the same on a GPU.
 
     python benchmarks/utilisation.py --data ../shared/data/Beauty/Beauty.txt --threads 1 \
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from rsir.config import build_config
 from rsir.data import leave_one_out, read_dataset
 from rsir.data.batching import next_item_batches
 from rsir.distributed import resolve_device
@@ -33,8 +37,9 @@ from rsir.evaluation import evaluate
 from rsir.files import write_json
 from rsir.generation.generate import GenerationParams, generate
 from rsir.models import PAPER_MODEL, build_backbone
+from rsir.training.callbacks import Callback
 from rsir.training.losses import build_loss
-from rsir.training.trainer import LossStep, use_threads
+from rsir.training.trainer import LossStep, fit, use_threads
 
 
 def synchronize(device: torch.device) -> None:
@@ -68,12 +73,46 @@ def measure(fn, device: torch.device) -> tuple[float, float]:
     return counter.get_total_flops() / 1e9, time.perf_counter() - started
 
 
+class CountEpochFlops(Callback):
+    """Counts the floating-point work of each epoch's training, not of its validation."""
+
+    def __init__(self) -> None:
+        self.counter = FlopCounterMode(display=False)
+
+    def on_epoch_start(self, run) -> None:
+        self.counter.__enter__()
+
+    def on_epoch_trained(self, run) -> None:
+        self.counter.__exit__(None, None, None)
+
+
+def library_epoch(data: str, preset: str | None, threads: int, device: str, precision: str) -> tuple[float, float]:
+    """(GFLOP counted, seconds) of one epoch of ``fit`` at the defaults (or ``preset``'s), each
+    from its own fresh model of the same seed; validation and test are left out of both."""
+    config = build_config({"data": {"path": data}, **({"preset": preset} if preset else {})})
+    config.train.max_epochs, config.train.threads, config.train.device = 1, threads, device
+    config.train.precision = precision
+    dataset = read_dataset(data)
+    split, n_items = leave_one_out(dataset), dataset.n_items
+    counted = CountEpochFlops()
+    fit(
+        build_backbone(config.backbone, n_items, config.model, seed=0),
+        split,
+        config.train,
+        progress=False,
+        callbacks=[counted],
+    )
+    timed = fit(build_backbone(config.backbone, n_items, config.model, seed=0), split, config.train, progress=False)
+    return counted.counter.get_total_flops() / 1e9, timed.train_seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     parser.add_argument("--loss", default="sampled_softmax")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--preset", help="train_epoch_fit at a preset's options instead of today's defaults")
     parser.add_argument("--out")
     args = parser.parse_args()
     use_threads(args.threads)
@@ -110,8 +149,11 @@ def main() -> None:
     ]
     if args.loss == "softmax":
         paths.insert(1, ("train_epoch_unfused_reference", lambda: train_epoch(unfused_softmax)))
+    for precision in ("fp32", "bf16"):
+        name = "train_epoch_fit" + ("_bf16" if precision == "bf16" else "")
+        paths.append((name, lambda p=precision: library_epoch(args.data, args.preset, args.threads, args.device, p)))
     for name, fn in paths:
-        gflop, seconds = measure(fn, device)
+        gflop, seconds = fn() if name.startswith("train_epoch_fit") else measure(fn, device)
         rows[name] = {
             "gflop": round(gflop, 1),
             "seconds": round(seconds, 2),
@@ -127,6 +169,7 @@ def main() -> None:
         "matmul_peak_gflops": round(peak["fp32"], 1),
         "matmul_peak_gflops_bf16": round(peak["bf16"], 1),
         "loss": args.loss,
+        "train_epoch_fit_preset": args.preset or "today's defaults",
         **rows,
     }
     if args.out:
