@@ -243,8 +243,12 @@ def _grow(
     length = seed_len.clone()
     rank_limit = torch.from_numpy(tau.astype(np.float64)).to(device)  # each attempt's tau
     decoder = model.decoder(seq, length) if params.incremental else Decoder(model, seq, length)
-    # R starts as the source's items that are not in the seed (compared by value: repeats).
-    remaining = (source != 0) & ~(source.unsqueeze(2) == seq.unsqueeze(1)).any(-1)
+    # R starts as the source's items that are not in the seed (compared by value: repeats), one
+    # seed position at a time: a (rows, source width, max_length) comparison would grow with the
+    # longest history in the batch times max_length.
+    remaining = source != 0
+    for position in range(head.shape[1]):  # the seed's positions; the rest of seq is padding (0)
+        remaining &= source != seq[:, position : position + 1]
     alive = length < params.max_length
     # Without a check every step passes, so the pool can be drawn before the step and only the
     # rows that explore need the catalogue scored.
