@@ -71,7 +71,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     results = [
-        measure("built-in (1,000 users)", make_synthetic(1000, 500, seed=0), args.batch_size, args.repeats),
+        measure("synthetic, 1,000 users x 500 items", make_synthetic(1000, 500, seed=0), args.batch_size, args.repeats),
         measure(Path(args.data).stem, read_dataset(args.data), args.batch_size, args.repeats),
     ]
     write_json(

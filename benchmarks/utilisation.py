@@ -32,12 +32,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from rsir.config import build_config
 from rsir.data import leave_one_out, read_dataset
 from rsir.data.batching import next_item_batches
+from rsir.data.source import load_dataset
 from rsir.distributed import resolve_device
 from rsir.evaluation import evaluate
 from rsir.files import write_json
 from rsir.generation.generate import GenerationParams, generate
 from rsir.models import PAPER_MODEL, build_backbone
-from rsir.training.callbacks import Callback
+from rsir.rundir import provenance
+from rsir.training.callbacks import Callback, TrainingRun
 from rsir.training.losses import build_loss
 from rsir.training.trainer import LossStep, fit, use_threads
 
@@ -74,15 +76,16 @@ def measure(fn, device: torch.device) -> tuple[float, float]:
 
 
 class CountEpochFlops(Callback):
-    """Counts the floating-point work of each epoch's training, not of its validation."""
+    """Counts the floating-point work of an epoch's training, not of its validation (the last
+    epoch's: entering the counter clears it)."""
 
     def __init__(self) -> None:
         self.counter = FlopCounterMode(display=False)
 
-    def on_epoch_start(self, run) -> None:
+    def on_epoch_start(self, run: TrainingRun) -> None:
         self.counter.__enter__()
 
-    def on_epoch_trained(self, run) -> None:
+    def on_epoch_trained(self, run: TrainingRun) -> None:
         self.counter.__exit__(None, None, None)
 
 
@@ -92,8 +95,9 @@ def library_epoch(data: str, preset: str | None, threads: int, device: str, prec
     config = build_config({"data": {"path": data}, **({"preset": preset} if preset else {})})
     config.train.max_epochs, config.train.threads, config.train.device = 1, threads, device
     config.train.precision = precision
-    dataset = read_dataset(data)
-    split, n_items = leave_one_out(dataset), dataset.n_items
+    dataset = load_dataset(config.data)
+    split = config.train.training_split(leave_one_out(dataset), dataset.n_items)  # as rsir train prepares it
+    n_items = dataset.n_items
     counted = CountEpochFlops()
     fit(
         build_backbone(config.backbone, n_items, config.model, seed=0),
@@ -113,6 +117,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--preset", help="train_epoch_fit at a preset's options instead of today's defaults")
+    parser.add_argument("--note", default="", help="the machine's state while it ran")
     parser.add_argument("--out")
     args = parser.parse_args()
     use_threads(args.threads)
@@ -163,7 +168,8 @@ def main() -> None:
         print(name, json.dumps(rows[name]), flush=True)
     report = {
         "command": "python " + shlex.join(sys.argv),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+        "rsir": provenance(),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}" + (f"; {args.note}" if args.note else ""),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "matmul_peak_gflops": round(peak["fp32"], 1),

@@ -69,7 +69,7 @@ SECTIONS: dict[str, type] = {
 # of their time: a successor trained from scratch on every synthetic row in every epoch (the
 # default until 2026-12-07, when the warm, budgeted round became it on validation, issue 45),
 # and the built-in data of their time (denser users over fewer items, until 2026-12-07).
-_ROUND_BEFORE_WARM: dict[str, dict[str, Any]] = {
+_BEFORE_2026_12_07: dict[str, dict[str, Any]] = {  # the round and built-in data of both presets' time
     "improve": {"successor": "scratch"},
     "train": {"synthetic_per_epoch": 0.0},
     "data": {"synthetic_items": 500, "synthetic_mean_length": 12.0},
@@ -94,10 +94,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "target_weighting": "equal",
             "batching": "length",
             "negatives_per": "sequence",
-            **_ROUND_BEFORE_WARM["train"],
+            **_BEFORE_2026_12_07["train"],
         },
-        "improve": _ROUND_BEFORE_WARM["improve"],
-        "data": _ROUND_BEFORE_WARM["data"],
+        "improve": _BEFORE_2026_12_07["improve"],
+        "data": _BEFORE_2026_12_07["data"],
     },
     "paper": {
         "model": PAPER_MODEL,
@@ -108,10 +108,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "target_weighting": "batch",
             "batching": "length",
             "negatives_per": "sequence",
-            **_ROUND_BEFORE_WARM["train"],
+            **_BEFORE_2026_12_07["train"],
         },
-        "improve": _ROUND_BEFORE_WARM["improve"],
-        "data": _ROUND_BEFORE_WARM["data"],
+        "improve": _BEFORE_2026_12_07["improve"],
+        "data": _BEFORE_2026_12_07["data"],
     },
 }
 

@@ -30,6 +30,9 @@ class EvalResult:
     ranks: np.ndarray  # 0-based rank of each user's target, in the order of the eval set
 
 
+FLOAT32_EXACT_COUNT = 2**24  # float32 holds every integer below this exactly
+
+
 def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor, *, overwrite_scores: bool = False) -> torch.Tensor:
     """0-based rank of each target: items scoring higher, plus other items scoring equal.
     ``overwrite_scores``: the comparison is written into ``scores`` itself (their values are
@@ -37,13 +40,11 @@ def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor, *, overwrite_
     target_scores = scores.gather(1, targets.unsqueeze(1))
     if scores.shape[1] >= FLOAT32_EXACT_COUNT:
         return (scores >= target_scores).sum(1) - 1
-    # One pass: every item scoring >= the target, except the target itself, as 0/1 floats.
-    # Their float32 sum is exact here and about 3x faster than an integer sum of a mask.
+    # One pass: every item scoring >= the target, except the target itself, as 0/1 values in the
+    # scores' dtype, summed in float32 (exact here, whatever that dtype; about 3x faster than
+    # an integer sum of a mask).
     above = torch.ge(scores, target_scores, out=scores if overwrite_scores else torch.empty_like(scores))
-    return above.sum(1).long() - 1
-
-
-FLOAT32_EXACT_COUNT = 2**24  # float32 holds every integer below this exactly
+    return above.sum(1, dtype=torch.float32).long() - 1
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
@@ -114,7 +115,7 @@ def paired_gain(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float 
 def catalogue_buffer(model: Backbone, rows: int) -> torch.Tensor:
     """A (rows, catalogue) tensor reused for every batch's scores: fresh ones per batch would
     be zeroed page by page by the system each time (most of the time at 10^5 items)."""
-    return torch.empty((rows, model.n_items + 1), device=model.device)
+    return torch.empty((rows, model.n_items + 1), dtype=torch.float32, device=model.device)
 
 
 @torch.no_grad()

@@ -26,11 +26,13 @@ def test_ranks_count_ties_pessimistically():
     assert pessimistic_ranks(scores, torch.tensor([2, 4, 4])).tolist() == [2, 3, 0]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("count_in_float32", [True, False])
-def test_overwriting_float_count_ranks_as_an_integer_count(monkeypatch, count_in_float32):
-    # Ties on purpose: scores on a coarse grid, so many items share the target's score.
+def test_overwriting_float_count_ranks_as_an_integer_count(monkeypatch, count_in_float32, dtype):
+    # Ties on purpose: scores on a coarse grid, so many items share the target's score. In
+    # bfloat16 a sum in the scores' own dtype would round counts above 256.
     rng = np.random.default_rng(0)
-    scores = torch.from_numpy(rng.integers(0, 50, (64, 3000)).astype(np.float32))
+    scores = torch.from_numpy(rng.integers(0, 50, (64, 3000)).astype(np.float32)).to(dtype)
     scores[:, 0] = float("-inf")
     targets = torch.from_numpy(rng.integers(1, 3000, 64))
     expected = (scores >= scores.gather(1, targets[:, None])).sum(1, dtype=torch.int64) - 1

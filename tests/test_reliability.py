@@ -228,6 +228,7 @@ CORPUS = [
     config_case("bad-data-format", "c.toml", '[data]\nformat = "xls"\n', "data format must be one of"),
     config_case("no-synthetic-users", "c.toml", "[data]\nsynthetic_users = 0\n", "at least 1 user"),
     config_case("too-few-synthetic-items", "c.toml", "[data]\nsynthetic_items = 10\n", "at least 40 items"),
+    config_case("synthetic-mean-length", "c.toml", "[data]\nsynthetic_mean_length = 2\n", "must be in [5, 60], got 2"),
     config_case("ini-suffix", "c.ini", "[train]\nlr = 0.1\n", "config files must end in .toml, .yaml, .yml or .json"),
     Bad(
         "missing-config",

@@ -20,7 +20,7 @@ class DataParams:
     time_col: str = "timestamp"  # empty: keep the file's row order
     kcore: int = 0  # iterative k-core filter; 0 or 1 keeps everything
     # The built-in data (no path): sparse users, about 7 interactions each over 1,000 items, so
-    # a plain model sees each item a few times; where users are this sparse a round helps
+    # a plain model sees each item a few times. The shape was picked to show what a round does
     # (docs/results/builtin_data.json). Until 2026-12-07: 500 items, mean length 12.
     synthetic_users: int = 1000
     synthetic_items: int = 1000
@@ -36,6 +36,8 @@ class DataParams:
             raise ConfigError(f"kcore must be >= 0, got {self.kcore}")
         if not 0 <= self.noise <= 1:
             raise ConfigError(f"data noise must be a share in [0, 1], got {self.noise}")
+        if not 5 <= self.synthetic_mean_length <= 60:  # the generator's shortest and longest users
+            raise ConfigError(f"data synthetic_mean_length must be in [5, 60], got {self.synthetic_mean_length}")
 
 
 def load_dataset(params: DataParams) -> Dataset:

@@ -1,4 +1,5 @@
-"""Built-in synthetic interaction data: the default dataset and the fuel of the fast tests.
+"""Synthetic interaction data: the built-in dataset (its shape: ``rsir.data.source.DataParams``)
+and the fuel of the fast tests.
 
 Users have a latent taste over item clusters (Dirichlet, so most users like a few
 clusters); inside a cluster items have Zipf popularity; consecutive items follow
@@ -16,8 +17,8 @@ from .dataset import Dataset, from_interactions
 
 
 def make_synthetic(
-    n_users: int = 1000,
-    n_items: int = 500,
+    n_users: int,
+    n_items: int,
     *,
     n_clusters: int = 20,
     mean_length: float = 12.0,
