@@ -1,10 +1,14 @@
-"""What one training step of today's default SASRec costs as the catalogue grows: the same
-batch (128 sequences of 8 items, 256 shared negatives each) at several catalogue sizes, with
-and without item-table dropout, one thread. Each step draws a dropout mask over the whole
-item table, takes its dense gradient and lets Adam update every row, so a step costs in
-proportion to items x dim whatever the batch.
+"""What one training step of SASRec costs as the catalogue grows: the same batch (sequences
+of 8 items) at several catalogue sizes, with and without item-table dropout, one thread. Each
+step draws a dropout mask over the whole item table, takes its dense gradient and lets Adam
+update every row, so a step costs in proportion to items x dim whatever the batch, and larger
+batches (``--batch-sizes``) spread that cost over more targets. The model and training options
+are a preset's (``--preset``; the published run: length_batched, batch 128) or, with
+``--preset none``, today's defaults.
 
     python benchmarks/item_table_cost.py --out docs/results/item_table_cost.json
+    python benchmarks/item_table_cost.py --preset none --items 100000 --batch-sizes 128 512 2048 \
+        --out docs/results/item_table_batches.json
 """
 
 from __future__ import annotations
@@ -19,23 +23,24 @@ import time
 
 import torch
 
-from rsir.config import PRESETS
+from rsir.config import PRESETS, build_config
 from rsir.models import build_backbone
 from rsir.rundir import provenance
 from rsir.training.losses import build_loss
-from rsir.training.trainer import LossStep, TrainParams, use_threads
+from rsir.training.trainer import LossStep, use_threads
 
 
-def step_seconds(n_items: int, item_dropout: float, steps: int) -> float:
+def step_seconds(n_items: int, item_dropout: float, steps: int, preset: str, batch_size: int) -> float:
     """Median seconds of a whole training step (forward, backward, Adam) after one untimed step."""
     torch.manual_seed(0)
-    # The default the published measurement ran on, now the preset length_batched.
-    params = TrainParams(**PRESETS["length_batched"]["train"])
-    options = {**PRESETS["length_batched"]["model"], "item_dropout": item_dropout}
+    config = build_config({} if preset == "none" else {"preset": preset})
+    params = config.train
+    options = {**config.model, "item_dropout": item_dropout}
     model = build_backbone("sasrec", n_items, options, seed=0).train()
-    step = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per))
+    loss = build_loss(params.loss, params.negatives, params.negatives_per)
+    step = LossStep(model, loss, by_length_groups=params.batching == "random")
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
-    window = torch.randint(1, n_items + 1, (params.batch_size, 9))
+    window = torch.randint(1, n_items + 1, (batch_size, 9))
     inputs, targets = window[:, :-1], window[:, 1:]
     weights = torch.ones_like(targets, dtype=torch.float32)
     times = []
@@ -52,6 +57,8 @@ def step_seconds(n_items: int, item_dropout: float, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, nargs="+", default=[12_101, 100_000, 1_000_000])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128], help="sequences per step")
+    parser.add_argument("--preset", default="length_batched", choices=[*PRESETS, "none"], help="none: today's defaults")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
@@ -59,18 +66,24 @@ def main() -> None:
     use_threads(args.threads)
     rows = []
     for n_items in args.items:
-        with_dropout, without = (step_seconds(n_items, rate, args.steps) for rate in (0.2, 0.0))
-        rows.append(
-            {"items": n_items, "seconds_per_step": {"item_dropout_0.2": with_dropout, "item_dropout_0": without}}
-        )
-        print(
-            f"{n_items:>9} items: {with_dropout * 1000:7.0f} ms per step with item-table dropout, {without * 1000:7.0f} ms without"
-        )
+        for batch_size in args.batch_sizes:
+            with_dropout, without = (
+                step_seconds(n_items, rate, args.steps, args.preset, batch_size) for rate in (0.2, 0.0)
+            )
+            row = {"items": n_items, "seconds_per_step": {"item_dropout_0.2": with_dropout, "item_dropout_0": without}}
+            if args.batch_sizes != [128]:  # the published rows predate the option
+                row |= {"batch_size": batch_size, "targets_per_second_item_dropout_0.2": batch_size * 8 / with_dropout}
+            rows.append(row)
+            print(
+                f"{n_items:>9} items, batch {batch_size:>5}: {with_dropout * 1000:7.0f} ms per step with item-table "
+                f"dropout, {without * 1000:7.0f} ms without"
+            )
     result = {
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
         "rsir": provenance(),
         "machine": f"{platform.machine()}, {args.threads} thread(s)",
-        "batch": "128 sequences of 8 items, 256 shared negatives each, d 256 (the default model)",
+        "batch": f"{', '.join(map(str, args.batch_sizes))} sequences of 8 items",
+        "preset": args.preset,
         "steps": args.steps,
         "rows": rows,
     }
