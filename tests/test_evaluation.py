@@ -67,6 +67,29 @@ def test_leave_one_out_split():
     assert split.test.history.to_lists() == [[1, 2, 3], [5, 6]]
 
 
+def test_known_new_targets_are_the_users_a_cold_and_seen_dropping_protocol_scores():
+    """User 0's target occurs in another history and not in its own (scored); user 1's target 9
+    occurs in no history (cold); user 2's target 2 is already in its own history (seen)."""
+    histories = Sequences.from_lists([[1, 2], [3, 4], [2, 5]], users=np.arange(3))
+    assert EvalSet(histories, np.array([5, 9, 2])).known_new_targets().tolist() == [True, False, False]
+    # the same as asking user by user
+    split = leave_one_out(from_interactions(*_random_log(), None, name="t"))
+    everything = set(split.test.history.items.tolist())
+    expected = [
+        target in everything and target not in history
+        for target, history in zip(split.test.targets.tolist(), split.test.history.to_lists())
+    ]
+    assert split.test.known_new_targets().tolist() == expected and not all(expected) and any(expected)
+
+
+def _random_log() -> tuple[np.ndarray, np.ndarray]:
+    """200 users with 3-12 interactions over 300 items drawn with repeats, so some test items
+    are cold and some already seen."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 13, 200)
+    return np.repeat(np.arange(200), lengths), rng.integers(1, 301, lengths.sum())
+
+
 def _popularity(counts: list[int]) -> Popularity:
     model = Popularity(len(counts), PopularityParams())
     model.counts.copy_(torch.tensor([0.0, *counts]).unsqueeze(1))

@@ -17,7 +17,7 @@ import torch
 
 from rsir.cli import main
 from rsir.config import build_config
-from rsir.data import Sequences
+from rsir.data import Sequences, leave_one_out
 from rsir.data.augmentation import AUGMENTED, augmented, insert, reorder, strongest_successors
 from rsir.errors import ConfigError
 from rsir.experiments.archive import archive_cells, restore_cells
@@ -624,6 +624,43 @@ def test_the_report_picks_on_validation_and_sets_published_numbers_beside():
     assert math.isclose(gaps["a"]["gap"], 2.0) and gaps["a"]["gap_sd"] is None  # no spread over seeds
 
 
+def test_the_gap_to_a_reference_that_scored_some_users_is_also_given_over_those_users(tmp_path, caplog):
+    """With ``users = "known_new_targets"`` and every seed's ranks at hand, the report also
+    gives the metric over the users whose test item occurs in training and is new to them,
+    from the runs' own ranks of the built-in data."""
+    from rsir.data.source import DataParams, load_dataset
+    from rsir.evaluation import metrics_from_ranks
+    from rsir.experiments.report import against_reference
+
+    split = leave_one_out(load_dataset(DataParams()))
+    rng = np.random.default_rng(0)
+    cells = [Cell("synthetic", "a", seed, "train", {"data": {"path": ""}}) for seed in (0, 1)]
+    ranks, results = {}, {}
+    for cell in cells:
+        path = tmp_path / f"ranks{cell.seed}.npy"
+        np.save(path, rng.integers(0, 40, len(split.test.targets)).astype(np.int32))
+        ranks.setdefault(("synthetic", "a", 0), {})[cell.seed] = path
+        results[cell.key] = {"rounds": [{"round": 0, "test": metrics_from_ranks(np.load(path)), "valid": {}}]}
+    reference = {"source": "paper", "users": "known_new_targets", "synthetic": {"recall@10": 0.2}}
+    spec = Spec("t", cells, "a", ["recall@10"], reference=reference)
+    (entry,) = against_reference(spec, aggregate(spec, results), ranks)
+    scored = [
+        target in set(split.test.history.items.tolist()) and target not in history
+        for target, history in zip(split.test.targets.tolist(), split.test.history.to_lists())
+    ]
+    over_scored = [float((np.load(ranks[("synthetic", "a", 0)][s])[scored] < 10).mean()) for s in (0, 1)]
+    assert entry["its_users"]["users"] == sum(scored) < entry["its_users"]["of"] == len(scored)
+    assert math.isclose(entry["its_users"]["recall@10"]["mean"], np.mean(over_scored))
+    assert math.isclose(entry["its_users"]["recall@10"]["gap"], np.mean(over_scored) / 0.2 - 1)
+    assert not math.isclose(entry["recall@10"]["mean"], entry["its_users"]["recall@10"]["mean"])
+    assert "its_users" not in against_reference(spec, aggregate(spec, results))[0]  # no ranks, no subset
+    elsewhere = [dataclasses.replace(c, config={"data": {"path": str(tmp_path / "gone.txt")}}) for c in cells]
+    spec = Spec("t", elsewhere, "a", ["recall@10"], reference=reference)
+    with caplog.at_level("WARNING"):
+        assert "its_users" not in against_reference(spec, aggregate(spec, results), ranks)[0]
+    assert "gone.txt is not here; the comparison over the reference's users is left out" in caplog.text
+
+
 def test_candidates_run_on_more_seeds_are_compared_on_the_seeds_all_ran():
     """A candidate with one seed meets the others on that seed, not their mean over more: here
     'a' is better on seed 0 (the one 'b' ran) though worse on average over its three."""
@@ -730,6 +767,9 @@ def test_a_spec_with_a_bad_reference_or_selection_is_refused(tmp_path):
     base = 'datasets = ["d"]\nseeds = [0]\n[variants.a]\ncommand = "train"\n'
     spec.write_text(base + '[reference]\nd = { "recall@10" = 0.1 }\n')
     with pytest.raises(ConfigError, match="reference must name a source"):
+        load_spec(spec)
+    spec.write_text(base + '[reference]\nsource = "p"\nusers = "some"\nd = { "recall@10" = 0.1 }\n')
+    with pytest.raises(ConfigError, match="reference users must be one of all, known_new_targets, got 'some'"):
         load_spec(spec)
     spec.write_text('select = ["b"]\n' + base)
     with pytest.raises(ConfigError, match=r"select names 'b', not a variant \(variants: a\)"):

@@ -18,6 +18,14 @@ class EvalSet:
     history: Sequences
     targets: np.ndarray
 
+    def known_new_targets(self) -> np.ndarray:
+        """Which users' targets occur in some history and not in their own: the users a protocol
+        that drops cold and already-seen test items (RecTools' benchmark, for one) would score."""
+        known = np.bincount(self.history.items, minlength=int(self.targets.max()) + 1)[self.targets] > 0
+        rows = self.history.row_ids()
+        repeated = self.history.items == self.targets[rows]
+        return known & (np.bincount(rows[repeated], minlength=len(self.targets)) == 0)
+
 
 @dataclass(frozen=True)
 class LeaveOneOut:

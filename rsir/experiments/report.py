@@ -8,6 +8,7 @@ interim, so that long studies report as they go.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -17,13 +18,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..evaluation import RANKS_FILE, bootstrap_gain_ci, paired_gain, per_user
+from ..evaluation import RANKS_FILE, bootstrap_gain_ci, metrics_from_ranks, paired_gain, per_user
 from ..files import atomic_open, save_figure, write_json
 from ..rundir import RunDir, provenance
 from ..training.callbacks import SELECT_METRIC  # early stopping's metric is also what a spec's select chooses by
 
 if TYPE_CHECKING:
     from .runner import Spec
+
+logger = logging.getLogger(__name__)
 
 
 def round_metrics(metrics_path: Path) -> list[dict[str, Any]]:
@@ -318,7 +321,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         "cell_seconds": round(cell_seconds, 1),
         "rows": rows,
         "head_to_head": head_to_head(spec, {**interim, **results}, set(interim), ranks),
-        "reference": against_reference(spec, rows),
+        "reference": against_reference(spec, rows, ranks),
         "selection": select_on_validation(spec, rows),
         "select_groups": list(spec.select),
         "rivals": spec.rivals,
@@ -460,6 +463,29 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
                 for m in metrics
             ]
             lines.append(f"| {r['dataset']} | {r['variant']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
+        exact = [r for r in report["reference"] if "its_users" in r]
+        if exact:
+            lines += [
+                "",
+                "The same over the users the published protocol scored (those whose test item occurs in "
+                "training and is new to them; the rest count as misses above):",
+                "",
+                "| dataset | variant | users | " + " | ".join(f"{m} | gap (sd)" for m in metrics) + " |",
+                "|" + "---|" * (3 + 2 * len(metrics)),
+            ]
+            for r in exact:
+                kept = r["its_users"]
+                cells = [
+                    f"{kept[m]['mean']:.4f} | {100 * kept[m]['gap']:+.1f}% ("
+                    + ("n/a" if kept[m]["gap_sd"] is None else f"{kept[m]['gap_sd']:+.1f}")
+                    + ")"
+                    if m in kept
+                    else " | "
+                    for m in metrics
+                ]
+                lines.append(
+                    f"| {r['dataset']} | {r['variant']} | {kept['users']} of {kept['of']} | " + " | ".join(cells) + " |"
+                )
     with atomic_open(out / "report.md") as handle:
         handle.write("\n".join(lines) + "\n")
     if rows:
@@ -573,10 +599,15 @@ def headline_pairs(spec: Spec) -> list[tuple[str, str]]:
     return pairs + [(group, rival) for group, rivals in spec.rivals.items() for rival in rivals]
 
 
-def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def against_reference(
+    spec: Spec, rows: list[dict[str, Any]], ranks: dict[tuple[str, str, int], dict[int, Path]] | None = None
+) -> list[dict[str, Any]]:
     """Each variant's final round beside the spec's published numbers for its data set: the
-    relative gap of the mean, and the gap in standard deviations over seeds (None for one seed)."""
+    relative gap of the mean, and the gap in standard deviations over seeds (None for one seed).
+    Where the reference scored only some users (``users = "known_new_targets"``) and every seed
+    kept its ranks, the same over those users too (``its_users``), so the comparison is exact."""
     finals = {(r["dataset"], r["variant"]): r for r in rows if len(r["interim_seeds"]) < len(r["seeds"])}
+    scored_users: dict[str, np.ndarray | None] = {}
     out = []
     for (dataset, variant), row in finals.items():
         published = spec.reference.get(dataset, {}) if isinstance(spec.reference.get(dataset), dict) else {}
@@ -591,10 +622,43 @@ def against_reference(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, 
             "published": shown,
         }
         for metric, value in shown.items():
-            mean, std = row[metric]["mean"], row[metric]["std"]
-            entry[metric] = {"mean": mean, "gap": mean / value - 1, "gap_sd": (mean - value) / std if std > 0 else None}
+            entry[metric] = _gap(row[metric]["values"], value)
+        paths = (ranks or {}).get((dataset, variant, row["round"]), {})
+        if spec.reference.get("users", "all") != "all" and all(seed in paths for seed in row["seeds"]):
+            if dataset not in scored_users:
+                scored_users[dataset] = _reference_users(spec, dataset)
+            kept = scored_users[dataset]
+            per_seed = [np.load(paths[seed]) for seed in row["seeds"]]
+            if kept is not None and all(len(r) == len(kept) for r in per_seed):
+                values = [metrics_from_ranks(r[kept]) for r in per_seed]
+                entry["its_users"] = {
+                    "users": int(kept.sum()),
+                    "of": len(kept),
+                    **{m: _gap([v[m] for v in values], shown[m]) for m in shown},
+                }
         out.append(entry)
     return out
+
+
+def _gap(values: list[float], published: float) -> dict[str, Any]:
+    mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "gap": mean / published - 1, "gap_sd": (mean - published) / std if std > 0 else None}
+
+
+def _reference_users(spec: Spec, dataset: str) -> np.ndarray | None:
+    """The test users the reference's protocol scored, in the order of a run's test ranks;
+    None (with a warning) where the data set's file is not at hand."""
+    from ..data.source import DataParams, load_dataset
+    from ..data.split import leave_one_out
+
+    cell = next(c for c in spec.cells if c.dataset == dataset)
+    params = DataParams(**cell.config["data"])
+    if params.path and not Path(params.path).exists():
+        logger.warning(
+            "%s: %s is not here; the comparison over the reference's users is left out", dataset, params.path
+        )
+        return None
+    return leave_one_out(load_dataset(params)).test.known_new_targets()
 
 
 def _gain_text(gain: dict[str, Any]) -> str:

@@ -297,10 +297,21 @@ def _check_rivals(rivals: Any, select: dict[str, list[str]], path: str | Path) -
     return {str(group): list(names) for group, names in rivals.items()}
 
 
+REFERENCE_USERS = ("all", "known_new_targets")
+
+
 def _check_reference(reference: Any, path: str | Path) -> dict[str, Any]:
-    """A spec's ``reference``: a ``source`` naming where the numbers come from, and per data
-    set a table of metric values."""
-    tables = {k: v for k, v in reference.items() if k != "source"} if isinstance(reference, dict) else None
+    """A spec's ``reference``: a ``source`` naming where the numbers come from, per data set a
+    table of metric values, and optionally the ``users`` its protocol scored (``all``, the
+    default, or ``known_new_targets``: only users whose test item occurs in training and is not
+    already in their history)."""
+    tables = (
+        {k: v for k, v in reference.items() if k not in ("source", "users")} if isinstance(reference, dict) else None
+    )
+    if isinstance(reference, dict) and reference.get("users", "all") not in REFERENCE_USERS:
+        raise ConfigError(
+            f"{path}: reference users must be one of {', '.join(REFERENCE_USERS)}, got {reference['users']!r}"
+        )
     if reference and (
         tables is None
         or not isinstance(reference.get("source"), str)
