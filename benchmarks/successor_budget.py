@@ -1,8 +1,10 @@
-"""What a shorter successor would have kept (issue 49): for every finished default round (its
+"""What a shorter successor would have kept (issue 49): for every finished default round on a real log (its
 successor fine-tuned from round 0's model, with generated data), the cost and the validation
 gain over round 0 had round 1's training stopped earlier. Stopping does not change a
 training's path, so every cap on its epochs and every shorter patience can be read off its
-validation log; no test number is read.
+validation log. Test numbers are read only where the run probed them (``train.test_probes``:
+the test metrics of every new best validation epoch): then each row also gives the test gain
+of the epoch a cap or a patience keeps, and its share of the gain as run.
 
 The cost at a cap is the report's (``cost_vs_round_0``): the generation plus round 1's epochs up
 to the cap (training and validation seconds from its log) against round 0's training and
@@ -32,6 +34,7 @@ from rsir.training.callbacks import SELECT_METRIC
 COSTS = (1.0, 1.25, 1.5, 2.0)  # caps on the round's cost, in round 0's trainings
 PATIENCES = (10, 20)
 SHARE = 0.9  # the share of the gain issue 49 asks a cheaper round to keep
+TEST_METRICS = ("recall@10", "ndcg@10")
 
 
 def replay(run: Path, root: Path) -> dict[str, Any] | None:
@@ -41,6 +44,8 @@ def replay(run: Path, root: Path) -> dict[str, Any] | None:
     if (
         config.get("improve", {}).get("successor") != "finetune"
         or config["train"].get("synthetic_per_epoch") != 1.0
+        or config["train"].get("budget_unit", "sequences") != "sequences"
+        or not config["data"].get("path")  # real logs only: the built-in data are a demonstration
         or config["train"].get("eval_every", 1) != 1
         or not config.get("generate", {}).get("attempts")
         or not (run / "round-1" / "test_ranks.npy").exists()
@@ -63,13 +68,25 @@ def replay(run: Path, root: Path) -> dict[str, Any] | None:
     best = np.maximum.accumulate(scores)
     full_gain = best[-1] - base
 
-    def point(index: int) -> dict[str, float]:
+    def point(index: int) -> dict[str, Any]:
         gain = best[index] - base
         return {
             "epochs": index + 1,
             "cost": round(float(cost[index]), 3),
             "valid_gain": float(gain / base),
             "retained": float(gain / full_gain) if full_gain > 0 else None,
+            **probed(epochs[int(np.argmax(scores[: index + 1]))]),  # the first best, as early stopping keeps
+        }
+
+    def probed(kept: dict[str, Any]) -> dict[str, Any]:
+        """The kept epoch's test gain over round 0 and its share of the gain as run, where probed."""
+        if not all(f"test_{m}" in kept for m in TEST_METRICS):
+            return {}
+        as_run = {m: round1["test"][m] / round0["test"][m] - 1 for m in TEST_METRICS}
+        gain = {m: kept[f"test_{m}"] / round0["test"][m] - 1 for m in TEST_METRICS}
+        return {
+            "test_gain": gain,
+            "test_retained": {m: gain[m] / as_run[m] if as_run[m] > 0 else None for m in TEST_METRICS},
         }
 
     within = {f"{c}": point(int(np.searchsorted(cost, c, side="right")) - 1) for c in COSTS if cost[0] <= c}

@@ -15,7 +15,7 @@ import torch
 
 from rsir.config import build_config
 from rsir.generation.loop import load_synthetic
-from rsir.generation.phases import GENERATION_FILES, POOL_FILES, plan
+from rsir.generation.phases import GENERATION_FILES, POOL_FILES, RECORDING_ONLY, plan
 from rsir.jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
 from rsir.models.checkpoint import read_checkpoint
 
@@ -129,6 +129,7 @@ def test_every_option_is_read_by_some_phase_and_changes_everything_after_it():
         float: lambda v: 5.0 if math.isinf(v) else v / 2 if v else 0.5,
     }
     skipped = {("improve", "rounds"), ("improve", "generator"), ("train", "teacher"), ("data", "path")}
+    skipped |= {("train", key) for key in RECORDING_ONLY}  # checked on their own below
     for section, options in base.items():
         for key, value in options.items():
             if (section, key) in skipped or type(value) not in alternatives:
@@ -204,3 +205,10 @@ def test_an_option_added_later_keeps_recorded_identities_at_its_former_behaviour
     counted = copy.deepcopy(unbudgeted)
     counted["train"]["budget_unit"] = "targets"
     assert [p.identity for p in plan(counted)] == [p.identity for p in plan(unbudgeted)]
+
+
+def test_test_probes_add_to_the_log_and_leave_every_identity():
+    """Probing the test set changes what a training records, not what it computes (the training
+    test checks that), so a phase recorded without probes is the same phase with them."""
+    probed = _config(("train", "test_probes", True))
+    assert [p.identity for p in plan(probed)] == [p.identity for p in plan(_config())]

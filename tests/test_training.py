@@ -270,6 +270,40 @@ def test_eval_every_validates_only_every_nth_and_the_last_epoch(tmp_path, small_
     assert validated_epochs[0] == 2 and short.best_epoch in validated_epochs and short.best_valid
 
 
+def test_test_probes_record_each_new_best_epoch_and_change_nothing_else(small_dataset, small_split):
+    """With test_probes, every epoch that sets a new best validation carries its test metrics in
+    the log, the best epoch's equal the final test, and the training is the same as without."""
+
+    def run(probes: bool):
+        model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+        params = quick(max_epochs=8, patience=8, lr=0.02, test_probes=probes)
+        return model, fit(model, small_split, params, progress=False)
+
+    (plain_model, plain), (probed_model, probed) = run(False), run(True)
+    probed_epochs = [r["epoch"] for r in probed.history if "test_ndcg@10" in r]
+    best_so_far = [
+        r["epoch"]
+        for i, r in enumerate(probed.history)
+        if r["valid_ndcg@20"] > max([-1.0] + [q["valid_ndcg@20"] for q in probed.history[:i]])
+    ]
+    assert probed_epochs == best_so_far and len(probed_epochs) > 1
+    at_best = next(r for r in probed.history if r["epoch"] == probed.best_epoch)
+    assert {k: at_best[f"test_{k}"] for k in probed.test} == probed.test
+    assert not any(key.startswith("test_") for r in plain.history for key in r)
+    strip = [
+        {
+            k: v
+            for k, v in r.items()
+            if not k.startswith("test_") and not k.endswith("_seconds") and k != "targets_per_second"
+        }
+        for r in probed.history
+    ]
+    assert strip == [
+        {k: v for k, v in r.items() if not k.endswith("_seconds") and k != "targets_per_second"} for r in plain.history
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(plain_model.state_dict().values(), probed_model.state_dict().values()))
+
+
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, small_dataset, small_split):
     params = quick(max_epochs=6, patience=6)
     straight = fit(build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0), small_split, params, progress=False)

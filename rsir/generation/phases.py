@@ -90,13 +90,16 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 # Train options added after runs were recorded, with the value that computes what those runs
 # computed: at that value an option stays out of the identity, so the recorded phases still match.
 ADDED_LATER = {"select_metric": SELECT_METRIC, "budget_unit": "sequences"}
+# Train options that add to what a training records but not to what it computes (a test checks
+# it): a phase recorded without them is the same phase.
+RECORDING_ONLY = {"test_probes"}
 
 
 def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) -> dict[str, Any]:
     """The train options a training reads: those for synthetic rows only where it has some,
     those of augmented copies only with an augmentation, the budget where either exists, and
     distillation's only with a teacher (a named teacher by the checkpoint's content)."""
-    unread = {key for key, value in ADDED_LATER.items() if train.get(key, value) == value}
+    unread = {key for key, value in ADDED_LATER.items() if train.get(key, value) == value} | RECORDING_ONLY
     if not synthetic:
         unread.add("synthetic_weight")
     if train["augment"] == "none":

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..errors import CheckpointError, ConfigError, RsirError
-from ..evaluation import RANKS_FILE, EvalResult, save_ranks
+from ..evaluation import RANKS_FILE, EvalResult, evaluate, save_ranks
 from ..files import append_jsonl, plot_learning_curve, write_jsonl
 from ..models.checkpoint import (
     check_same_data,
@@ -33,6 +33,7 @@ from ..models.checkpoint import (
 )
 
 if TYPE_CHECKING:
+    from ..data.split import EvalSet
     from ..models.base import Backbone
     from .trainer import TrainParams
 
@@ -67,6 +68,7 @@ class TrainingRun:
     params: TrainParams
     state: TrainState = field(default_factory=TrainState)
     batches_per_epoch: int = 0
+    record: dict[str, Any] = field(default_factory=dict)  # callbacks' fields for this epoch's log line
 
     @property
     def improved(self) -> bool:
@@ -123,6 +125,19 @@ class EarlyStopping(Callback):
     def on_train_end(self, run: TrainingRun) -> None:
         if run.state.best_state is not None:
             run.model.load_state_dict(run.state.best_state)
+
+
+class TestProbes(Callback):
+    """Ranks ``test`` at every new best validation epoch (after :class:`EarlyStopping` has
+    seen it) and puts its metrics into the epoch's log line as ``test_*`` fields."""
+
+    def __init__(self, test: EvalSet, batch_size: int, exclude_seen: bool) -> None:
+        self.test, self.batch_size, self.exclude_seen = test, batch_size, exclude_seen
+
+    def on_validation(self, run: TrainingRun, valid: dict[str, float]) -> None:
+        if run.improved:
+            probe = evaluate(run.model, self.test, batch_size=self.batch_size, exclude_seen=self.exclude_seen)
+            run.record.update({f"test_{k}": v for k, v in probe.metrics.items()})
 
 
 class TimeBudget(Callback):

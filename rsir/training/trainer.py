@@ -36,7 +36,16 @@ from ..models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .callbacks import SELECT_METRIC, Callback, EarlyStopping, Progress, RunFiles, TimeBudget, TrainingRun
+from .callbacks import (
+    SELECT_METRIC,
+    Callback,
+    EarlyStopping,
+    Progress,
+    RunFiles,
+    TestProbes,
+    TimeBudget,
+    TrainingRun,
+)
 from .losses import LOSSES, NEGATIVES_PER, CatalogueDistillation, build_loss
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,10 @@ class TrainParams:
     eval_every: int = 1
     eval_batch_size: int = 1024
     exclude_seen: bool = True  # drop the user's own history from the ranking
+    # Also rank the test set at every new best validation epoch, as test_* fields of log.jsonl,
+    # so that a stopping rule or an epoch cap chosen later on the validation log can report its
+    # test metrics without a rerun. Nothing reads them to choose; training is the same.
+    test_probes: bool = False
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores (split among torchrun's local processes)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU if there is one)
@@ -376,6 +389,7 @@ def fit(
     hooks: list[Callback] = [
         *([RunFiles(run_dir, meta, carry)] if run_dir else []),  # first: it restores a resumed state
         EarlyStopping(params.patience, params.select_metric),
+        *([TestProbes(split.test, params.eval_batch_size, params.exclude_seen)] if params.test_probes else []),
         *([TimeBudget(time_budget, started)] if time_budget is not None else []),
         Progress(bar=progress),
         *(callbacks or []),
@@ -391,6 +405,7 @@ def fit(
     while not finished:
         state = run.state
         state.epoch += 1
+        run.record.clear()
         for callback in hooks:
             callback.on_epoch_start(run)
         tick = time.perf_counter()
@@ -421,6 +436,7 @@ def fit(
             "targets_per_second": round(targets_per_epoch / train_seconds, 1),
             **{f"valid_{k}": v for k, v in valid.items()},
             "best_epoch": state.best_epoch,
+            **run.record,
         }
         state.history.append(record)
         for callback in hooks:
