@@ -145,7 +145,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="the log (scale_data.py writes one)")
     parser.add_argument("--out", required=True, help="the result JSON")
-    parser.add_argument("--work", default="/tmp/rsir_scale_run", help="run and export directories (replaced)")
+    parser.add_argument(
+        "--work", default="/tmp/rsir_scale_run", help="run and export directories (replaced unless --resume)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the improve runs already in --work (rsir resumes each from its last finished epoch "
+        "or phase); its wall time and peak memory are then the last process's, its per-epoch rates whole",
+    )
     parser.add_argument("--max-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: its share of the cores)")
     parser.add_argument(
@@ -159,8 +167,9 @@ def main() -> None:
     parser.add_argument("options", nargs="*", help="more `rsir improve` options, after --")
     args = parser.parse_args()
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if not args.resume:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     runs = [one_run(args, nproc, work) for nproc in args.nproc]
     write_json(
@@ -176,6 +185,7 @@ def main() -> None:
             "against_first": against_first(runs),
             "wall_seconds": round(time.perf_counter() - started, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f"; {args.note}" if args.note else ""),
+            "resumed": args.resume,
         },
     )
 
