@@ -117,9 +117,10 @@ def one_run(args: argparse.Namespace, nproc: int, work: Path) -> dict[str, Any]:
     }
 
 
-def against_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def against_first(runs: list[dict[str, Any]], resumed: bool) -> list[dict[str, Any]]:
     """Each later run's rates over the first run's (more than 1: faster), where both finished:
-    round 0's training targets/s, its generation's items/s (the data round 1 trains on) and improve's whole wall time."""
+    round 0's training targets/s, its generation's items/s (the data round 1 trains on) and,
+    unless resumed (then a wall time is only the last process's), improve's whole wall time."""
     first = runs[0]
 
     def rates(entry: dict[str, Any]) -> dict[str, float] | None:
@@ -128,7 +129,7 @@ def against_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return {
             "train_targets_per_second": entry["rounds"][0]["epochs"][0]["targets_per_second"],
             "generation_items_per_second": entry["rounds"][0]["generation"]["items_per_second"],
-            "improve_per_second": 1 / entry["improve"]["wall_seconds"],
+            **({} if resumed else {"improve_per_second": 1 / entry["improve"]["wall_seconds"]}),
         }
 
     base = rates(first)
@@ -182,7 +183,7 @@ def main() -> None:
             "data": args.data,
             "data_mb": round(os.path.getsize(args.data) / 1e6, 1),
             "runs": runs,
-            "against_first": against_first(runs),
+            "against_first": against_first(runs, args.resume),
             "wall_seconds": round(time.perf_counter() - started, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f"; {args.note}" if args.note else ""),
             "resumed": args.resume,

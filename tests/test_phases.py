@@ -15,9 +15,10 @@ import torch
 
 from rsir.config import build_config
 from rsir.generation.loop import load_synthetic
-from rsir.generation.phases import GENERATION_FILES, POOL_FILES, RECORDING_ONLY, plan
+from rsir.generation.phases import GENERATION_FILES, POOL_FILES, plan
 from rsir.jobs import IMPROVE_SECTIONS, TRAIN_SECTIONS, improve_run, train_run
 from rsir.models.checkpoint import read_checkpoint
+from rsir.training.callbacks import RECORDING_ONLY
 
 BASE = {
     "data": {"synthetic_users": 150, "synthetic_items": 50},

@@ -304,6 +304,31 @@ def test_test_probes_record_each_new_best_epoch_and_change_nothing_else(small_da
     assert all(torch.equal(a, b) for a, b in zip(plain_model.state_dict().values(), probed_model.state_dict().values()))
 
 
+def test_probes_can_be_turned_on_when_a_training_resumes_and_refuse_a_time_budget(tmp_path, small_dataset, small_split):
+    """A training saved without probes resumes with them (they change nothing it computed) and
+    probes its later new bests; with a time budget, whose clock the probes would run down, fit
+    refuses them in one line."""
+    import pytest
+
+    from rsir.errors import ConfigError
+
+    def run(probes: bool, epochs: int):
+        model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+        params = quick(max_epochs=epochs, patience=8, lr=0.02, test_probes=probes)
+        return fit(model, small_split, params, run_dir=tmp_path, progress=False)
+
+    run(False, 2)
+    resumed = run(True, 5)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
+    assert not any("test_ndcg@10" in r for r in resumed.history[:2])
+    assert [r["epoch"] for r in resumed.history[2:] if "test_ndcg@10" in r] == [
+        r["epoch"] for r in resumed.history[2:] if r["best_epoch"] == r["epoch"]
+    ]
+    model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
+    with pytest.raises(ConfigError, match="test_probes: a time budget would count the probes' time"):
+        fit(model, small_split, quick(test_probes=True), time_budget=60, progress=False)
+
+
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, small_dataset, small_split):
     params = quick(max_epochs=6, patience=6)
     straight = fit(build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0), small_split, params, progress=False)

@@ -607,7 +607,7 @@ def against_reference(
     Where the reference scored only some users (``users = "known_new_targets"``) and every seed
     kept its ranks, the same over those users too (``its_users``), so the comparison is exact."""
     finals = {(r["dataset"], r["variant"]): r for r in rows if len(r["interim_seeds"]) < len(r["seeds"])}
-    scored_users: dict[str, np.ndarray | None] = {}
+    scored_users: dict[str, np.ndarray | None] = {}  # by the data options the cells read
     out = []
     for (dataset, variant), row in finals.items():
         published = spec.reference.get(dataset, {}) if isinstance(spec.reference.get(dataset), dict) else {}
@@ -625,9 +625,11 @@ def against_reference(
             entry[metric] = _gap(row[metric]["values"], value)
         paths = (ranks or {}).get((dataset, variant, row["round"]), {})
         if spec.reference.get("users", "all") != "all" and all(seed in paths for seed in row["seeds"]):
-            if dataset not in scored_users:
-                scored_users[dataset] = _reference_users(spec, dataset)
-            kept = scored_users[dataset]
+            data = next(c.config["data"] for c in spec.cells if (c.dataset, c.variant) == (dataset, variant))
+            key = json.dumps(data, sort_keys=True)
+            if key not in scored_users:
+                scored_users[key] = _reference_users(dataset, data)
+            kept = scored_users[key]
             per_seed = [np.load(paths[seed]) for seed in row["seeds"]]
             if kept is not None and all(len(r) == len(kept) for r in per_seed):
                 values = [metrics_from_ranks(r[kept]) for r in per_seed]
@@ -645,14 +647,13 @@ def _gap(values: list[float], published: float) -> dict[str, Any]:
     return {"mean": mean, "gap": mean / published - 1, "gap_sd": (mean - published) / std if std > 0 else None}
 
 
-def _reference_users(spec: Spec, dataset: str) -> np.ndarray | None:
-    """The test users the reference's protocol scored, in the order of a run's test ranks;
-    None (with a warning) where the data set's file is not at hand."""
+def _reference_users(dataset: str, data: dict[str, Any]) -> np.ndarray | None:
+    """The test users the reference's protocol scored on the data the ``data`` options read, in
+    the order of a run's test ranks; None (with a warning) where the file is not at hand."""
     from ..data.source import DataParams, load_dataset
     from ..data.split import leave_one_out
 
-    cell = next(c for c in spec.cells if c.dataset == dataset)
-    params = DataParams(**cell.config["data"])
+    params = DataParams(**data)
     if params.path and not Path(params.path).exists():
         logger.warning(
             "%s: %s is not here; the comparison over the reference's users is left out", dataset, params.path

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..models import BACKBONES, backbone_class
 from ..rundir import RunDir
-from ..training.callbacks import SELECT_METRIC
+from ..training.callbacks import RECORDING_ONLY, SELECT_METRIC
 from ..training.trainer import TrainParams
 
 # Bumped when a recipe changes, so that identities recorded by another rsir never match.
@@ -90,9 +90,6 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 # Train options added after runs were recorded, with the value that computes what those runs
 # computed: at that value an option stays out of the identity, so the recorded phases still match.
 ADDED_LATER = {"select_metric": SELECT_METRIC, "budget_unit": "sequences"}
-# Train options that add to what a training records but not to what it computes (a test checks
-# it): a phase recorded without them is the same phase.
-RECORDING_ONLY = {"test_probes"}
 
 
 def training_inputs(train: dict[str, Any], *, synthetic: bool, teacher: bool) -> dict[str, Any]:

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # The validation metric that picks the best epoch by default (train.select_metric) and that a
 # study's select chooses between runs by.
 SELECT_METRIC = "ndcg@20"
+# Train options that add to what a training records, not to what it computes (a test checks
+# it): a saved training or a recorded phase without them is the same one.
+RECORDING_ONLY = frozenset({"test_probes"})
 
 
 @dataclass
@@ -258,7 +261,10 @@ class TensorBoard(Callback):
             return
         for key, value in record.items():
             if key not in ("epoch", "best_epoch"):
-                self.writer.add_scalar(key.replace("valid_", "valid/"), value, record["epoch"])
+                # a probe is the test at that epoch; the final test is test/ at the best epoch
+                self.writer.add_scalar(
+                    key.replace("valid_", "valid/").replace("test_", "probe/"), value, record["epoch"]
+                )
         self.writer.flush()
 
     def on_test_end(self, run: TrainingRun, tested: EvalResult) -> None:
@@ -309,7 +315,8 @@ def _restore(path: Path, run: TrainingRun, meta: dict[str, Any]) -> TrainState:
     check_same_model(payload, model, path)
     now = asdict(run.params)
     for key, value in saved.get("train", {}).items():
-        if key in now and now[key] != value and key != "max_epochs":  # earlier epochs do not read the cap
+        # earlier epochs do not read the cap
+        if key in now and now[key] != value and key != "max_epochs" and key not in RECORDING_ONLY:
             raise ConfigError(
                 f"{path.parent} holds a training with a different config: train.{key} {value!r}, now {now[key]!r}; "
                 "delete it or choose another directory"

@@ -343,6 +343,8 @@ def fit(
     shared exactly, and only rank 0 writes files or progress.
     """
     params.validate()
+    if params.test_probes and time_budget is not None:
+        raise ConfigError("train option test_probes: a time budget would count the probes' time and stop sooner")
     use_threads(params.threads)
     seed_everything(params.seed)
     meta = dict(meta or {})
