@@ -455,11 +455,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
         ]
         for r in report["reference"]:
             cells = [
-                f"{r[m]['mean']:.4f} | {r['published'][m]:.4f} | {100 * r[m]['gap']:+.1f}% ("
-                + ("n/a" if r[m]["gap_sd"] is None else f"{r[m]['gap_sd']:+.1f}")
-                + ")"
-                if m in r["published"]
-                else " | | "
+                f"{r[m]['mean']:.4f} | {r['published'][m]:.4f} | {_gap_text(r[m])}" if m in r["published"] else " | | "
                 for m in metrics
             ]
             lines.append(f"| {r['dataset']} | {r['variant']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
@@ -475,14 +471,7 @@ def write_report(spec: Spec, out: Path) -> dict[str, Any]:
             ]
             for r in exact:
                 kept = r["its_users"]
-                cells = [
-                    f"{kept[m]['mean']:.4f} | {100 * kept[m]['gap']:+.1f}% ("
-                    + ("n/a" if kept[m]["gap_sd"] is None else f"{kept[m]['gap_sd']:+.1f}")
-                    + ")"
-                    if m in kept
-                    else " | "
-                    for m in metrics
-                ]
+                cells = [f"{kept[m]['mean']:.4f} | {_gap_text(kept[m])}" if m in kept else " | " for m in metrics]
                 lines.append(
                     f"| {r['dataset']} | {r['variant']} | {kept['users']} of {kept['of']} | " + " | ".join(cells) + " |"
                 )
@@ -640,6 +629,11 @@ def against_reference(
                 }
         out.append(entry)
     return out
+
+
+def _gap_text(gap: dict[str, Any]) -> str:
+    """A gap to a published value as the report prints it: relative, then in seed standard deviations."""
+    return f"{100 * gap['gap']:+.1f}% (" + ("n/a" if gap["gap_sd"] is None else f"{gap['gap_sd']:+.1f}") + ")"
 
 
 def _gap(values: list[float], published: float) -> dict[str, Any]:
