@@ -125,7 +125,7 @@ HEADLINE_MARKERS = ("<!-- headline:start -->\n", "<!-- headline:end -->")
 
 def _gain(row: dict[str, Any] | None, metric: str) -> str:
     if row is None:
-        return "not yet"
+        return "not run"
     gain = row[metric]
     ci = f" [{100 * gain['ci'][0]:+.1f}, {100 * gain['ci'][1]:+.1f}]" if gain.get("ci") else ""
     return f"{100 * gain['gain']:+.1f}%{ci}" if gain.get("gain") is not None else "n/a"
@@ -176,7 +176,7 @@ def headline_table(report: dict[str, Any]) -> str:
                     f"{_other_seeds(rival_over_plain, seeds)} "
                     f"| {both(_gain(against_rival, m) for m in ('recall@10', 'ndcg@10'))}{_other_seeds(against_rival, seeds)} |"
                     if best
-                    else "| not yet | not yet |"
+                    else "| not run | not run |"
                 )
             )
     return "\n".join(lines)

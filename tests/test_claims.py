@@ -167,7 +167,7 @@ def test_the_headline_table_sets_the_round_against_plain_and_the_rival_best_on_v
     other = scale - 1
     assert (
         table[3]
-        == f"| d | 3 | `plain`: 0.1000 / 0.1000 | `other_round`: {other:+.1%} / {other:+.1%} | not yet | not yet |"
+        == f"| d | 3 | `plain`: 0.1000 / 0.1000 | `other_round`: {other:+.1%} / {other:+.1%} | not run | not run |"
     )
     # A rival compared on fewer seeds than its row says how many.
     shown = [r for r in report["picks_head_to_head"] if r["variant"] == "insert"]
