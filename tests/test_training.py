@@ -543,6 +543,15 @@ def test_the_benchmark_catalogues_keep_the_product_and_a_large_one_gathers():
     assert losses.per_target_scoring(12101, 64) is losses.scores_by_gather  # fewer draws per target
 
 
+def test_distinct_items_are_torch_unique_without_the_sort():
+    generator = torch.Generator().manual_seed(0)
+    for shape, n_items in (((730, 256), 12101), ((3, 5), 4), ((1, 1), 1)):  # most, all, one item drawn
+        items = torch.randint(0, n_items + 1, shape, generator=generator)
+        expected = torch.unique(items, return_inverse=True)
+        found = losses.distinct_items(items, n_items + 1)
+        assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(found, expected))
+
+
 def test_both_ways_of_scoring_per_target_negatives_give_the_same_gradients():
     torch.manual_seed(0)
     table = torch.randn(41, 8, requires_grad=True)

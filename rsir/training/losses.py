@@ -75,8 +75,17 @@ def per_target_scoring(
 def scores_by_product(hidden: torch.Tensor, embeddings: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
     """Each target's scores against its negatives, from one product with every distinct drawn
     item (cheap in memory; costs a full softmax's product once the draws cover the catalogue)."""
-    drawn, where = torch.unique(negatives, return_inverse=True)
+    drawn, where = distinct_items(negatives, len(embeddings))
     return (hidden @ F.embedding(drawn, embeddings).T).gather(1, where)
+
+
+def distinct_items(items: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(items, return_inverse=True)`` for indices below ``n_rows``, from a presence
+    table instead of a sort: the same sorted items and positions, in linear time (the sort took
+    a twentieth of a default Beauty step)."""
+    present = torch.zeros(n_rows, dtype=torch.bool, device=items.device)
+    present[items.reshape(-1)] = True
+    return present.nonzero().squeeze(1), (torch.cumsum(present, 0) - 1)[items]
 
 
 def scores_by_gather(hidden: torch.Tensor, embeddings: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
