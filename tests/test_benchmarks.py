@@ -18,12 +18,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_successor_replay_reads_the_test_gain_of_probed_runs(tmp_path):
     """A default round run with train.test_probes: the replay gives, at every cap, the test gain
-    of the epoch the cap keeps, and as run exactly the round's own test gain."""
+    of the epoch the cap keeps, and as run exactly the round's own test gain; the other finished
+    rounds beside it are left out."""
     data = tmp_path / "log.txt"
     assert main(["data", "synth", str(data), "--users", "300", "--items", "80", "--seed", "1"]) == 0
     options = [o for o in LOOP[4:] if o not in ("--rounds", "2", "--tau", "10")]  # the default round
     run = tmp_path / "runs" / "study" / "run"
     assert main(["improve", "--data", str(data), "--out", str(run), "--test-probes", *options]) == 0
+    # Not default rounds on a real log, so not replayed: the built-in data, a budget counted in
+    # targets, and fine-tuning without generated data.
+    others = {
+        "builtin": ["--synthetic-users", "300", "--synthetic-items", "80"],
+        "targets": ["--data", str(data), "--budget-unit", "targets"],
+        "no_generation": ["--data", str(data), "--attempts", "0"],
+    }
+    for name, more in others.items():
+        assert main(["improve", "--out", str(tmp_path / "runs" / "study" / name), *more, *options]) == 0
     out = tmp_path / "replay.json"
     subprocess.run(
         [sys.executable, "benchmarks/successor_budget.py", "--runs", str(tmp_path / "runs"), "--out", str(out)],
@@ -43,3 +53,26 @@ def test_the_successor_replay_reads_the_test_gain_of_probed_runs(tmp_path):
         kept = log[scores.index(max(scores))]
         gain = kept["test_ndcg@10"] / rounds[0]["test"]["ndcg@10"] - 1
         assert point["test_gain"]["ndcg@10"] == pytest.approx(gain)
+
+
+def test_the_scale_run_resumes_with_whole_rates_and_no_wall_time_ratio(tmp_path, monkeypatch):
+    """``scale_run --resume`` continues the improve run in --work: the per-epoch rates it reports
+    come from the run's logs, whole, while a wall time is then only the last process's, so no
+    ratio of wall times is formed from it."""
+    data = tmp_path / "log.txt"
+    assert main(["data", "synth", str(data), "--users", "300", "--items", "80", "--seed", "1"]) == 0
+    work, small = tmp_path / "work", ["--dim", "16", "--negatives", "16", "--attempts", "1", "--quiet"]
+    command = [sys.executable, "benchmarks/scale_run.py", "--data", str(data), "--work", str(work), "--threads", "1"]
+    first, again = tmp_path / "first.json", tmp_path / "again.json"
+    subprocess.run([*command, "--out", str(first), "--", *small], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([*command, "--resume", "--out", str(again), "--", *small], cwd=ROOT, check=True, capture_output=True)
+    first_run, resumed = json.loads(first.read_text()), json.loads(again.read_text())
+    assert not first_run["resumed"] and resumed["resumed"]
+    assert resumed["runs"][0]["rounds"] == first_run["runs"][0]["rounds"] != []
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from scale_run import against_first
+
+    pair = [first_run["runs"][0], {**first_run["runs"][0], "nproc": 2}]
+    assert against_first(pair, resumed=False)[0]["improve_per_second"] == 1.0
+    assert "improve_per_second" not in against_first(pair, resumed=True)[0]
+    assert against_first(pair, resumed=True)[0]["train_targets_per_second"] == 1.0

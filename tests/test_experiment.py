@@ -94,6 +94,23 @@ def test_every_cell_runs_once_and_is_reported(experiment):
         assert rows[("reordering", 0)]["ndcg@10"]["values"][seed] == result["rounds"][0]["test"]["ndcg@10"]
 
 
+def test_the_report_tables_a_reference_over_all_users_and_over_the_users_it_scored(experiment, tmp_path):
+    """A spec with a published reference that scored some users only: report.md gives each
+    variant's mean and gap over all users, then over those users, from report.json's numbers."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment / "out", out)
+    spec = SPEC + '\n[reference]\nsource = "a paper"\nusers = "known_new_targets"\nsynthetic = { "recall@10" = 0.2 }\n'
+    (tmp_path / "spec.toml").write_text(spec)
+    assert main(["experiment", str(tmp_path / "spec.toml"), "--out", str(out), "--report-only", "--quiet"]) == 0
+    report, text = json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
+    plain = next(r for r in report["reference"] if r["variant"] == "plain")
+    over_all, over_scored = text.split("The same over the users the published protocol scored")
+    assert f"| synthetic | plain | 2 | {plain['recall@10']['mean']:.4f} | 0.2000 |" in over_all
+    kept = plain["its_users"]
+    assert kept["users"] == kept["of"] > 0  # the built-in data: every test item is known and new to its user
+    assert f"| synthetic | plain | {kept['users']} of {kept['of']} | {kept['recall@10']['mean']:.4f} |" in over_scored
+
+
 def test_rerun_skips_finished_cells_and_redoes_an_unrecorded_one(experiment, capsys):
     out = experiment / "out"
     before = {p: p.read_text() for p in out.rglob("result.json")}
