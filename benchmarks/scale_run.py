@@ -171,6 +171,7 @@ def main() -> None:
     if not args.resume:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
+    origin = provenance()  # the code the runs start with, not the checkout's when they end
     started = time.perf_counter()
     runs = [one_run(args, nproc, work) for nproc in args.nproc]
     write_json(
@@ -178,7 +179,7 @@ def main() -> None:
         {
             "name": Path(args.out).stem,
             "command": "python " + shlex.join(sys.argv),
-            "rsir": provenance(),
+            "rsir": origin,
             "seed": 0,
             "data": args.data,
             "data_mb": round(os.path.getsize(args.data) / 1e6, 1),
