@@ -308,9 +308,6 @@ def test_probes_can_be_turned_on_when_a_training_resumes_and_refuse_a_time_budge
     """A training saved without probes resumes with them (they change nothing it computed) and
     probes its later new bests; with a time budget, whose clock the probes would run down, fit
     refuses them in one line."""
-    import pytest
-
-    from rsir.errors import ConfigError
 
     def run(probes: bool, epochs: int):
         model = build_backbone("sasrec", small_dataset.n_items, SMALL, seed=0)
