@@ -457,6 +457,7 @@ def _add_option_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
 def _add_flag(group, section: str, key: str, kind: type, default: Any, doc: str = "") -> None:
     flag = "--" + _FLAG_NAMES.get((section, key), key).replace("_", "-")
     shown = (f": {doc}" if doc else "") + (f" (default {default!r})" if default is not None else "")
+    shown = shown.replace("%", "%%")  # argparse formats help with %, and the source's comments may hold one
     if kind is bool:
         group.add_argument(
             flag,

@@ -424,6 +424,9 @@ def test_help_describes_every_documented_option_from_its_field(capsys):
     assert "--item-dropout FLOAT model.item_dropout: dropout on the whole item table" in text
     assert "--target-weighting STR train.target_weighting: batch: each batch's loss is its targets'" in text
     assert option_docs(TrainParams)["loss"] == "sampled_softmax | softmax | bce"
+    with pytest.raises(SystemExit):  # a description holding "%" (argparse's format character)
+        main(["improve", "--help"])
+    assert "a round capped at 1.5 plain trainings kept 80-100% of its gain" in " ".join(capsys.readouterr().out.split())
 
 
 def test_progress_written_to_a_file_has_the_epoch_lines_and_no_bars(tmp_path):

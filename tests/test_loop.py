@@ -181,6 +181,37 @@ def test_the_loop_from_python_needs_only_the_options_it_changes(small_dataset, t
     assert RunResult.read(tmp_path / "loop" / "metrics.json") == report
 
 
+def test_a_cost_cap_bounds_the_successors_targets_by_round_0s(small_dataset, tmp_path):
+    """improve.cost_cap: the successor trains whole epochs while their next-item targets stay
+    within the cap times round 0's whole training; round 0 and the uncapped run are unchanged."""
+    from rsir.generation.loop import ImproveParams
+    from rsir.training.trainer import targets_per_epoch
+
+    def spec(cap: float) -> LoopSpec:
+        return LoopSpec(
+            model={"dim": 16, "blocks": 1, "heads": 1, "max_len": 20},
+            train=quick(max_epochs=6, patience=6),
+            generate=GenerationParams(attempts=2),
+            improve=ImproveParams(cost_cap=cap),
+        )
+
+    capped = improve(small_dataset, spec(1.0), tmp_path / "capped", progress=False)
+    free = improve(small_dataset, spec(0.0), tmp_path / "free", progress=False)
+    assert (capped.rounds[0].test, capped.rounds[0].epochs) == (free.rounds[0].test, free.rounds[0].epochs)
+    real = leave_one_out(small_dataset).train
+    plain = capped.rounds[0].epochs * targets_per_epoch(real, spec(1.0).train, 20)
+    successor = real.concat(load_synthetic(tmp_path / "capped" / "round-0" / "synthetic.npz"))
+    per_epoch = targets_per_epoch(successor, spec(1.0).train, 20)
+    epochs = capped.rounds[1].epochs
+    assert per_epoch > plain / 6  # a successor's epoch costs more than a plain one: the cap binds
+    assert epochs * per_epoch <= plain < (epochs + 1) * per_epoch
+    assert 1 <= epochs < free.rounds[1].epochs == 6
+    from rsir.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cost_cap must be >= 0"):
+        ImproveParams(cost_cap=-1.0).validate()
+
+
 def test_a_round_without_generation_distils_from_the_previous_round(tmp_path):
     """attempts = 0 with distill_weight > 0: self-distillation, the cheap rival of a round.
     Round 1 trains on the real data alone, with round 0's model as its teacher; round 0 is

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from ..models.checkpoint import (
 )
 from ..rundir import RunDir, provenance
 from ..training.callbacks import SELECT_METRIC
-from ..training.trainer import FitResult, TrainParams, fit, load_teacher, use_threads
+from ..training.trainer import FitResult, TrainParams, fit, load_teacher, targets_per_epoch, use_threads
 from .acquisition import ACQUIRE_BY, acquire
 from .analysis import analyse_round
 from .generate import GenerationParams, generate
@@ -74,6 +75,11 @@ class ImproveParams:
     acquire_by: str = "disagreement"
     mc_samples: int = 8  # dropout samples that estimate the uncertainty
     retain: float = 0.0  # weight of the previous round's model in generation scores (state retention; 0 = off)
+    # the most a successor may train, in round 0's trainings counted in next-item targets (its
+    # epochs x targets per epoch), so the same on every machine; 0: no cap. Generation and
+    # validation are not counted. Replayed on validation logs (successor_budget), a round capped
+    # at 1.5 plain trainings kept 80-100% of its gain; off by default, as it gives some up
+    cost_cap: float = 0.0
 
     def validate(self) -> None:
         if self.rounds < 0:
@@ -86,6 +92,8 @@ class ImproveParams:
             raise ConfigError(f"acquire_by must be one of {', '.join(ACQUIRE_BY)}, got {self.acquire_by!r}")
         if not 0.0 <= self.retain < 1.0:
             raise ConfigError(f"retain must be in [0, 1), got {self.retain}")
+        if not (self.cost_cap >= 0 and math.isfinite(self.cost_cap)):
+            raise ConfigError(f"cost_cap must be >= 0 (0: no cap), got {self.cost_cap}")
         if self.mc_samples < 2:
             raise ConfigError(f"mc_samples must be >= 2, got {self.mc_samples}")
         if self.sources not in ("real", "all"):
@@ -228,6 +236,7 @@ def _rounds(
     train = split.train
     result = RunResult.new(dataset, spec.backbone, [])
     previous: Backbone | None = None
+    max_targets: float | None = None  # the successors' cap, once round 0 has trained
     for k in range(spec.improve.rounds + 1):
         round_dir = run.round(k)
         _say(
@@ -235,8 +244,19 @@ def _rounds(
             f"({train.n_interactions} interactions, {int((train.origin > 0).sum())} synthetic)"
         )
         model, fitted = _train_round(
-            spec, dataset, split.with_train(train), round_dir, previous, prepared.named_teacher, meta, progress
+            spec,
+            dataset,
+            split.with_train(train),
+            round_dir,
+            previous,
+            prepared.named_teacher,
+            meta,
+            progress,
+            max_targets,
         )
+        if k == 0 and spec.improve.cost_cap > 0:
+            first = spec.train.for_first_round()
+            max_targets = spec.improve.cost_cap * fitted.epochs * targets_per_epoch(train, first, model.max_len)
         record = RoundResult.of_training(k, train, fitted)
         seconds = dict(record.seconds)
         if k < spec.improve.rounds and spec.generate.attempts > 0:  # no attempts: a round only retrains
@@ -280,7 +300,10 @@ def _train_round(
     named_teacher: Backbone | None,
     meta: dict[str, Any],
     progress: bool,
+    max_targets: float | None = None,
 ) -> tuple[Backbone, FitResult]:
+    """Train (or reload, when finished) one round's model; a successor trains at most
+    ``max_targets`` next-item targets, in whole epochs (at least one)."""
     done = round_dir / "metrics.json"
     model = build_backbone(spec.backbone, dataset.n_items, spec.model, seed=spec.train.seed)
     if distributed.broadcast_flag(done.exists()):
@@ -290,9 +313,15 @@ def _train_round(
         model.load_state_dict(previous.state_dict())
     params = spec.train if previous is not None else spec.train.for_first_round()
     teacher = (named_teacher if params.teacher else previous) if params.distill_weight > 0 else None
+    training = params.training_split(split, dataset.n_items)
+    if max_targets is not None:
+        epochs = max(1, int(max_targets // targets_per_epoch(training.train, params, model.max_len)))
+        if epochs < params.max_epochs:
+            _say(f"cost cap {spec.improve.cost_cap:g}: the successor trains at most {epochs} epochs")
+            params = dataclasses.replace(params, max_epochs=epochs)
     result = fit(
         model,
-        params.training_split(split, dataset.n_items),
+        training,
         params,
         run_dir=round_dir,
         meta=meta,

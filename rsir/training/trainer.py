@@ -314,6 +314,19 @@ def _rows(rows: torch.Tensor, width: int, *batch: torch.Tensor) -> tuple[torch.T
     return tuple(tensor[rows, :width] for tensor in batch)
 
 
+def targets_per_epoch(train: Sequences, params: TrainParams, max_len: int) -> float:
+    """The next-item targets one epoch of ``params`` trains on ``train`` (their expected number
+    under a budget of non-real rows): a training's cost in a unit that, unlike seconds, is the
+    same on every machine."""
+    last_target_only = params.targets == "prefixes"
+    rows = prefix_rows(train, max_len) if last_target_only else train
+    return _epoch_size(rows, max_len, params)[0]
+
+
+def _epoch_size(rows: Sequences, max_len: int, params: TrainParams) -> tuple[float, int]:
+    return count_targets(rows, max_len, params.targets == "prefixes", params.synthetic_per_epoch, params.budget_unit)
+
+
 def fit(
     model: Backbone,
     split: LeaveOneOut,
@@ -378,9 +391,7 @@ def fit(
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     last_target_only = params.targets == "prefixes"
     rows = prefix_rows(split.train, model.max_len) if last_target_only else split.train
-    targets_per_epoch, rows_per_epoch = count_targets(
-        rows, model.max_len, last_target_only, params.synthetic_per_epoch, params.budget_unit
-    )
+    epoch_targets, rows_per_epoch = _epoch_size(rows, model.max_len, params)
     run = TrainingRun(
         model,
         optimizer,
@@ -435,7 +446,7 @@ def fit(
             "loss": total / max(count, 1),
             "train_seconds": round(train_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
-            "targets_per_second": round(targets_per_epoch / train_seconds, 1),
+            "targets_per_second": round(epoch_targets / train_seconds, 1),
             **{f"valid_{k}": v for k, v in valid.items()},
             "best_epoch": state.best_epoch,
             **run.record,
@@ -462,7 +473,7 @@ def fit(
         train_seconds=round(state.train_seconds, 3),
         eval_seconds=round(state.eval_seconds, 3),
         wall_seconds=round(time.perf_counter() - started, 3),
-        targets_per_second=round(targets_per_epoch * state.epoch / max(state.train_seconds, 1e-9), 1),
+        targets_per_second=round(epoch_targets * state.epoch / max(state.train_seconds, 1e-9), 1),
         history=state.history,
     )
 
