@@ -147,6 +147,9 @@ def plan(config: dict[str, Any]) -> list[Phase]:
         if previous is not None and distils_previous:
             reads.append({"teacher": previous.identity})
             read_phases = tuple(dict.fromkeys(read_phases + (previous.name,)))
+        if previous is not None and improve.get("cost_cap", 0.0) > 0:  # its epochs follow round 0's
+            reads.append({"cost_cap": improve["cost_cap"], "round_0": phases[0].identity})
+            read_phases = tuple(dict.fromkeys(read_phases + (phases[0].name,)))
         current = Phase(f"train round {k}", "train", _round(k), _digest("train", *reads), read_phases)
         phases.append(current)
         if k < improve["rounds"] and generate["attempts"] > 0:
