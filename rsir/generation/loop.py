@@ -76,9 +76,10 @@ class ImproveParams:
     mc_samples: int = 8  # dropout samples that estimate the uncertainty
     retain: float = 0.0  # weight of the previous round's model in generation scores (state retention; 0 = off)
     # the most a successor may train, in round 0's trainings counted in next-item targets (its
-    # epochs x targets per epoch), so the same on every machine; 0: no cap. Generation and
-    # validation are not counted. Replayed on validation logs (successor_budget), a round capped
-    # at 1.5 plain trainings kept 80-100% of its gain; off by default, as it gives some up
+    # epochs x targets per epoch), so the same on every machine; whole epochs, at least one; 0:
+    # no cap. Generation, validation, a generator's training and a teacher's passes are not
+    # counted. Replayed on validation logs (successor_budget), a round capped at 1.5 plain
+    # trainings kept 80-100% of its gain; off by default, as it gives some up
     cost_cap: float = 0.0
 
     def validate(self) -> None:
@@ -254,7 +255,7 @@ def _rounds(
             progress,
             max_targets,
         )
-        if k == 0 and spec.improve.cost_cap > 0:
+        if k == 0 and spec.improve.cost_cap > 0 and fitted.epochs > 0:  # an untrained backbone has no cost to cap
             first = spec.train.for_first_round()
             max_targets = spec.improve.cost_cap * fitted.epochs * targets_per_epoch(train, first, model.max_len)
         record = RoundResult.of_training(k, train, fitted)
@@ -315,7 +316,8 @@ def _train_round(
     teacher = (named_teacher if params.teacher else previous) if params.distill_weight > 0 else None
     training = params.training_split(split, dataset.n_items)
     if max_targets is not None:
-        epochs = max(1, int(max_targets // targets_per_epoch(training.train, params, model.max_len)))
+        # the tolerance keeps a cap that is a whole number of epochs from losing one to rounding
+        epochs = max(1, math.floor(max_targets / targets_per_epoch(training.train, params, model.max_len) + 1e-9))
         if epochs < params.max_epochs:
             _say(f"cost cap {spec.improve.cost_cap:g}: the successor trains at most {epochs} epochs")
             params = dataclasses.replace(params, max_epochs=epochs)
