@@ -9,7 +9,10 @@ of the epoch a cap or a patience keeps, and its share of the gain as run.
 The cost at a cap is the report's (``cost_vs_round_0``): the generation plus round 1's epochs up
 to the cap (training and validation seconds from its log) against round 0's training and
 evaluation. A cap keeps the last epoch within it (a time budget would run one epoch more). The retained share is the validation gain (best ``SELECT_METRIC`` up to the cap,
-minus round 0's best) over the gain of the run as it ran.
+minus round 0's best) over the gain of the run as it ran. ``within_cost_cap`` gives the same
+at the epoch where ``--cost-cap C`` (``improve.cost_cap``) would stop the successor: its
+next-item targets within C times round 0's whole training, each round's targets per epoch
+taken from its recorded throughput (``targets_per_second`` x training seconds / epochs).
 
     python benchmarks/successor_budget.py --runs runs/experiments --out docs/results/successor_budget.json
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -90,6 +94,17 @@ def replay(run: Path, root: Path) -> dict[str, Any] | None:
         }
 
     within = {f"{c}": point(int(np.searchsorted(cost, c, side="right")) - 1) for c in COSTS if cost[0] <= c}
+    per_epoch = [epoch_targets(run / f"round-{k}" / "metrics.json") for k in (0, 1)]
+    capped = (
+        {}
+        if None in per_epoch  # a plain run reused as round 0 recorded no throughput
+        else {
+            f"{c}": point(
+                min(len(scores), max(1, math.floor(c * round0["epochs"] * per_epoch[0] / per_epoch[1] + 1e-9))) - 1
+            )
+            for c in COSTS
+        }
+    )
     enough = np.flatnonzero(best - base >= SHARE * full_gain) if full_gain > 0 else np.array([], dtype=int)
     return {
         "run": str(run.relative_to(root)),
@@ -100,6 +115,7 @@ def replay(run: Path, root: Path) -> dict[str, Any] | None:
         "plain_valid": base,
         "as_run": point(len(scores) - 1),
         "within_cost": within,
+        "within_cost_cap": capped,
         "patience": {
             # kept_epoch counts epochs from 1; a patience stops p epochs after the kept one.
             str(p): point(min(kept_epoch(list(enumerate(scores, 1)), p) - 1 + p, len(scores) - 1))
@@ -108,6 +124,15 @@ def replay(run: Path, root: Path) -> dict[str, Any] | None:
         },
         f"first_at_{int(SHARE * 100)}_percent": point(int(enough[0])) if len(enough) else None,
     }
+
+
+def epoch_targets(metrics: Path) -> float | None:
+    """A training's next-item targets per epoch, from its round's metrics.json (None where it
+    recorded no throughput)."""
+    fitted = json.loads(metrics.read_text())
+    if not fitted.get("targets_per_second") or not fitted.get("epochs"):
+        return None
+    return float(fitted["targets_per_second"] * fitted["train_seconds"] / fitted["epochs"])
 
 
 def main() -> None:
@@ -139,6 +164,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     a patience of 20 would have kept, and the cost of keeping 90% of the gain."""
     gained = [r for r in rows if r["as_run"]["valid_gain"] > 0]
     capped = [r["within_cost"]["1.5"] for r in gained if "1.5" in r["within_cost"]]
+    option = [r["within_cost_cap"]["1.5"] for r in gained if r["within_cost_cap"]]
     patient = [r["patience"]["20"] for r in gained if "20" in r["patience"]]
     enough = [r[f"first_at_{int(SHARE * 100)}_percent"]["cost"] for r in gained]
     if not (capped and patient):
@@ -159,6 +185,30 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "cost": [min(c["cost"] for c in patient), max(c["cost"] for c in patient)],
         },
         "cost_for_90_percent": [min(enough), max(enough)],
+        **(
+            {
+                "at_cost_cap_1.5": {
+                    "runs": len(option),
+                    "cost": [min(c["cost"] for c in option), max(c["cost"] for c in option)],
+                    "retained": [min(c["retained"] for c in option), max(c["retained"] for c in option)],
+                    **tested(option),
+                }
+            }
+            if option
+            else {}
+        ),
+    }
+
+
+def tested(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where every point was probed: the range of its test gain's share of the gain as run,
+    and how many kept nine tenths of it, per metric."""
+    if not points or not all("test_retained" in p for p in points):
+        return {}
+    shares = {m: [p["test_retained"][m] for p in points] for m in TEST_METRICS}
+    return {
+        "test_retained": {m: [min(v), max(v)] for m, v in shares.items() if None not in v},
+        "test_keep_90_percent": {m: sum(x >= SHARE for x in v) for m, v in shares.items() if None not in v},
     }
 
 

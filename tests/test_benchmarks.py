@@ -53,6 +53,11 @@ def test_the_successor_replay_reads_the_test_gain_of_probed_runs(tmp_path):
         kept = log[scores.index(max(scores))]
         gain = kept["test_ndcg@10"] / rounds[0]["test"]["ndcg@10"] - 1
         assert point["test_gain"]["ndcg@10"] == pytest.approx(gain)
+    # The replay's --cost-cap epochs are the ones a capped run of the same round stops at
+    capped = tmp_path / "capped"
+    assert main(["improve", "--data", str(data), "--out", str(capped), "--cost-cap", "1.0", *options]) == 0
+    epochs = json.loads((capped / "metrics.json").read_text())["rounds"][1]["epochs"]
+    assert row["within_cost_cap"]["1.0"]["epochs"] == epochs < len(log)
 
 
 def test_the_scale_run_resumes_with_whole_rates_and_no_wall_time_ratio(tmp_path, monkeypatch):
