@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ import yaml
 from patience_picks import kept_epoch  # a sibling script: benchmarks/ is on the path when run
 
 from rsir.files import write_json
+from rsir.generation.loop import capped_epochs
 from rsir.rundir import provenance
 from rsir.training.callbacks import SELECT_METRIC
 
@@ -99,9 +99,7 @@ def replay(run: Path, root: Path) -> dict[str, Any] | None:
         {}
         if None in per_epoch  # a plain run reused as round 0 recorded no throughput
         else {
-            f"{c}": point(
-                min(len(scores), max(1, math.floor(c * round0["epochs"] * per_epoch[0] / per_epoch[1] + 1e-9))) - 1
-            )
+            f"{c}": point(min(len(scores), capped_epochs(c * round0["epochs"] * per_epoch[0], per_epoch[1])) - 1)
             for c in COSTS
         }
     )

@@ -316,8 +316,7 @@ def _train_round(
     teacher = (named_teacher if params.teacher else previous) if params.distill_weight > 0 else None
     training = params.training_split(split, dataset.n_items)
     if max_targets is not None:
-        # the tolerance keeps a cap that is a whole number of epochs from losing one to rounding
-        epochs = max(1, math.floor(max_targets / targets_per_epoch(training.train, params, model.max_len) + 1e-9))
+        epochs = capped_epochs(max_targets, targets_per_epoch(training.train, params, model.max_len))
         if epochs < params.max_epochs:
             _say(f"cost cap {spec.improve.cost_cap:g}: the successor trains at most {epochs} epochs")
             params = dataclasses.replace(params, max_epochs=epochs)
@@ -334,6 +333,13 @@ def _train_round(
     if distributed.is_main():
         write_json(done, result.summary())
     return model, result
+
+
+def capped_epochs(max_targets: float, per_epoch: float) -> int:
+    """The whole epochs (at least one) of ``per_epoch`` next-item targets that fit in
+    ``max_targets``: a successor's epochs under ``improve.cost_cap``."""
+    # the tolerance keeps a cap that is a whole number of epochs from losing one to rounding
+    return max(1, math.floor(max_targets / per_epoch + 1e-9))
 
 
 def _train_generator(
