@@ -104,20 +104,23 @@ def rsir_child(args: argparse.Namespace) -> None:
     model = build_backbone("sasrec", data.n_items, MODEL, seed=args.seed)
     # RecBole's optimiser and per-batch mean loss, as in the published runs (the paper preset)
     params = TrainParams(
-        **PRESETS["paper"]["train"],
-        loss="softmax",
-        lr=1e-3,
-        max_epochs=MAX_EPOCHS,
-        patience=PATIENCE,
-        seed=args.seed,
-        exclude_seen=False,
-        threads=args.threads,
-        precision=args.precision,
-    )  # RecBole keeps seen items rankable
+        **{
+            **PRESETS["paper"]["train"],
+            "loss": "softmax",
+            "lr": 1e-3,
+            "max_epochs": MAX_EPOCHS,
+            "patience": PATIENCE,
+            "seed": args.seed,
+            "exclude_seen": False,  # RecBole keeps seen items rankable
+            "threads": args.threads,
+            "precision": args.precision,
+        }
+    )
     result = fit(model, split, params, run_dir=None, progress=False, time_budget=args.budget_s)
     # fit leaves the best-validation weights loaded: the same model, scored with exclusion on.
     test_excl = evaluate(model, split.test, exclude_seen=True).metrics
     fit_wall_seconds, fit_rss = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    targets_per_epoch, rows_per_epoch = count_targets(split.train, model.max_len)
     generation = generate(model, split.train, GenerationParams(), seed=args.seed, progress=False).stats
     if result.epochs >= MAX_EPOCHS:
         stopped_by = "epochs_max"
@@ -137,9 +140,9 @@ def rsir_child(args: argparse.Namespace) -> None:
         "generation": {
             k: generation[k] for k in ("attempts", "kept", "generated_items", "seconds", "items_per_second")
         },
-        "targets_per_epoch": count_targets(split.train, model.max_len),
+        "targets_per_epoch": int(targets_per_epoch),
         # One sequence per row, all its positions supervised: far fewer steps than RecBole's prefixes.
-        "steps_per_epoch": math.ceil((split.train.lengths >= 2).sum() / params.batch_size),
+        "steps_per_epoch": math.ceil(rows_per_epoch / params.batch_size),
         "peak_rss_mb": fit_rss / 1024,  # KiB on Linux; training and evaluation, like RecBole's
         "peak_rss_mb_with_generation": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "excludes_seen_items": False,

@@ -81,3 +81,25 @@ def test_the_scale_run_resumes_with_whole_rates_and_no_wall_time_ratio(tmp_path,
     assert against_first(pair, resumed=False)[0]["improve_per_second"] == 1.0
     assert "improve_per_second" not in against_first(pair, resumed=True)[0]
     assert against_first(pair, resumed=True)[0]["train_targets_per_second"] == 1.0
+
+
+def test_the_recbole_side_by_side_trains_and_reports_rsirs_side(tmp_path):
+    """The benchmark's rsir side on a small log (RecBole's side needs its own environment): it
+    trains the paper's SASRec with the full softmax, keeps the best validation epoch and counts
+    the epoch's targets and steps as the trainer does."""
+    from rsir.data import leave_one_out, read_dataset
+    from rsir.data.batching import count_targets
+
+    data = tmp_path / "log.txt"
+    assert main(["data", "synth", str(data), "--users", "300", "--items", "80", "--seed", "1"]) == 0
+    out = tmp_path / "side_by_side"
+    command = ["benchmarks/bench_vs_recbole.py", "--data", str(data), "--budget-s", "3", "--threads", "1"]
+    subprocess.run([sys.executable, *command, "--only", "rsir", "--out", str(out)], cwd=ROOT, check=True)
+    report = json.loads(out.with_suffix(".json").read_text())
+    rsir, history = report["rsir"], report["rsir"]["history"]
+    assert report["recbole"] is None and "| n/a |" in out.with_suffix(".md").read_text()
+    targets, rows = count_targets(leave_one_out(read_dataset(data)).train, 50)
+    assert rsir["targets_per_epoch"] == targets and rsir["steps_per_epoch"] == -(-rows // 256)
+    best = max(history, key=lambda r: r["valid_ndcg@20"])
+    assert rsir["best_epoch"] == best["epoch"] and rsir["epochs"] == len(history)
+    assert rsir["stopped_by"] in ("budget", "patience") and rsir["generation"]["kept"] > 0
