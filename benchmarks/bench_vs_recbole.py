@@ -69,6 +69,13 @@ def parse_args() -> argparse.Namespace:
         choices=("fp32", "bf16"),
         help="RecBole's own precision, if not --precision (on CPU its bf16 autocast is the slower one)",
     )
+    p.add_argument(
+        "--target-weighting",
+        choices=("batch", "equal"),
+        default="batch",
+        help="rsir's train.target_weighting: batch (the paper preset's per-batch mean) or equal (every "
+        "target of an epoch weighs the same, as each of RecBole's one-target prefix rows does)",
+    )
     p.add_argument("--only", choices=("rsir", "recbole", "both"), default="both")
     p.add_argument(
         "--reuse-recbole", type=Path, help="RecBole driver JSON (or an earlier OUT.json) to use instead of a run"
@@ -114,6 +121,7 @@ def rsir_child(args: argparse.Namespace) -> None:
             "exclude_seen": False,  # RecBole keeps seen items rankable
             "threads": args.threads,
             "precision": args.precision,
+            "target_weighting": args.target_weighting,
         }
     )
     result = fit(model, split, params, run_dir=None, progress=False, time_budget=args.budget_s)
@@ -172,6 +180,8 @@ def run_rsir(args: argparse.Namespace) -> dict[str, Any]:
             str(args.out),
             "--precision",
             args.precision,
+            "--target-weighting",
+            args.target_weighting,
             "--rsir-child",
             str(out),
         ]
@@ -276,7 +286,9 @@ def render(meta: dict[str, Any], rs: dict[str, Any] | None, rb: dict[str, Any] |
             f"Same config on both sides: batch 256, d=64, 2 blocks, 2 heads, dropout 0.5, lr 1e-3, max_len 50, "
             f"feed-forward width rsir {meta['model'].get('ffn_dim') or meta['model']['dim']}, RecBole 256, "
             f"precision rsir {meta.get('precision', 'fp32')}, RecBole {meta.get('recbole_precision', meta.get('precision', 'fp32'))} "
-            f"(bf16: rsir's train.precision, RecBole's enable_amp), seed {meta['seed']}, wall-clock budget {meta['budget_s']:.0f} s of training+validation (checked after "
+            f"(bf16: rsir's train.precision, RecBole's enable_amp), rsir's target weighting "
+            f"{meta.get('target_weighting', 'batch')} (batch: each batch's mean; equal: every target the same, "
+            f"as RecBole's one-target rows), seed {meta['seed']}, wall-clock budget {meta['budget_s']:.0f} s of training+validation (checked after "
             f"each epoch), run one after the other.  "
         ),
         (
@@ -368,6 +380,7 @@ def main() -> None:
         "threads_per_side": args.threads or os.cpu_count(),
         "precision": args.precision,
         "recbole_precision": args.recbole_precision,
+        "target_weighting": args.target_weighting,
         "model": MODEL,
     }
     rs = rb = None

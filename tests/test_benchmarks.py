@@ -85,17 +85,22 @@ def test_the_scale_run_resumes_with_whole_rates_and_no_wall_time_ratio(tmp_path,
 
 def test_the_recbole_side_by_side_trains_and_reports_rsirs_side(tmp_path):
     """The benchmark's rsir side on a small log (RecBole's side needs its own environment): it
-    trains the paper's SASRec with the full softmax, keeps the best validation epoch and counts
-    the epoch's targets and steps as the trainer does."""
+    trains the paper's SASRec with the full softmax and the chosen target weighting, keeps the
+    best validation epoch and counts the epoch's targets and steps as the trainer does."""
     from rsir.data import leave_one_out, read_dataset
     from rsir.data.batching import count_targets
 
     data = tmp_path / "log.txt"
     assert main(["data", "synth", str(data), "--users", "300", "--items", "80", "--seed", "1"]) == 0
-    out = tmp_path / "side_by_side"
+    out, equal = tmp_path / "side_by_side", tmp_path / "equal_weight"
     command = ["benchmarks/bench_vs_recbole.py", "--data", str(data), "--budget-s", "3", "--threads", "1"]
     subprocess.run([sys.executable, *command, "--only", "rsir", "--out", str(out)], cwd=ROOT, check=True)
-    report = json.loads(out.with_suffix(".json").read_text())
+    more = ["--only", "rsir", "--target-weighting", "equal", "--out", str(equal)]
+    subprocess.run([sys.executable, *command, *more], cwd=ROOT, check=True)
+    report, other = (json.loads(path.with_suffix(".json").read_text()) for path in (out, equal))
+    # the weighting reaches the training: the same seed's first epoch trains another loss
+    assert (report["target_weighting"], other["target_weighting"]) == ("batch", "equal")
+    assert report["rsir"]["history"][0]["loss"] != other["rsir"]["history"][0]["loss"]
     rsir, history = report["rsir"], report["rsir"]["history"]
     assert report["recbole"] is None and "| n/a |" in out.with_suffix(".md").read_text()
     targets, rows = count_targets(leave_one_out(read_dataset(data)).train, 50)
