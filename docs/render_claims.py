@@ -10,8 +10,9 @@ fields match), and the text formats it, e.g. ``{gain:+.1%}``. A path starts in t
 study's file, or, where its first step is ``"@name"``, in docs/results/name.json (a claim that
 compares two studies). A value can also pool seeds that two runs of one study hold (a table):
 ``{mean_of = [path, ...]}`` is the mean of all the per-seed values the paths give, with
-``relative_to = path`` its gap to that number (mean / number - 1), and ``{union_of = [path,
-...]}`` the sorted seeds of all of them. tests/test_claims.py fails when the
+``relative_to = path`` its gap to that number (mean / number - 1) or ``ratio_to = path`` its
+ratio to it (mean / number, for "N times"), and ``{union_of = [path, ...]}`` the sorted seeds
+of all of them. tests/test_claims.py fails when the
 page is stale or when a claim's text writes a measured number itself.
 """
 
@@ -88,7 +89,9 @@ def claim_text(claim: dict[str, Any], results: Path) -> str:
             raise ClaimError(f"{where}, value {name!r}: a table value takes mean_of or union_of")
         seeds = pooled(name, spec["mean_of"])
         mean = sum(seeds) / len(seeds)
-        return mean / lookup(name, spec["relative_to"]) - 1 if "relative_to" in spec else mean
+        if "relative_to" in spec:
+            return mean / lookup(name, spec["relative_to"]) - 1
+        return mean / lookup(name, spec["ratio_to"]) if "ratio_to" in spec else mean
 
     values = {name: value(name, spec) for name, spec in claim.get("values", {}).items()}
     written = hand_written_numbers(claim["text"])

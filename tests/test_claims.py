@@ -104,6 +104,17 @@ def test_a_claim_pools_the_seeds_two_runs_of_a_study_hold(tmp_path):
     assert "Seeds 0, 1, 2: 0.0900, +12.5% against 0.0800." in render_claims.render(docs)
 
 
+def test_a_claim_gives_a_ratio_of_two_measurements(tmp_path):
+    docs = toy_docs(
+        tmp_path,
+        "A runs {x:.1f}x as fast.",
+        'x = {mean_of = [["rsir", "speed"]], ratio_to = ["@peer", "speed"]}',
+    )
+    (docs / "results" / "study.json").write_text(json.dumps({"rsir": {"speed": 1734.0}}))
+    (docs / "results" / "peer.json").write_text(json.dumps({"speed": 100.0}))
+    assert "A runs 17.3x as fast." in render_claims.render(docs)
+
+
 @pytest.mark.parametrize(
     "text, values, message",
     [
