@@ -109,7 +109,8 @@ def rsir_child(args: argparse.Namespace) -> None:
     data = read_dataset(args.data)
     split = leave_one_out(data)
     model = build_backbone("sasrec", data.n_items, MODEL, seed=args.seed)
-    # RecBole's optimiser and per-batch mean loss, as in the published runs (the paper preset)
+    # RecBole's optimiser; the paper preset's per-batch mean loss (the published runs) unless
+    # --target-weighting equal, the weighting RecBole's one-target rows get
     params = TrainParams(
         **{
             **PRESETS["paper"]["train"],
