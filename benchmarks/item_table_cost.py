@@ -26,7 +26,6 @@ import torch
 from rsir.config import PRESETS, build_config
 from rsir.models import build_backbone
 from rsir.rundir import provenance
-from rsir.training.losses import build_loss
 from rsir.training.trainer import LossStep, use_threads
 
 
@@ -37,8 +36,7 @@ def step_seconds(n_items: int, item_dropout: float, steps: int, preset: str, bat
     params = config.train
     options = {**config.model, "item_dropout": item_dropout}
     model = build_backbone("sasrec", n_items, options, seed=0).train()
-    loss = build_loss(params.loss, params.negatives, params.negatives_per)
-    step = LossStep(model, loss, by_length_groups=params.batching == "random")
+    step = LossStep.for_training(model, params)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
     window = torch.randint(1, n_items + 1, (batch_size, 9))
     inputs, targets = window[:, :-1], window[:, 1:]

@@ -26,7 +26,7 @@ from rsir.data import leave_one_out, read_dataset
 from rsir.data.batching import next_item_batches
 from rsir.models import build_backbone
 from rsir.rundir import provenance
-from rsir.training.losses import NEGATIVES_PER, build_loss
+from rsir.training.losses import NEGATIVES_PER
 from rsir.training.trainer import LossStep, use_threads
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     )
     params = config.train
     model = build_backbone(config.backbone, data.n_items, config.model, seed=0).train()
-    step = LossStep(model, build_loss(params.loss, params.negatives, params.negatives_per))
+    step = LossStep.for_training(model, params)  # as fit trains: length groups for random batches
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
     batches = list(
         next_item_batches(

@@ -247,6 +247,20 @@ class LossStep(torch.nn.Module):
         self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
         self.by_length_groups = by_length_groups
 
+    @classmethod
+    def for_training(cls, model: Backbone, params: TrainParams, teacher: Backbone | None = None) -> LossStep:
+        """The step as :func:`fit` trains with ``params`` (its loss, precision, distillation and
+        length groups), so that benchmarks time and profile the same step."""
+        return cls(
+            model,
+            build_loss(params.loss, params.negatives, params.negatives_per),
+            params.precision,
+            teacher,
+            params.distill_weight,
+            params.distill_temperature,
+            by_length_groups=params.batching == "random",
+        )
+
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, batch_weight: float
     ) -> torch.Tensor:
@@ -378,15 +392,7 @@ def fit(
         model.parameters(), lr=params.lr, betas=(0.9, params.beta2), weight_decay=params.weight_decay
     )
     teacher = _teacher(params, teacher, model, device)
-    step: torch.nn.Module = LossStep(
-        model,
-        build_loss(params.loss, params.negatives, params.negatives_per),
-        params.precision,
-        teacher,
-        params.distill_weight,
-        params.distill_temperature,
-        by_length_groups=params.batching == "random",
-    )
+    step: torch.nn.Module = LossStep.for_training(model, params, teacher)
     if distributed.active():
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     last_target_only = params.targets == "prefixes"
