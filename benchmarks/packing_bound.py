@@ -35,6 +35,7 @@ from rsir.config import build_config
 from rsir.data import leave_one_out, read_dataset
 from rsir.data.batching import next_item_batches
 from rsir.data.sequences import Sequences
+from rsir.errors import RsirError
 from rsir.generation.loop import round_training_set
 from rsir.models import build_backbone
 from rsir.models.base import Backbone
@@ -150,7 +151,10 @@ def main() -> None:
     model = build_backbone(config.backbone, data.n_items, config.model, seed=0)
     epochs = {"plain": split.train}
     if args.round_dir:
-        epochs["round"] = round_training_set(args.round_dir, split.train, 1)
+        try:
+            epochs["round"] = round_training_set(args.round_dir, split.train, 1)
+        except RsirError as error:
+            parser.error(str(error))
     result = {
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
         "rsir": provenance(),
