@@ -90,7 +90,7 @@ def seconds(run: Callable[[], None]) -> float:
 
 
 def measure(model: Backbone, params: TrainParams, batches: list[Batch], repeats: int) -> dict:
-    """Seconds per step of the whole step and of the encoder in both layouts, interleaved
+    """Time per step of the whole step and of the encoder in both layouts, interleaved
     so that all three see the same machine state."""
     step = LossStep.for_training(model, params)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
@@ -122,7 +122,7 @@ def measure(model: Backbone, params: TrainParams, batches: list[Batch], repeats:
         "steps": len(batches),
         "targets_per_step": real / len(batches),
         "padded_area_per_real_position": round(area / real, 3),
-        "seconds_per_step": {name: round(value, 5) for name, value in per_step.items()},
+        "milliseconds_per_step": {name: round(1000 * value, 2) for name, value in per_step.items()},
         "bound_share_of_step": round(
             max(per_step["encoder_as_trained"] - per_step["encoder_packed"], 0.0) / per_step["step"], 4
         ),
