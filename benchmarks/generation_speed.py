@@ -30,6 +30,7 @@ from rsir.distributed import resolve_device
 from rsir.files import write_json
 from rsir.generation.generate import GenerationParams, generate
 from rsir.models.checkpoint import load_checkpoint
+from rsir.rundir import provenance
 from rsir.training.trainer import use_threads
 
 
@@ -115,6 +116,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     summary = {
         "command": "python " + shlex.join(sys.argv),
+        "rsir": provenance(),
         "checkpoint": args.checkpoint,
         "data": args.data,
         "threads": torch.get_num_threads(),
