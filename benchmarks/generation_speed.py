@@ -2,8 +2,9 @@
 cached keys/values (incremental) and with the prefix re-encoded at every step, side by side;
 with ``--faiss-probe``, also with the FAISS index instead of the exact catalogue scan, and
 how many kept sequences and first-step decisions it shares with the exact scan. With several
-``--attempt-batch`` sizes, each is timed in turn in the same run, against the first (their
-random streams differ, so their kept sequences are not compared).
+``--attempt-batch`` sizes, each is timed in the same run, against the first (their random
+streams differ, so their kept sequences are not compared); ``--repeats N`` times every run N
+times, all runs in turn, and keeps the median.
 
     python benchmarks/generation_speed.py --checkpoint runs/protocol/Beauty-sasrec-sampled_softmax-s0/model.pt \
         --data ../shared/data/Beauty/Beauty.txt --attempts 5 --tau 10 --threads 1 \
@@ -19,6 +20,7 @@ import os
 import platform
 import resource
 import shlex
+import statistics
 import sys
 import time
 
@@ -28,10 +30,15 @@ import torch
 from rsir.data import leave_one_out, read_dataset
 from rsir.distributed import resolve_device
 from rsir.files import write_json
-from rsir.generation.generate import GenerationParams, generate
+from rsir.generation.generate import GenerationParams, GenerationResult, generate
 from rsir.models.checkpoint import load_checkpoint
 from rsir.rundir import provenance
 from rsir.training.trainer import use_threads
+
+
+def _kept(result: GenerationResult) -> set[tuple[int, ...]]:
+    """The distinct sequences a generation kept."""
+    return {tuple(sequence) for sequence in result.sequences.to_lists()}
 
 
 def main() -> None:
@@ -61,19 +68,26 @@ def main() -> None:
         action="store_true",
         help="skip the re-encoding mode (a backbone that re-encodes anyway, as today's SASRec, runs it twice)",
     )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="times each run is timed, all runs in turn; the median is kept"
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     use_threads(args.threads)
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint)[0].to(device)
     split = leave_one_out(read_dataset(args.data))
     sources = split.train.select(np.arange(min(args.sources, len(split.train)))) if args.sources else split.train
-    rows = []
     modes = [("exact", True, 0)] + [("exact", False, 0)] * (not args.cached_only)
     modes += [("faiss", True, probe) for probe in args.faiss_probe]
-    for tau in args.tau:
-        first_batch_seconds = None
-        for attempt_batch, (retrieval, incremental, probe) in itertools.product(args.attempt_batch, modes):
+    runs = list(itertools.product(args.tau, args.attempt_batch, modes))
+    seconds: dict[tuple, list[float]] = {run: [] for run in runs}
+    results = {}
+    for _ in range(args.repeats):  # every run once per repeat, in turn: all see the same machine states
+        for run in runs:
+            tau, attempt_batch, (retrieval, incremental, probe) = run
             params = GenerationParams(
                 attempts=args.attempts,
                 exploit_prob=args.exploit_prob,
@@ -84,36 +98,35 @@ def main() -> None:
                 faiss_probe=probe or 16,
             )
             started = time.perf_counter()
-            result = generate(model, sources, params, progress=False)
-            seconds = time.perf_counter() - started
-            if (retrieval, incremental) == ("exact", True):
-                kept = {}
-            kept[(retrieval, incremental, probe)] = {tuple(s) for s in result.sequences.to_lists()}
-            stats = {k: v for k, v in result.stats.items() if k != "checks_by_step"}
-            stats["acceptance_by_step"] = stats["acceptance_by_step"][:3]
-            rows.append(
-                {
-                    "tau": tau,
-                    "retrieval": retrieval,
-                    "faiss_probe": probe or None,
-                    "incremental": incremental,
-                    "attempt_batch": attempt_batch,
-                    "wall_seconds": round(seconds, 2),
-                    **stats,
-                }
-            )
-            if (retrieval, incremental) == ("exact", True):
-                reference_seconds = seconds
-                first_batch_seconds = first_batch_seconds or seconds
-                rows[-1]["seconds_vs_first_attempt_batch"] = round(seconds / first_batch_seconds, 2)
-            else:
-                reference = kept[("exact", True, 0)]
-                mine = kept[(retrieval, incremental, probe)]
-                rows[-1]["same_sequences_share_vs_cached_exact"] = round(
-                    len(mine & reference) / max(len(mine | reference), 1), 4
-                )
-                rows[-1]["seconds_vs_cached_exact"] = round(seconds / reference_seconds, 2)
-            print(json.dumps(rows[-1]), flush=True)
+            results[run] = generate(model, sources, params, progress=False)  # the same on every repeat
+            seconds[run].append(time.perf_counter() - started)
+    rows = []
+    for run in runs:
+        tau, attempt_batch, (retrieval, incremental, probe) = run
+        median = statistics.median(seconds[run])
+        stats = {k: v for k, v in results[run].stats.items() if k not in ("checks_by_step", "seconds")}
+        stats["acceptance_by_step"] = stats["acceptance_by_step"][:3]
+        row = {
+            "tau": tau,
+            "retrieval": retrieval,
+            "faiss_probe": probe or None,
+            "incremental": incremental,
+            "attempt_batch": attempt_batch,
+            "wall_seconds": round(median, 2),
+            "wall_seconds_each": [round(value, 2) for value in seconds[run]],
+            **stats,
+            "items_per_second": round(results[run].stats["generated_items"] / median, 1),
+        }
+        reference = (tau, attempt_batch, modes[0])  # the cached exact scan of the same size
+        if run != reference:
+            mine, theirs = (_kept(results[r]) for r in (run, reference))
+            row["same_sequences_share_vs_cached_exact"] = round(len(mine & theirs) / max(len(mine | theirs), 1), 4)
+            row["seconds_vs_cached_exact"] = round(median / statistics.median(seconds[reference]), 2)
+        if len(args.attempt_batch) > 1:
+            first = statistics.median(seconds[(tau, args.attempt_batch[0], (retrieval, incremental, probe))])
+            row["seconds_vs_first_attempt_batch"] = round(median / first, 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     summary = {
         "command": "python " + shlex.join(sys.argv),
         "rsir": provenance(),
