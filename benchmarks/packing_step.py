@@ -20,6 +20,7 @@ drawn as the default round draws it: one synthetic sequence per real one each ep
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import shlex
@@ -35,7 +36,6 @@ import torch
 
 from rsir.config import build_config
 from rsir.data import leave_one_out, read_dataset
-from rsir.data.batching import next_item_batches
 from rsir.data.sequences import Sequences
 from rsir.errors import RsirError
 from rsir.files import write_json
@@ -43,25 +43,14 @@ from rsir.generation.loop import round_training_set
 from rsir.models import build_backbone
 from rsir.models.base import Backbone
 from rsir.rundir import RunDir, provenance
-from rsir.training.trainer import LossStep, TrainParams, length_groups, use_threads
+from rsir.training.trainer import LossStep, TrainParams, epoch_batches, length_groups, use_threads
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]
 
 
-def epoch_batches(train: Sequences, params: TrainParams, max_len: int, steps: int) -> list[Batch]:
+def first_batches(train: Sequences, params: TrainParams, max_len: int, steps: int) -> list[Batch]:
     """The first ``steps`` batches of an epoch, as fit draws them with ``params``."""
-    batches = next_item_batches(
-        train,
-        max_len,
-        params.batch_size,
-        np.random.default_rng(0),
-        synthetic_weight=params.synthetic_weight,
-        by_length=params.batching == "length",
-        equal_weight=params.target_weighting == "equal",
-        synthetic_per_epoch=params.synthetic_per_epoch,
-        budget_unit=params.budget_unit,
-    )
-    return [batch for _, batch in zip(range(steps), batches)]
+    return list(itertools.islice(epoch_batches(train, params, max_len, np.random.default_rng(0)), steps))
 
 
 def packed_batch(batch: Batch, max_len: int, n_items: int) -> Batch:
@@ -172,7 +161,7 @@ def main() -> None:
         if len(epochs["round"]) == len(split.train):
             parser.error(f"--round-dir {args.round_dir}: its round 0 kept no synthetic sequences")
     measured = {
-        name: measure(model, params, epoch_batches(train, params, model.max_len, args.steps), args.repeats)
+        name: measure(model, params, first_batches(train, params, model.max_len, args.steps), args.repeats)
         for name, train in epochs.items()
     }
     write_json(

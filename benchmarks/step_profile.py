@@ -23,11 +23,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from rsir.config import PRESETS, build_config
 from rsir.data import leave_one_out, read_dataset
-from rsir.data.batching import next_item_batches
 from rsir.models import build_backbone
 from rsir.rundir import provenance
 from rsir.training.losses import NEGATIVES_PER
-from rsir.training.trainer import LossStep, use_threads
+from rsir.training.trainer import LossStep, epoch_batches, use_threads
 
 
 def main() -> None:
@@ -59,16 +58,9 @@ def main() -> None:
     model = build_backbone(config.backbone, data.n_items, config.model, seed=0).train()
     step = LossStep.for_training(model, params)  # as fit trains: length groups for random batches
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, params.beta2))
-    batches = list(
-        next_item_batches(
-            split.train,
-            model.max_len,
-            params.batch_size,
-            np.random.default_rng(0),
-            by_length=params.batching == "length",
-            equal_weight=params.target_weighting == "equal",
-        )
-    )[: args.warmup + args.steps]
+    batches = list(epoch_batches(split.train, params, model.max_len, np.random.default_rng(0)))[
+        : args.warmup + args.steps
+    ]
 
     def train(chosen: list) -> None:
         for inputs, targets, weights, batch_weight in chosen:

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -486,22 +487,16 @@ def fit(
     )
 
 
-def _train_epoch(
-    run: TrainingRun,
-    step: torch.nn.Module,
-    rows: Sequences,
-    device: torch.device,
-    last_target_only: bool,
-    callbacks: list[Callback],
-) -> tuple[float, int]:
-    """One pass over the epoch's batches: the loss summed over batches and their number,
-    both over all ranks."""
-    params = run.params
-    batches = next_item_batches(
+def epoch_batches(
+    rows: Sequences, params: TrainParams, max_len: int, rng: np.random.Generator, last_target_only: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
+    """One epoch's batches as :func:`fit` draws them with ``params`` (this rank's rows under
+    ``torchrun``), so that benchmarks time and profile the same batches."""
+    return next_item_batches(
         rows,
-        run.model.max_len,
+        max_len,
         params.batch_size,
-        run.rng,
+        rng,
         distributed.rank(),
         distributed.world_size(),
         params.synthetic_weight,
@@ -512,6 +507,19 @@ def _train_epoch(
         synthetic_per_epoch=params.synthetic_per_epoch,
         budget_unit=params.budget_unit,
     )
+
+
+def _train_epoch(
+    run: TrainingRun,
+    step: torch.nn.Module,
+    rows: Sequences,
+    device: torch.device,
+    last_target_only: bool,
+    callbacks: list[Callback],
+) -> tuple[float, int]:
+    """One pass over the epoch's batches: the loss summed over batches and their number,
+    both over all ranks."""
+    batches = epoch_batches(rows, run.params, run.model.max_len, run.rng, last_target_only)
     total, count = 0.0, 0
     for inputs, targets, weights, batch_weight in batches:
         loss = step(inputs.to(device), targets.to(device), weights.to(device), batch_weight)
